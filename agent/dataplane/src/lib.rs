@@ -1,0 +1,14 @@
+//! User space of waggle's eBPF dataplane.
+//!
+//! [`Dataplane`] owns the eBPF object built from `ebpf/programs`: it loads the
+//! programs, attaches them to interfaces (XDP on an uplink, tc on either
+//! direction of a link) and hands out one typed wrapper per map.
+
+mod error;
+pub mod maps;
+mod object;
+
+pub use aya::programs::TestRunResult;
+pub use error::Error;
+pub use object::{Dataplane, TcDirection};
+pub use waggle_ebpf_common::{Counter, CounterSlot};

@@ -1,0 +1,5 @@
+//! One typed wrapper per eBPF map.
+
+mod counters;
+
+pub use counters::CounterTable;

@@ -1,0 +1,194 @@
+//! Containers and their tasks: create from an image, start, wait, remove.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, KillRequest,
+    ReadContentRequest, StartRequest, WaitRequest, container::Runtime as ContainerRuntime,
+    containers_client::ContainersClient, content_client::ContentClient,
+    snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient},
+    tasks_client::TasksClient,
+};
+use prost_types::Any;
+
+use crate::archive::{ImageConfig, Manifest, chain_ids};
+use crate::spec::{SPEC_TYPE_URL, SpecInput, runtime_spec};
+use crate::{Error, RUNC_RUNTIME, Runtime, SNAPSHOTTER};
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerConfig {
+    pub id: String,
+    pub image: String,
+    /// The full command; empty means the image's entrypoint + cmd.
+    pub args: Vec<String>,
+    /// Added after the image's environment.
+    pub env: Vec<String>,
+    /// Network namespace file to join.
+    pub netns: Option<PathBuf>,
+    /// Where stdout and stderr go (a file, appended to).
+    pub log_path: PathBuf,
+    pub labels: HashMap<String, String>,
+}
+
+/// How a task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: u32,
+}
+
+impl Runtime {
+    /// Creates the container record and its writable snapshot on top of the image.
+    pub async fn create_container(&self, cfg: &ContainerConfig) -> Result<(), Error> {
+        let target = self.image_target(&cfg.image).await?;
+        let manifest: Manifest = self.read_json(&target.digest).await?;
+        let config: ImageConfig = self.read_json(&manifest.config.digest).await?;
+        let parent = chain_ids(&config.rootfs.diff_ids)
+            .pop()
+            .ok_or_else(|| Error::Image { image: cfg.image.clone(), reason: "the image has no layers".into() })?;
+
+        let args = if cfg.args.is_empty() {
+            let mut a = config.config.entrypoint.clone().unwrap_or_default();
+            a.extend(config.config.cmd.clone().unwrap_or_default());
+            a
+        } else {
+            cfg.args.clone()
+        };
+        if args.is_empty() {
+            return Err(Error::Image { image: cfg.image.clone(), reason: "no command given and the image has none".into() });
+        }
+        let mut env = config.config.env.clone();
+        env.extend(cfg.env.iter().cloned());
+        let netns = cfg.netns.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let cgroups_path = format!("/waggle/{}", cfg.id);
+        let spec = runtime_spec(&SpecInput {
+            id: &cfg.id,
+            args: &args,
+            env: &env,
+            cwd: &config.config.working_dir,
+            hostname: &cfg.id,
+            netns: netns.as_deref(),
+            cgroups_path: &cgroups_path,
+        });
+        let spec = serde_json::to_vec(&spec).map_err(|source| Error::Spec { container: cfg.id.clone(), source })?;
+
+        let container = Container {
+            id: cfg.id.clone(),
+            labels: cfg.labels.clone(),
+            image: cfg.image.clone(),
+            runtime: Some(ContainerRuntime { name: RUNC_RUNTIME.into(), options: None }),
+            spec: Some(Any { type_url: SPEC_TYPE_URL.into(), value: spec }),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: cfg.id.clone(),
+            ..Default::default()
+        };
+        ContainersClient::new(self.channel.clone())
+            .create(self.request(CreateContainerRequest { container: Some(container) }))
+            .await
+            .map_err(Error::rpc("Containers.Create", &cfg.id))?;
+        // The container record now refers to the snapshot key, which keeps the
+        // snapshot from the garbage collector once it exists.
+        SnapshotsClient::new(self.channel.clone())
+            .prepare(self.request(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: cfg.id.clone(),
+                parent,
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(Error::rpc("Snapshots.Prepare", &cfg.id))?;
+        Ok(())
+    }
+
+    /// Creates and starts the container's task; returns its pid.
+    pub async fn start_container(&self, cfg: &ContainerConfig) -> Result<u32, Error> {
+        let rootfs = SnapshotsClient::new(self.channel.clone())
+            .mounts(self.request(MountsRequest { snapshotter: SNAPSHOTTER.into(), key: cfg.id.clone() }))
+            .await
+            .map_err(Error::rpc("Snapshots.Mounts", &cfg.id))?
+            .into_inner()
+            .mounts;
+        // The runc shim appends both streams to a file given as a file:// URI.
+        let log = format!("file://{}", cfg.log_path.display());
+        let mut tasks = TasksClient::new(self.channel.clone());
+        tasks
+            .create(self.request(CreateTaskRequest {
+                container_id: cfg.id.clone(),
+                rootfs,
+                stdout: log.clone(),
+                stderr: log,
+                ..Default::default()
+            }))
+            .await
+            .map_err(Error::rpc("Tasks.Create", &cfg.id))?;
+        let pid = tasks
+            .start(self.request(StartRequest { container_id: cfg.id.clone(), exec_id: String::new() }))
+            .await
+            .map_err(Error::rpc("Tasks.Start", &cfg.id))?
+            .into_inner()
+            .pid;
+        tracing::info!(container = %cfg.id, pid, "started container");
+        Ok(pid)
+    }
+
+    /// Waits for the container's task to exit.
+    pub async fn wait_container(&self, id: &str) -> Result<ExitStatus, Error> {
+        let resp = TasksClient::new(self.channel.clone())
+            .wait(self.request(WaitRequest { container_id: id.to_owned(), exec_id: String::new() }))
+            .await
+            .map_err(Error::rpc("Tasks.Wait", id))?
+            .into_inner();
+        Ok(ExitStatus { code: resp.exit_status })
+    }
+
+    /// Kills (SIGKILL) and removes the task, the container and its snapshot.
+    /// Whatever is already gone counts as removed.
+    pub async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let killed = tasks
+            .kill(self.request(KillRequest { container_id: id.to_owned(), exec_id: String::new(), signal: 9, all: true }))
+            .await
+            .map_err(Error::rpc("Tasks.Kill", id));
+        if killed.is_ok() {
+            let _ = self.wait_container(id).await;
+        }
+        let deleted = tasks
+            .delete(self.request(DeleteTaskRequest { container_id: id.to_owned() }))
+            .await
+            .map_err(Error::rpc("Tasks.Delete", id));
+        ignore_not_found(deleted.map(drop))?;
+        let deleted = ContainersClient::new(self.channel.clone())
+            .delete(self.request(DeleteContainerRequest { id: id.to_owned() }))
+            .await
+            .map_err(Error::rpc("Containers.Delete", id));
+        ignore_not_found(deleted.map(drop))?;
+        let removed = SnapshotsClient::new(self.channel.clone())
+            .remove(self.request(RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: id.to_owned() }))
+            .await
+            .map_err(Error::rpc("Snapshots.Remove", id));
+        ignore_not_found(removed.map(drop))
+    }
+
+    /// Reads a whole blob from the content store and parses it as JSON.
+    async fn read_json<T: for<'de> serde::Deserialize<'de>>(&self, digest: &str) -> Result<T, Error> {
+        let mut stream = ContentClient::new(self.channel.clone())
+            .read(self.request(ReadContentRequest { digest: digest.to_owned(), offset: 0, size: 0 }))
+            .await
+            .map_err(Error::rpc("Content.Read", digest))?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(Error::rpc("Content.Read", digest))? {
+            bytes.extend_from_slice(&chunk.data);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Image { image: digest.to_owned(), reason: format!("blob is not the expected JSON: {e}") })
+    }
+}
+
+fn ignore_not_found(r: Result<(), Error>) -> Result<(), Error> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,262 @@
+//! Image import: content blobs → image record → unpacked snapshots.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use containerd_client::services::v1::{
+    CreateImageRequest, GetImageRequest, Image, UpdateImageRequest, WriteAction, WriteContentRequest,
+    content_client::ContentClient, images_client::ImagesClient,
+    leases_client::LeasesClient,
+    snapshots::{CommitSnapshotRequest, PrepareSnapshotRequest, StatSnapshotRequest, snapshots_client::SnapshotsClient},
+};
+use containerd_client::services::v1::{ApplyRequest, diff_client::DiffClient};
+use prost_types::FieldMask;
+
+use crate::archive::{Descriptor, ImageConfig, Manifest, OciArchive, chain_ids};
+use crate::{Error, Runtime, SNAPSHOTTER};
+
+/// Blobs are streamed to containerd in chunks of this size.
+const CHUNK: usize = 1 << 20;
+
+/// An image now present and unpacked in containerd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedImage {
+    pub name: String,
+    pub manifest_digest: String,
+    /// Chain ID of the top layer: the parent snapshot of a container's rootfs.
+    pub chain_id: String,
+}
+
+impl Runtime {
+    /// Imports every named image of an OCI layout tarball and unpacks it for
+    /// the overlayfs snapshotter. Importing the same archive twice is a no-op.
+    pub async fn import_archive(&self, path: &Path) -> Result<Vec<ImportedImage>, Error> {
+        let archive = OciArchive::read(path)?;
+        let lease = self.create_lease(&format!("import {}", path.display())).await?;
+        let result = self.import_with_lease(&archive, &lease).await;
+        // The image records and snapshot labels now hold everything; the lease
+        // only protected the import in flight.
+        let _ = LeasesClient::new(self.channel.clone())
+            .delete(self.request(containerd_client::services::v1::DeleteRequest { id: lease.clone(), sync: false }))
+            .await;
+        result
+    }
+
+    async fn import_with_lease(&self, archive: &OciArchive, lease: &str) -> Result<Vec<ImportedImage>, Error> {
+        let mut imported = Vec::new();
+        for (name, manifest_desc) in &archive.images {
+            let manifest: Manifest = archive.json(&manifest_desc.digest)?;
+            let config: ImageConfig = archive.json(&manifest.config.digest)?;
+            if config.rootfs.diff_ids.len() != manifest.layers.len() {
+                return Err(Error::Image {
+                    image: name.clone(),
+                    reason: format!(
+                        "{} layers but {} diff_ids in the config",
+                        manifest.layers.len(),
+                        config.rootfs.diff_ids.len()
+                    ),
+                });
+            }
+            let chain = chain_ids(&config.rootfs.diff_ids);
+            let top = chain.last().cloned().ok_or_else(|| Error::Image {
+                image: name.clone(),
+                reason: "the image has no layers".into(),
+            })?;
+
+            // Labels tell containerd's garbage collector what refers to what.
+            for (i, layer) in manifest.layers.iter().enumerate() {
+                let labels = HashMap::from([("containerd.io/uncompressed".to_owned(), config.rootfs.diff_ids[i].clone())]);
+                self.write_blob(archive, layer, labels, lease).await?;
+            }
+            let config_labels =
+                HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top.clone())]);
+            self.write_blob(archive, &manifest.config, config_labels, lease).await?;
+            let mut manifest_labels =
+                HashMap::from([("containerd.io/gc.ref.content.config".to_owned(), manifest.config.digest.clone())]);
+            for (i, layer) in manifest.layers.iter().enumerate() {
+                manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
+            }
+            self.write_blob(archive, manifest_desc, manifest_labels, lease).await?;
+
+            self.unpack(&manifest.layers, &chain, lease).await?;
+            self.put_image(name, manifest_desc).await?;
+            tracing::info!(image = %name, digest = %manifest_desc.digest, "imported image");
+            imported.push(ImportedImage { name: name.clone(), manifest_digest: manifest_desc.digest.clone(), chain_id: top });
+        }
+        Ok(imported)
+    }
+
+    async fn create_lease(&self, why: &str) -> Result<String, Error> {
+        let id = format!("waggle-import-{}-{}", std::process::id(), unique());
+        let labels = HashMap::from([("waggle.dev/purpose".to_owned(), why.to_owned())]);
+        LeasesClient::new(self.channel.clone())
+            .create(self.request(containerd_client::services::v1::CreateRequest { id: id.clone(), labels }))
+            .await
+            .map_err(Error::rpc("Leases.Create", &id))?;
+        Ok(id)
+    }
+
+    /// Streams one blob into the content store; a blob already there is kept.
+    async fn write_blob(
+        &self,
+        archive: &OciArchive,
+        desc: &Descriptor,
+        labels: HashMap<String, String>,
+        lease: &str,
+    ) -> Result<(), Error> {
+        let bytes = archive.blob(&desc.digest)?;
+        let r#ref = format!("waggle-{}", desc.digest);
+        let mut msgs = Vec::new();
+        let mut offset = 0usize;
+        for chunk in bytes.chunks(CHUNK) {
+            msgs.push(WriteContentRequest {
+                action: WriteAction::Write as i32,
+                r#ref: r#ref.clone(),
+                total: desc.size,
+                expected: desc.digest.clone(),
+                offset: offset as i64,
+                data: chunk.to_vec(),
+                labels: HashMap::new(),
+            });
+            offset += chunk.len();
+        }
+        msgs.push(WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            r#ref,
+            total: desc.size,
+            expected: desc.digest.clone(),
+            offset: offset as i64,
+            data: Vec::new(),
+            labels,
+        });
+        let req = self.leased_request(tokio_stream::iter(msgs), lease)?;
+        let call = ContentClient::new(self.channel.clone()).write(req).await;
+        let result = match call {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break Ok(()),
+                        Err(status) => break Err(status),
+                    }
+                }
+            }
+            Err(status) => Err(status),
+        };
+        match result.map_err(Error::rpc("Content.Write", &desc.digest)) {
+            Err(e) if e.is_already_exists() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Applies each layer on top of its parent and commits it under its chain ID.
+    async fn unpack(&self, layers: &[Descriptor], chain: &[String], lease: &str) -> Result<(), Error> {
+        let mut snapshots = SnapshotsClient::new(self.channel.clone());
+        for (i, (layer, chain_id)) in layers.iter().zip(chain).enumerate() {
+            let stat = snapshots
+                .stat(self.request(StatSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: chain_id.clone() }))
+                .await;
+            if stat.is_ok() {
+                continue;
+            }
+            let parent = if i == 0 { String::new() } else { chain[i - 1].clone() };
+            let key = format!("extract-{}-{chain_id}", unique());
+            let mounts = snapshots
+                .prepare(self.leased_request(
+                    PrepareSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        key: key.clone(),
+                        parent,
+                        labels: HashMap::new(),
+                    },
+                    lease,
+                )?)
+                .await
+                .map_err(Error::rpc("Snapshots.Prepare", &key))?
+                .into_inner()
+                .mounts;
+            DiffClient::new(self.channel.clone())
+                .apply(self.leased_request(
+                    ApplyRequest { diff: Some(layer.into()), mounts, payloads: HashMap::new(), sync_fs: false },
+                    lease,
+                )?)
+                .await
+                .map_err(Error::rpc("Diff.Apply", &layer.digest))?;
+            let commit = snapshots
+                .commit(self.leased_request(
+                    CommitSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        name: chain_id.clone(),
+                        key: key.clone(),
+                        labels: HashMap::new(),
+                    },
+                    lease,
+                )?)
+                .await
+                .map_err(Error::rpc("Snapshots.Commit", chain_id));
+            match commit {
+                Err(e) if e.is_already_exists() => {
+                    // Another import got there first; drop our copy.
+                    let _ = snapshots
+                        .remove(self.request(containerd_client::services::v1::snapshots::RemoveSnapshotRequest {
+                            snapshotter: SNAPSHOTTER.into(),
+                            key,
+                        }))
+                        .await;
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the image record, or points an existing one at this manifest.
+    async fn put_image(&self, name: &str, target: &Descriptor) -> Result<(), Error> {
+        let mut images = ImagesClient::new(self.channel.clone());
+        let image = Image { name: name.to_owned(), target: Some(target.into()), ..Default::default() };
+        let created = images
+            .create(self.request(CreateImageRequest { image: Some(image.clone()), source_date_epoch: None }))
+            .await
+            .map_err(Error::rpc("Images.Create", name));
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_already_exists() => {
+                images
+                    .update(self.request(UpdateImageRequest {
+                        image: Some(image),
+                        update_mask: Some(FieldMask { paths: vec!["target".into()] }),
+                        source_date_epoch: None,
+                    }))
+                    .await
+                    .map_err(Error::rpc("Images.Update", name))?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The manifest digest an image name points at.
+    pub async fn image_target(&self, name: &str) -> Result<containerd_client::types::Descriptor, Error> {
+        let image = ImagesClient::new(self.channel.clone())
+            .get(self.request(GetImageRequest { name: name.to_owned() }))
+            .await
+            .map_err(Error::rpc("Images.Get", name))?
+            .into_inner()
+            .image;
+        image.and_then(|i| i.target).ok_or_else(|| Error::Image { image: name.to_owned(), reason: "has no target".into() })
+    }
+}
+
+/// A short process-unique token for lease and snapshot keys.
+pub(crate) fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{:x}{:x}", nanos, N.fetch_add(1, Ordering::Relaxed))
+}

@@ -1,0 +1,23 @@
+//! Container runtime client for waggle's agent: containerd through the
+//! `containerd-client` crate.
+//!
+//! - [`archive`] reads OCI layout tarballs (what `waggle images import` takes).
+//! - [`Runtime`] imports images (content, image record, unpacked snapshots) and
+//!   runs containers (OCI spec, snapshot, task) in one containerd namespace.
+
+pub mod archive;
+mod client;
+mod containers;
+mod error;
+mod images;
+pub mod spec;
+
+pub use client::Runtime;
+pub use containers::{ContainerConfig, ExitStatus};
+pub use error::Error;
+pub use images::ImportedImage;
+
+/// The snapshotter waggle uses (works on this kernel with cgroup v1 + runc).
+pub const SNAPSHOTTER: &str = "overlayfs";
+/// The containerd runtime (shim) waggle uses.
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";

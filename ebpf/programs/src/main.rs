@@ -1,0 +1,53 @@
+//! waggle's eBPF programs.
+//!
+//! Each entry point is a one-line wrapper around a `try_` function; the stages
+//! those call live in their own modules. Only the counting programs that prove
+//! the toolchain exist so far: the Service and policy stages join them here.
+#![no_std]
+#![no_main]
+
+mod counters;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+/// Counts every frame arriving on the interface and passes it up the stack.
+#[xdp]
+pub fn xdp_count(ctx: XdpContext) -> u32 {
+    try_xdp_count(&ctx);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn try_xdp_count(ctx: &XdpContext) {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let class = parse::classify(data, end);
+    counters::record(&counters::XDP_COUNTERS, class, (end - data) as u64);
+}
+
+/// Counts every packet passing the tc hook and lets it continue.
+#[classifier]
+pub fn tc_count(ctx: TcContext) -> i32 {
+    try_tc_count(&ctx);
+    TC_ACT_OK
+}
+
+#[inline(always)]
+fn try_tc_count(ctx: &TcContext) {
+    let class = parse::classify(ctx.data(), ctx.data_end());
+    counters::record(&counters::TC_COUNTERS, class, u64::from(ctx.len()));
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,19 @@
+//! Harnesses that waggle's tests share: network namespaces and veth pairs with
+//! unique names, a private containerd, and a busybox OCI image built locally.
+//!
+//! Everything here cleans up in `Drop`, so a failing test leaves nothing
+//! behind, and every name is unique, so tests run in parallel.
+
+pub mod containerd;
+pub mod image;
+pub mod names;
+pub mod netns;
+
+pub use containerd::Containerd;
+pub use netns::{NetNs, VethPair};
+
+/// True when the process runs as root; privileged tests check this first and
+/// fail loudly rather than skip, because CI runs as root.
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}

@@ -1,0 +1,35 @@
+//! Command-line flags, defined apart from the code that runs them.
+
+mod images;
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes-compatible orchestrator with an eBPF-first dataplane.
+///
+/// Only the subcommands listed below work so far; `server`, `agent` and
+/// `store` arrive with their issues.
+#[derive(Debug, Parser)]
+#[command(name = "waggle", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage images in the node's containerd.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+    /// Print the version.
+    Version,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Images(cmd) => images::run(cmd),
+        Command::Version => {
+            println!("waggle {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}

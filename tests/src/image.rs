@@ -109,12 +109,19 @@ fn applets() -> anyhow::Result<Vec<String>> {
 /// empty directories.
 fn rootfs_layer(busybox: &[u8], applets: &[String]) -> anyhow::Result<Vec<u8>> {
     let mut layer = tar::Builder::new(Vec::new());
-    for dir in ["bin/", "sbin/", "usr/", "usr/bin/", "usr/sbin/", "etc/", "root/", "var/", "proc/", "sys/", "dev/", "run/"] {
+    for dir in
+        ["bin/", "sbin/", "usr/", "usr/bin/", "usr/sbin/", "etc/", "root/", "var/", "proc/", "sys/", "dev/", "run/"]
+    {
         append_dir(&mut layer, dir, 0o755)?;
     }
     append_dir(&mut layer, "tmp/", 0o1777)?;
     append_file(&mut layer, "bin/busybox", busybox, 0o755)?;
-    append_file(&mut layer, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", 0o644)?;
+    append_file(
+        &mut layer,
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        0o644,
+    )?;
     append_file(&mut layer, "etc/group", b"root:x:0:\nnobody:x:65534:\n", 0o644)?;
     for applet in applets {
         if applet == "bin/busybox" {

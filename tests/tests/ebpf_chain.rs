@@ -44,12 +44,7 @@ fn xdp_and_tc_programs_count_real_udp_packets_crossing_a_veth_pair() -> anyhow::
         }
         let xdp = dp.xdp_counters()?;
         let tc = dp.tc_counters()?;
-        Ok((
-            received,
-            xdp.read(CounterSlot::Ipv4Udp)?,
-            tc.read(CounterSlot::Ipv4Udp)?,
-            xdp.read(CounterSlot::All)?,
-        ))
+        Ok((received, xdp.read(CounterSlot::Ipv4Udp)?, tc.read(CounterSlot::Ipv4Udp)?, xdp.read(CounterSlot::All)?))
     })??;
 
     assert_eq!(received, SENT, "every datagram passed XDP and tc and reached the socket");

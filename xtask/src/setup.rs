@@ -11,7 +11,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{output, exec, step, succeeds};
+use crate::util::{exec, output, step, succeeds};
 
 /// Debian packages: runtime (containerd, runc, CNI plugins, busybox for
 /// images), build (protoc for tonic, libclang + system RocksDB for the
@@ -60,19 +60,18 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 fn apt_packages() -> anyhow::Result<String> {
-    let installed = output(
-        Command::new("dpkg-query").arg("-W").arg("-f=${Package} ${db:Status-Abbrev}\n").args(PACKAGES),
-    )
-    .or_else(|_| {
-        // dpkg-query exits 1 when some package is unknown; its stdout still
-        // lists the known ones.
-        let out = Command::new("dpkg-query")
-            .arg("-W")
-            .arg("-f=${Package} ${db:Status-Abbrev}\n")
-            .args(PACKAGES)
-            .output()?;
-        anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    })?;
+    let installed =
+        output(Command::new("dpkg-query").arg("-W").arg("-f=${Package} ${db:Status-Abbrev}\n").args(PACKAGES))
+            .or_else(|_| {
+                // dpkg-query exits 1 when some package is unknown; its stdout still
+                // lists the known ones.
+                let out = Command::new("dpkg-query")
+                    .arg("-W")
+                    .arg("-f=${Package} ${db:Status-Abbrev}\n")
+                    .args(PACKAGES)
+                    .output()?;
+                anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            })?;
     let present: BTreeSet<&str> = installed
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -84,10 +83,12 @@ fn apt_packages() -> anyhow::Result<String> {
         return Ok(format!("all {} present", PACKAGES.len()));
     }
     exec(Command::new("apt-get").args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
-    exec(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
     Ok(format!("installed {}", missing.join(" ")))
 }
 
@@ -134,13 +135,15 @@ fn bpf_linker() -> anyhow::Result<String> {
     let file_name = libllvm.file_name().context("libLLVM has no file name")?;
     symlink(&libllvm, prefix_lib.join("libLLVM.so"))?;
     symlink(&libllvm, prefix_lib.join(file_name))?;
-    exec(rustup()
-        .args(["run", "stable", "cargo", "install", "--locked", "--force", "--no-default-features"])
-        .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
-        .arg("--features")
-        .arg(format!("llvm-{major}"))
-        .env("LLVM_PREFIX", LLVM_PREFIX)
-        .env_remove("CARGO_TARGET_DIR"))?;
+    exec(
+        rustup()
+            .args(["run", "stable", "cargo", "install", "--locked", "--force", "--no-default-features"])
+            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+            .arg("--features")
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env_remove("CARGO_TARGET_DIR"),
+    )?;
     Ok(format!("built bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major}"))
 }
 

@@ -14,5 +14,3 @@ pub fn run() -> anyhow::Result<()> {
     // is issue #3 onwards; until it exists, say so instead of pretending.
     bail!("`waggle server` is not implemented yet (issue #3): setup and build are done, no cluster was started")
 }
-
-

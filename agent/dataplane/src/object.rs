@@ -2,9 +2,7 @@
 
 use aya::{
     Ebpf,
-    programs::{
-        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TestRunResult, Xdp, XdpMode,
-    },
+    programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TestRunResult, Xdp, XdpMode},
 };
 use waggle_ebpf_common::names;
 
@@ -110,8 +108,7 @@ impl Dataplane {
             .try_into()
             .map_err(|source| Error::Program { name, action: "expecting an XDP program".into(), source })?;
         if prog.fd().is_err() {
-            prog.load()
-                .map_err(|source| Error::Program { name, action: "loading".into(), source })?;
+            prog.load().map_err(|source| Error::Program { name, action: "loading".into(), source })?;
         }
         Ok(prog)
     }
@@ -124,8 +121,7 @@ impl Dataplane {
             .try_into()
             .map_err(|source| Error::Program { name, action: "expecting a tc program".into(), source })?;
         if prog.fd().is_err() {
-            prog.load()
-                .map_err(|source| Error::Program { name, action: "loading".into(), source })?;
+            prog.load().map_err(|source| Error::Program { name, action: "loading".into(), source })?;
         }
         Ok(prog)
     }

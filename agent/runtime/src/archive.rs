@@ -142,10 +142,8 @@ impl OciArchive {
 
     /// Parses the JSON blob with `digest` as `T`.
     pub fn json<T: for<'de> Deserialize<'de>>(&self, digest: &str) -> Result<T, Error> {
-        serde_json::from_slice(self.blob(digest)?).map_err(|e| Error::Archive {
-            path: self.path.clone(),
-            reason: format!("blob {digest}: {e}"),
-        })
+        serde_json::from_slice(self.blob(digest)?)
+            .map_err(|e| Error::Archive { path: self.path.clone(), reason: format!("blob {digest}: {e}") })
     }
 }
 

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest, KillRequest,
-    ReadContentRequest, StartRequest, WaitRequest, container::Runtime as ContainerRuntime,
-    containers_client::ContainersClient, content_client::ContentClient,
+    ReadContentRequest, StartRequest, WaitRequest,
+    container::Runtime as ContainerRuntime,
+    containers_client::ContainersClient,
+    content_client::ContentClient,
     snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, snapshots_client::SnapshotsClient},
     tasks_client::TasksClient,
 };
@@ -56,7 +58,10 @@ impl Runtime {
             cfg.args.clone()
         };
         if args.is_empty() {
-            return Err(Error::Image { image: cfg.image.clone(), reason: "no command given and the image has none".into() });
+            return Err(Error::Image {
+                image: cfg.image.clone(),
+                reason: "no command given and the image has none".into(),
+            });
         }
         let mut env = config.config.env.clone();
         env.extend(cfg.env.iter().cloned());
@@ -147,7 +152,12 @@ impl Runtime {
     pub async fn remove_container(&self, id: &str) -> Result<(), Error> {
         let mut tasks = TasksClient::new(self.channel.clone());
         let killed = tasks
-            .kill(self.request(KillRequest { container_id: id.to_owned(), exec_id: String::new(), signal: 9, all: true }))
+            .kill(self.request(KillRequest {
+                container_id: id.to_owned(),
+                exec_id: String::new(),
+                signal: 9,
+                all: true,
+            }))
             .await
             .map_err(Error::rpc("Tasks.Kill", id));
         if killed.is_ok() {
@@ -181,8 +191,10 @@ impl Runtime {
         while let Some(chunk) = stream.message().await.map_err(Error::rpc("Content.Read", digest))? {
             bytes.extend_from_slice(&chunk.data);
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Image { image: digest.to_owned(), reason: format!("blob is not the expected JSON: {e}") })
+        serde_json::from_slice(&bytes).map_err(|e| Error::Image {
+            image: digest.to_owned(),
+            reason: format!("blob is not the expected JSON: {e}"),
+        })
     }
 }
 

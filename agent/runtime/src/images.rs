@@ -3,13 +3,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use containerd_client::services::v1::{ApplyRequest, diff_client::DiffClient};
 use containerd_client::services::v1::{
     CreateImageRequest, GetImageRequest, Image, UpdateImageRequest, WriteAction, WriteContentRequest,
-    content_client::ContentClient, images_client::ImagesClient,
+    content_client::ContentClient,
+    images_client::ImagesClient,
     leases_client::LeasesClient,
-    snapshots::{CommitSnapshotRequest, PrepareSnapshotRequest, StatSnapshotRequest, snapshots_client::SnapshotsClient},
+    snapshots::{
+        CommitSnapshotRequest, PrepareSnapshotRequest, StatSnapshotRequest, snapshots_client::SnapshotsClient,
+    },
 };
-use containerd_client::services::v1::{ApplyRequest, diff_client::DiffClient};
 use prost_types::FieldMask;
 
 use crate::archive::{Descriptor, ImageConfig, Manifest, OciArchive, chain_ids};
@@ -58,18 +61,18 @@ impl Runtime {
                 });
             }
             let chain = chain_ids(&config.rootfs.diff_ids);
-            let top = chain.last().cloned().ok_or_else(|| Error::Image {
-                image: name.clone(),
-                reason: "the image has no layers".into(),
-            })?;
+            let top = chain
+                .last()
+                .cloned()
+                .ok_or_else(|| Error::Image { image: name.clone(), reason: "the image has no layers".into() })?;
 
             // Labels tell containerd's garbage collector what refers to what.
             for (i, layer) in manifest.layers.iter().enumerate() {
-                let labels = HashMap::from([("containerd.io/uncompressed".to_owned(), config.rootfs.diff_ids[i].clone())]);
+                let labels =
+                    HashMap::from([("containerd.io/uncompressed".to_owned(), config.rootfs.diff_ids[i].clone())]);
                 self.write_blob(archive, layer, labels, lease).await?;
             }
-            let config_labels =
-                HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top.clone())]);
+            let config_labels = HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top.clone())]);
             self.write_blob(archive, &manifest.config, config_labels, lease).await?;
             let mut manifest_labels =
                 HashMap::from([("containerd.io/gc.ref.content.config".to_owned(), manifest.config.digest.clone())]);
@@ -81,7 +84,11 @@ impl Runtime {
             self.unpack(&manifest.layers, &chain, lease).await?;
             self.put_image(name, manifest_desc).await?;
             tracing::info!(image = %name, digest = %manifest_desc.digest, "imported image");
-            imported.push(ImportedImage { name: name.clone(), manifest_digest: manifest_desc.digest.clone(), chain_id: top });
+            imported.push(ImportedImage {
+                name: name.clone(),
+                manifest_digest: manifest_desc.digest.clone(),
+                chain_id: top,
+            });
         }
         Ok(imported)
     }
@@ -246,7 +253,9 @@ impl Runtime {
             .map_err(Error::rpc("Images.Get", name))?
             .into_inner()
             .image;
-        image.and_then(|i| i.target).ok_or_else(|| Error::Image { image: name.to_owned(), reason: "has no target".into() })
+        image
+            .and_then(|i| i.target)
+            .ok_or_else(|| Error::Image { image: name.to_owned(), reason: "has no target".into() })
     }
 }
 
@@ -254,9 +263,7 @@ impl Runtime {
 pub(crate) fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     format!("{:x}{:x}", nanos, N.fetch_add(1, Ordering::Relaxed))
 }

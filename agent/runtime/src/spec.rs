@@ -41,12 +41,8 @@ pub struct SpecInput<'a> {
 /// Builds the spec. No rlimits and no oomScoreAdj: root here lacks
 /// CAP_SYS_RESOURCE, so raising either fails (see ENVIRONMENT.md).
 pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
+    let mut namespaces =
+        vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
     namespaces.push(match input.netns {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),
@@ -98,12 +94,8 @@ mod tests {
     #[test]
     fn joins_the_given_network_namespace() {
         let args = vec!["true".to_owned()];
-        let spec = runtime_spec(&SpecInput {
-            id: "c1",
-            args: &args,
-            netns: Some("/var/run/netns/x"),
-            ..Default::default()
-        });
+        let spec =
+            runtime_spec(&SpecInput { id: "c1", args: &args, netns: Some("/var/run/netns/x"), ..Default::default() });
         let ns = &spec["linux"]["namespaces"];
         let net = ns.as_array().into_iter().flatten().find(|n| n["type"] == "network");
         assert_eq!(net.map(|n| n["path"].clone()), Some(json!("/var/run/netns/x")));

@@ -23,8 +23,11 @@ impl std::fmt::Debug for CounterTable<'_> {
 impl<'a> CounterTable<'a> {
     pub(crate) fn new(ebpf: &'a Ebpf, name: &'static str) -> Result<Self, Error> {
         let map = ebpf.map(name).ok_or(Error::MissingMap { name })?;
-        let map = PerCpuArray::try_from(map)
-            .map_err(|source| Error::Map { name, action: "opening as a per-CPU array".into(), source })?;
+        let map = PerCpuArray::try_from(map).map_err(|source| Error::Map {
+            name,
+            action: "opening as a per-CPU array".into(),
+            source,
+        })?;
         Ok(Self { name, map })
     }
 

@@ -33,7 +33,18 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if !args.no_lint {
         step("clippy", || {
             exec(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-            Ok("no warnings".into())
+            // The eBPF crate only builds for the BPF target, with the nightly.
+            exec(
+                Command::new("rustup")
+                    .current_dir(crate::util::workspace_root())
+                    .args(["run", "nightly", "cargo", "clippy", "-p", "waggle-ebpf-programs"])
+                    .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release"])
+                    .args(["--", "-D", "warnings"])
+                    .env("CARGO_TARGET_DIR", crate::util::target_dir().join("ebpf-clippy"))
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("CARGO"),
+            )?;
+            Ok("no warnings (host crates and eBPF programs)".into())
         })?;
     }
     step("tests", || {

@@ -23,7 +23,9 @@ async fn runs_a_busybox_container_inside_a_network_namespace_the_test_created() 
     let tarball = work.path().join("busybox.tar");
     let built = image::build_busybox(&tarball)?;
 
-    let runtime = Runtime::connect(containerd.socket(), &names::unique("wgt")).await?;
+    let runtime = Runtime::connect(containerd.socket(), &names::unique("wgt"))
+        .await?
+        .with_runc_root(containerd.dir().join("runc"));
     let imported = runtime.import_archive(&tarball).await.with_context(|| containerd.log())?;
     assert_eq!(imported.len(), 1);
     assert_eq!(imported[0].name, built.name);
@@ -44,6 +46,10 @@ async fn runs_a_busybox_container_inside_a_network_namespace_the_test_created() 
     let cleanup = runtime.remove_container(&cfg.id).await;
     let code = outcome.with_context(|| containerd.log())?;
     cleanup?;
+    assert!(
+        containerd.dir().join("runc").read_dir()?.next().is_some(),
+        "runc kept its state under the test's directory, not in /run/containerd/runc"
+    );
 
     let output = std::fs::read_to_string(&cfg.log_path)?;
     assert_eq!(code, 0, "container output:\n{output}");

@@ -1,6 +1,6 @@
 //! The connection to containerd and the per-request namespace/lease metadata.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tonic::Request;
 use tonic::metadata::MetadataValue;
@@ -14,6 +14,8 @@ use crate::Error;
 pub struct Runtime {
     pub(crate) channel: Channel,
     namespace: MetadataValue<tonic::metadata::Ascii>,
+    /// runc's state directory for this node's containers (default: the shim's).
+    pub(crate) runc_root: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -24,7 +26,15 @@ impl Runtime {
             .await
             .map_err(|source| Error::Connect { socket: socket.display().to_string(), source })?;
         let namespace = namespace.parse().map_err(|_| Error::Metadata { what: format!("namespace {namespace:?}") })?;
-        Ok(Self { channel, namespace })
+        Ok(Self { channel, namespace, runc_root: None })
+    }
+
+    /// Keeps runc's container state under `root` instead of the shim's default
+    /// (`/run/containerd/runc/<namespace>`), so that several nodes or tests on
+    /// one machine never share it.
+    pub fn with_runc_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.runc_root = Some(root.into());
+        self
     }
 
     /// Wraps `msg` in a request carrying the namespace.

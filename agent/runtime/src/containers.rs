@@ -82,7 +82,7 @@ impl Runtime {
             id: cfg.id.clone(),
             labels: cfg.labels.clone(),
             image: cfg.image.clone(),
-            runtime: Some(ContainerRuntime { name: RUNC_RUNTIME.into(), options: None }),
+            runtime: Some(ContainerRuntime { name: RUNC_RUNTIME.into(), options: self.runc_options() }),
             spec: Some(Any { type_url: SPEC_TYPE_URL.into(), value: spec }),
             snapshotter: SNAPSHOTTER.into(),
             snapshot_key: cfg.id.clone(),
@@ -195,6 +195,25 @@ impl Runtime {
             image: digest.to_owned(),
             reason: format!("blob is not the expected JSON: {e}"),
         })
+    }
+}
+
+/// The runc shim's options message (`containerd.runc.v1.Options`); only the
+/// fields waggle sets are declared, with their field numbers from the shim's
+/// proto.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    #[prost(string, tag = "7")]
+    root: String,
+}
+
+const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
+
+impl Runtime {
+    fn runc_options(&self) -> Option<Any> {
+        let root = self.runc_root.as_ref()?;
+        let msg = RuncOptions { root: root.to_string_lossy().into_owned() };
+        Some(Any { type_url: RUNC_OPTIONS_TYPE_URL.into(), value: prost::Message::encode_to_vec(&msg) })
     }
 }
 

@@ -1,0 +1,18 @@
+//! Kubernetes API machinery shared by waggle's components, with no I/O:
+//!
+//! - [`registry`]: every resource waggle serves (group, version, kind, plural,
+//!   scope, short names, verbs, subresources), the one table that drives
+//!   discovery, routing and OpenAPI;
+//! - [`selector`]: label and field selectors as upstream parses them;
+//! - [`status`]: the `Status` errors every API answer uses;
+//! - [`meta`]: object metadata helpers over JSON objects;
+//! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
+
+pub mod meta;
+pub mod patch;
+pub mod registry;
+pub mod selector;
+pub mod status;
+
+pub use registry::{ResourceInfo, Scope};
+pub use status::{Reason, StatusError};

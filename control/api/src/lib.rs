@@ -8,11 +8,14 @@
 //! - [`meta`]: object metadata helpers over JSON objects;
 //! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
 
+pub mod defaults;
 pub mod meta;
 pub mod patch;
 pub mod registry;
 pub mod selector;
 pub mod status;
+pub mod table;
+pub mod validation;
 
 pub use registry::{ResourceInfo, Scope};
 pub use status::{Reason, StatusError};

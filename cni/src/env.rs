@@ -162,15 +162,10 @@ mod tests {
 
     #[test]
     fn each_missing_variable_of_add_is_code_4() {
-        for skip in 0..ADD.len() {
-            let vars: Vec<_> = ADD
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != skip)
-                .map(|(_, v)| *v)
-                .collect();
+        for (missing, _) in ADD {
+            let vars: Vec<_> = ADD.iter().filter(|(k, _)| *k != missing).copied().collect();
             let err = env(&vars).expect_err("incomplete");
-            assert_eq!(err.code(), 4, "without {}", ADD[skip].0);
+            assert_eq!(err.code(), 4, "without {missing}");
         }
     }
 

@@ -35,14 +35,14 @@ pub fn cmd_check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
             .interfaces
             .iter()
             .position(|i| i.name == env.ifname && i.sandbox.is_some());
-        if let Some(mac) = ours.and_then(|i| prev.interfaces[i].mac.as_ref()) {
-            if *mac != format_mac(&link.mac) {
-                return mismatch(format!(
-                    "{} has MAC {}, expected {mac}",
-                    env.ifname,
-                    format_mac(&link.mac)
-                ));
-            }
+        if let Some(mac) = ours.and_then(|i| prev.interfaces[i].mac.as_ref())
+            && *mac != format_mac(&link.mac)
+        {
+            return mismatch(format!(
+                "{} has MAC {}, expected {mac}",
+                env.ifname,
+                format_mac(&link.mac)
+            ));
         }
         let present = pod_nl.addresses(&link).await?;
         for ip in prev

@@ -33,16 +33,13 @@ pub async fn ensure_bridge(nl: &Netlink, conf: &NetConf) -> Result<Link> {
                 Err(Error::Netlink { source, .. }) if is_errno(&source, libc::EEXIST) => {}
                 Err(err) => return Err(err),
             }
-            nl.link(&conf.bridge).await?.ok_or_else(|| {
-                Error::InvalidConfig(format!("bridge {} vanished after creation", conf.bridge))
-            })?
+            nl.link(&conf.bridge)
+                .await?
+                .ok_or_else(|| Error::InvalidConfig(format!("bridge {} vanished after creation", conf.bridge)))?
         }
     };
     if link.kind != Some(rtnetlink::packet_route::link::InfoKind::Bridge) {
-        return Err(Error::InvalidConfig(format!(
-            "{} already exists and is not a bridge",
-            conf.bridge
-        )));
+        return Err(Error::InvalidConfig(format!("{} already exists and is not a bridge", conf.bridge)));
     }
     if !link.up {
         nl.set_up(&link).await?;
@@ -55,21 +52,13 @@ pub async fn ensure_bridge(nl: &Netlink, conf: &NetConf) -> Result<Link> {
 
 /// isGateway: the bridge holds each gateway address. An address of the same
 /// family inside the new subnet is an error unless forceAddress replaces it.
-pub async fn ensure_gateway_addresses(
-    nl: &Netlink,
-    bridge: &Link,
-    gateways: &[IpNet],
-    force: bool,
-) -> Result<()> {
+pub async fn ensure_gateway_addresses(nl: &Netlink, bridge: &Link, gateways: &[IpNet], force: bool) -> Result<()> {
     let existing = nl.addresses(bridge).await?;
     for gw in gateways {
         if existing.contains(gw) {
             continue;
         }
-        for old in existing
-            .iter()
-            .filter(|old| old.addr().is_ipv4() == gw.addr().is_ipv4())
-        {
+        for old in existing.iter().filter(|old| old.addr().is_ipv4() == gw.addr().is_ipv4()) {
             let clashes = gw.contains(&old.addr()) || old.contains(&gw.addr());
             if clashes && !is_link_local(old.addr()) {
                 if !force {
@@ -110,27 +99,17 @@ pub async fn create_veth(
     ifname: &str,
     bridge: &Link,
 ) -> Result<Veth> {
-    if let Err(err) = host_nl
-        .add_veth(host_name, ifname, ns.fd(), conf.mtu, conf.mac)
-        .await
-    {
+    if let Err(err) = host_nl.add_veth(host_name, ifname, ns.fd(), conf.mtu, conf.mac).await {
         if is_errno(&err, libc::EEXIST) {
             return Err(Error::InterfaceExists {
                 ifname: format!("{ifname} or {host_name}"),
                 netns: ns.path().display().to_string(),
             });
         }
-        return Err(Error::netlink(
-            format!("creating veth {host_name}/{ifname}"),
-            err,
-        ));
+        return Err(Error::netlink(format!("creating veth {host_name}/{ifname}"), err));
     }
-    let missing =
-        |name: &str| Error::InvalidConfig(format!("veth end {name} vanished after creation"));
-    let host = host_nl
-        .link(host_name)
-        .await?
-        .ok_or_else(|| missing(host_name))?;
+    let missing = |name: &str| Error::InvalidConfig(format!("veth end {name} vanished after creation"));
+    let host = host_nl.link(host_name).await?.ok_or_else(|| missing(host_name))?;
     host_nl.set_controller(&host, bridge).await?;
     if conf.hairpin_mode {
         host_nl.set_hairpin(&host, true).await?;
@@ -142,23 +121,15 @@ pub async fn create_veth(
 
 /// Addresses, link up, then routes; a route without `gw` goes through the
 /// gateway of its family, as libcni's ConfigureIface does.
-pub async fn configure_pod_side(
-    pod_nl: &Netlink,
-    link: &Link,
-    ips: &[IpConfig],
-    routes: &[Route],
-) -> Result<()> {
+pub async fn configure_pod_side(pod_nl: &Netlink, link: &Link, ips: &[IpConfig], routes: &[Route]) -> Result<()> {
     for ip in ips {
         pod_nl.add_address(link, ip.address).await?;
     }
     pod_nl.set_up(link).await?;
     for route in routes {
         let v4 = route.dst.addr().is_ipv4();
-        let gw = route.gw.or_else(|| {
-            ips.iter()
-                .filter(|ip| ip.address.addr().is_ipv4() == v4)
-                .find_map(|ip| ip.gateway)
-        });
+        let gw =
+            route.gw.or_else(|| ips.iter().filter(|ip| ip.address.addr().is_ipv4() == v4).find_map(|ip| ip.gateway));
         pod_nl.add_route(route.dst, gw, link).await?;
     }
     Ok(())
@@ -167,12 +138,7 @@ pub async fn configure_pod_side(
 /// The three interfaces of a bridge result, in the reference plugin's order.
 pub fn result_interfaces(bridge: &Link, veth: &Veth, sandbox: &NetNs) -> Vec<Interface> {
     vec![
-        Interface {
-            name: bridge.name.clone(),
-            mac: Some(format_mac(&bridge.mac)),
-            mtu: bridge.mtu,
-            sandbox: None,
-        },
+        Interface { name: bridge.name.clone(), mac: Some(format_mac(&bridge.mac)), mtu: bridge.mtu, sandbox: None },
         Interface {
             name: veth.host.name.clone(),
             mac: Some(format_mac(&veth.host.mac)),

@@ -158,61 +158,32 @@ pub struct NetConf {
 /// Reads only `cniVersion`, so a version error wins over any other problem.
 pub fn peek_version(bytes: &[u8]) -> Result<(serde_json::Value, Version)> {
     let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|source| Error::Decode {
-            what: "network configuration",
-            source,
-        })?;
-    let text = value
-        .get("cniVersion")
-        .and_then(|v| v.as_str())
-        .unwrap_or("0.1.0");
+        serde_json::from_slice(bytes).map_err(|source| Error::Decode { what: "network configuration", source })?;
+    let text = value.get("cniVersion").and_then(|v| v.as_str()).unwrap_or("0.1.0");
     Ok((value.clone(), Version::parse(text)?))
 }
 
 impl NetConf {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let (value, version) = peek_version(bytes)?;
-        let raw: RawNetConf =
-            serde_json::from_value(value).map_err(|err| Error::InvalidConfig(err.to_string()))?;
+        let raw: RawNetConf = serde_json::from_value(value).map_err(|err| Error::InvalidConfig(err.to_string()))?;
         if raw.name.is_empty() {
             return Err(Error::InvalidConfig("\"name\" must not be empty".into()));
         }
         if raw.name.contains('/') || raw.name.starts_with('.') {
-            return Err(Error::InvalidConfig(format!(
-                "network name {:?} cannot name a directory",
-                raw.name
-            )));
+            return Err(Error::InvalidConfig(format!("network name {:?} cannot name a directory", raw.name)));
         }
-        let bridge = raw
-            .bridge
-            .clone()
-            .unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
+        let bridge = raw.bridge.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
-            return Err(Error::InvalidConfig(format!(
-                "bridge name {bridge:?} is not a valid interface name"
-            )));
+            return Err(Error::InvalidConfig(format!("bridge name {bridge:?} is not a valid interface name")));
         }
         if raw.mtu.is_some_and(|mtu| !(68..=65535).contains(&mtu)) {
-            return Err(Error::InvalidConfig(format!(
-                "mtu {:?} is out of range",
-                raw.mtu
-            )));
+            return Err(Error::InvalidConfig(format!("mtu {:?} is out of range", raw.mtu)));
         }
-        let mac = raw
-            .runtime_config
-            .mac
-            .as_ref()
-            .or(raw.mac.as_ref())
-            .map(|m| parse_mac(m))
-            .transpose()?;
+        let mac = raw.runtime_config.mac.as_ref().or(raw.mac.as_ref()).map(|m| parse_mac(m)).transpose()?;
         let ipam = parse_ipam(raw.ipam.as_ref(), &raw.name)?;
         let mut requested_ips = Vec::new();
-        let cni_ips = raw
-            .args
-            .as_ref()
-            .and_then(|a| a.cni.as_ref())
-            .map(|c| c.ips.clone())
-            .unwrap_or_default();
+        let cni_ips = raw.args.as_ref().and_then(|a| a.cni.as_ref()).map(|c| c.ips.clone()).unwrap_or_default();
         for text in cni_ips.iter().chain(&raw.runtime_config.ips) {
             requested_ips.push(parse_ip_maybe_cidr(text)?);
         }
@@ -240,14 +211,11 @@ impl NetConf {
 
 fn parse_ipam(value: Option<&serde_json::Value>, network: &str) -> Result<Ipam> {
     let value = value.ok_or_else(|| Error::InvalidConfig("\"ipam\" is required".into()))?;
-    let raw: RawIpamConf = serde_json::from_value(value.clone())
-        .map_err(|err| Error::InvalidConfig(format!("ipam: {err}")))?;
+    let raw: RawIpamConf =
+        serde_json::from_value(value.clone()).map_err(|err| Error::InvalidConfig(format!("ipam: {err}")))?;
     if !raw.kind.is_empty() && !BUILTIN_IPAM.contains(&raw.kind.as_str()) {
         if raw.kind.contains('/') {
-            return Err(Error::InvalidConfig(format!(
-                "ipam type {:?} is not a plugin name",
-                raw.kind
-            )));
+            return Err(Error::InvalidConfig(format!("ipam type {:?} is not a plugin name", raw.kind)));
         }
         return Ok(Ipam::Delegate { plugin: raw.kind });
     }
@@ -264,19 +232,11 @@ fn parse_ipam(value: Option<&serde_json::Value>, network: &str) -> Result<Ipam> 
         );
     }
     if sets.is_empty() {
-        return Err(Error::InvalidConfig(
-            "ipam: no \"ranges\" and no \"subnet\"".into(),
-        ));
+        return Err(Error::InvalidConfig("ipam: no \"ranges\" and no \"subnet\"".into()));
     }
-    let range_sets = sets
-        .iter()
-        .map(|set| RangeSet::new(set))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::Ipam)?;
+    let range_sets = sets.iter().map(|set| RangeSet::new(set)).collect::<Result<Vec<_>, _>>().map_err(Error::Ipam)?;
     crate::ipam::range::check_disjoint(&range_sets).map_err(Error::Ipam)?;
-    let data_dir = raw
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     Ok(Ipam::Builtin(IpamConf {
         range_sets,
         routes: raw.routes,
@@ -288,8 +248,7 @@ fn parse_ipam(value: Option<&serde_json::Value>, network: &str) -> Result<Ipam> 
 /// Accepts `10.0.0.5` and `10.0.0.5/24` (runtimeConfig `ips` carries CIDRs).
 pub fn parse_ip_maybe_cidr(text: &str) -> Result<IpAddr> {
     let addr = text.split_once('/').map_or(text, |(addr, _)| addr);
-    addr.parse()
-        .map_err(|_| Error::InvalidConfig(format!("{text:?} is not an IP address")))
+    addr.parse().map_err(|_| Error::InvalidConfig(format!("{text:?} is not an IP address")))
 }
 
 pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
@@ -310,10 +269,7 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
 }
 
 pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]
@@ -340,9 +296,7 @@ mod tests {
     fn a_dual_stack_bridge_config_parses_with_defaults_filled_in() {
         let conf = conf(base()).expect("valid");
         assert!(conf.is_gateway, "isDefaultGateway implies isGateway");
-        let Ipam::Builtin(ipam) = &conf.ipam else {
-            panic!("builtin ipam expected")
-        };
+        let Ipam::Builtin(ipam) = &conf.ipam else { panic!("builtin ipam expected") };
         assert_eq!(ipam.range_sets.len(), 2);
         assert_eq!(ipam.network_dir, PathBuf::from("/tmp/x/net1"));
         assert_eq!(conf.requested_ips.len(), 2);
@@ -350,10 +304,7 @@ mod tests {
 
     #[test]
     fn malformed_json_is_a_decode_failure_code_6() {
-        assert_eq!(
-            NetConf::parse(b"{not json").expect_err("malformed").code(),
-            6
-        );
+        assert_eq!(NetConf::parse(b"{not json").expect_err("malformed").code(), 6);
     }
 
     #[test]
@@ -376,27 +327,20 @@ mod tests {
     fn a_foreign_ipam_type_is_delegated() {
         let mut json = base();
         json["ipam"] = serde_json::json!({"type": "host-local", "subnet": "10.9.0.0/24"});
-        assert!(
-            matches!(conf(json).expect("valid").ipam, Ipam::Delegate { plugin } if plugin == "host-local")
-        );
+        assert!(matches!(conf(json).expect("valid").ipam, Ipam::Delegate { plugin } if plugin == "host-local"));
     }
 
     #[test]
     fn the_legacy_subnet_form_becomes_the_first_range_set() {
         let mut json = base();
         json["ipam"] = serde_json::json!({"subnet": "10.8.0.0/16", "rangeStart": "10.8.1.0"});
-        let Ipam::Builtin(ipam) = conf(json).expect("valid").ipam else {
-            panic!("builtin ipam expected")
-        };
+        let Ipam::Builtin(ipam) = conf(json).expect("valid").ipam else { panic!("builtin ipam expected") };
         assert_eq!(ipam.range_sets.len(), 1);
     }
 
     #[test]
     fn macs_parse_and_multicast_ones_are_refused() {
-        assert_eq!(
-            parse_mac("02:00:00:00:00:2a").expect("valid"),
-            [2, 0, 0, 0, 0, 0x2a]
-        );
+        assert_eq!(parse_mac("02:00:00:00:00:2a").expect("valid"), [2, 0, 0, 0, 0, 0x2a]);
         assert!(parse_mac("01:00:5e:00:00:01").is_err());
         assert!(parse_mac("02:00:00").is_err());
         assert_eq!(format_mac(&[2, 0, 0, 0, 0, 0x2a]), "02:00:00:00:00:2a");

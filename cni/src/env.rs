@@ -24,10 +24,7 @@ impl Command {
             "GC" => Self::Gc,
             "VERSION" => Self::Version,
             other => {
-                return Err(Error::InvalidEnv {
-                    name: "CNI_COMMAND",
-                    why: format!("unknown command {other:?}"),
-                });
+                return Err(Error::InvalidEnv { name: "CNI_COMMAND", why: format!("unknown command {other:?}") });
             }
         })
     }
@@ -54,33 +51,22 @@ impl Env {
     /// Reads and checks the variables through `lookup`, so tests need no process env.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
-        let command_text = get("CNI_COMMAND").ok_or(Error::InvalidEnv {
-            name: "CNI_COMMAND",
-            why: "missing".into(),
-        })?;
+        let command_text =
+            get("CNI_COMMAND").ok_or(Error::InvalidEnv { name: "CNI_COMMAND", why: "missing".into() })?;
         let command = Command::parse(&command_text)?;
         let per_attachment = matches!(command, Command::Add | Command::Del | Command::Check);
         let required = |name: &'static str, needed: bool| -> Result<String> {
             match get(name) {
                 Some(value) => Ok(value),
-                None if needed => Err(Error::InvalidEnv {
-                    name,
-                    why: "missing".into(),
-                }),
+                None if needed => Err(Error::InvalidEnv { name, why: "missing".into() }),
                 None => Ok(String::new()),
             }
         };
         let container_id = required("CNI_CONTAINERID", per_attachment)?;
         let ifname = required("CNI_IFNAME", per_attachment)?;
-        let netns = required(
-            "CNI_NETNS",
-            matches!(command, Command::Add | Command::Check),
-        )?;
+        let netns = required("CNI_NETNS", matches!(command, Command::Add | Command::Check))?;
         let path = required("CNI_PATH", command != Command::Version)?;
-        let args = get("CNI_ARGS")
-            .map(|a| parse_args(&a))
-            .transpose()?
-            .unwrap_or_default();
+        let args = get("CNI_ARGS").map(|a| parse_args(&a)).transpose()?.unwrap_or_default();
         if per_attachment {
             validate_ifname(&ifname)?;
         }
@@ -95,10 +81,7 @@ impl Env {
     }
 
     pub fn arg(&self, key: &str) -> Option<&str> {
-        self.args
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -108,10 +91,7 @@ fn parse_args(text: &str) -> Result<Vec<(String, String)>> {
         .map(|pair| {
             pair.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| Error::InvalidEnv {
-                    name: "CNI_ARGS",
-                    why: format!("{pair:?} is not KEY=VALUE"),
-                })
+                .ok_or_else(|| Error::InvalidEnv { name: "CNI_ARGS", why: format!("{pair:?} is not KEY=VALUE") })
         })
         .collect()
 }
@@ -121,14 +101,9 @@ fn validate_ifname(name: &str) -> Result<()> {
     let bad = name.len() > 15
         || name == "."
         || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
     if bad {
-        return Err(Error::InvalidEnv {
-            name: "CNI_IFNAME",
-            why: format!("{name:?} is not a valid interface name"),
-        });
+        return Err(Error::InvalidEnv { name: "CNI_IFNAME", why: format!("{name:?} is not a valid interface name") });
     }
     Ok(())
 }
@@ -138,10 +113,7 @@ mod tests {
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> Result<Env> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Env::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
@@ -192,19 +164,8 @@ mod tests {
 
     #[test]
     fn interface_names_longer_than_15_bytes_are_rejected() {
-        let vars: Vec<_> = ADD
-            .iter()
-            .map(|(k, v)| {
-                (
-                    *k,
-                    if *k == "CNI_IFNAME" {
-                        "a-very-long-ifname"
-                    } else {
-                        *v
-                    },
-                )
-            })
-            .collect();
+        let vars: Vec<_> =
+            ADD.iter().map(|(k, v)| (*k, if *k == "CNI_IFNAME" { "a-very-long-ifname" } else { *v })).collect();
         assert_eq!(env(&vars).expect_err("too long").code(), 4);
     }
 }

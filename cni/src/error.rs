@@ -38,36 +38,21 @@ pub enum Code {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("CNI version {requested} is not supported (supported: {supported})")]
-    IncompatibleVersion {
-        requested: String,
-        supported: String,
-    },
+    IncompatibleVersion { requested: String, supported: String },
     #[error("unsupported field {field}: {why}")]
     UnsupportedField { field: String, why: String },
     #[error("network namespace {path} does not exist: {source}")]
-    NetnsNotFound {
-        path: String,
-        source: std::io::Error,
-    },
+    NetnsNotFound { path: String, source: std::io::Error },
     #[error("environment variable {name}: {why}")]
     InvalidEnv { name: &'static str, why: String },
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("decoding {what}: {source}")]
-    Decode {
-        what: &'static str,
-        source: serde_json::Error,
-    },
+    Decode { what: &'static str, source: serde_json::Error },
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
     #[error("{what}: {source}")]
-    Netlink {
-        what: String,
-        source: rtnetlink::Error,
-    },
+    Netlink { what: String, source: rtnetlink::Error },
     #[error("interface {ifname} already exists in {netns}")]
     InterfaceExists { ifname: String, netns: String },
     #[error("CHECK failed: {0}")]
@@ -75,12 +60,7 @@ pub enum Error {
     #[error(transparent)]
     Ipam(#[from] IpamError),
     #[error("delegated plugin {plugin} failed with code {code}: {msg}")]
-    Delegated {
-        plugin: String,
-        code: u32,
-        msg: String,
-        details: String,
-    },
+    Delegated { plugin: String, code: u32, msg: String, details: String },
     #[error("running delegated plugin {plugin}: {why}")]
     DelegateFailed { plugin: String, why: String },
     #[error("plugin not ready: {0}")]
@@ -91,17 +71,11 @@ pub enum Error {
 
 impl Error {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            what: what.into(),
-            source,
-        }
+        Self::Io { what: what.into(), source }
     }
 
     pub fn netlink(what: impl Into<String>, source: rtnetlink::Error) -> Self {
-        Self::Netlink {
-            what: what.into(),
-            source,
-        }
+        Self::Netlink { what: what.into(), source }
     }
 
     /// The one place where an error becomes a CNI code.
@@ -132,12 +106,7 @@ impl Error {
             Self::Delegated { msg, details, .. } => (msg.clone(), details.clone()),
             other => (other.to_string(), String::new()),
         };
-        ErrorResult {
-            cni_version: cni_version.to_string(),
-            code: self.code(),
-            msg,
-            details,
-        }
+        ErrorResult { cni_version: cni_version.to_string(), code: self.code(), msg, details }
     }
 }
 
@@ -160,9 +129,7 @@ mod tests {
 
     #[test]
     fn exhausted_range_maps_to_the_plugins_own_code_100() {
-        let err = Error::Ipam(IpamError::Exhausted {
-            ranges: "10.0.0.0/30".into(),
-        });
+        let err = Error::Ipam(IpamError::Exhausted { ranges: "10.0.0.0/30".into() });
         assert_eq!(err.code(), 100);
     }
 
@@ -172,11 +139,7 @@ mod tests {
         let json = serde_json::to_value(err.to_cni("1.1.0")).expect("serializes");
         assert_eq!(json["cniVersion"], "1.1.0");
         assert_eq!(json["code"], 7);
-        assert!(
-            json["msg"]
-                .as_str()
-                .is_some_and(|m| m.contains("missing name"))
-        );
+        assert!(json["msg"].as_str().is_some_and(|m| m.contains("missing name")));
         assert!(json.get("details").is_none());
     }
 }

@@ -7,14 +7,9 @@ use std::os::fd::RawFd;
 use futures_util::TryStreamExt as _;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
-    RouteMessageBuilder,
-};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
 use crate::netns::NetNs;
@@ -88,31 +83,23 @@ pub struct Netlink {
 impl Netlink {
     /// The namespace the plugin runs in (the host side).
     pub fn connect() -> Result<Self> {
-        let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|err| Error::io("opening a netlink socket", err))?;
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|err| Error::io("opening a netlink socket", err))?;
         tokio::spawn(conn);
         Ok(Self { handle })
     }
 
     /// A socket opened inside `ns`; it keeps talking to `ns` afterwards.
     pub fn connect_in(ns: &NetNs) -> Result<Self> {
-        let (conn, handle, _) = ns.enter(rtnetlink::new_connection)?.map_err(|err| {
-            Error::io(
-                format!("opening a netlink socket in {}", ns.path().display()),
-                err,
-            )
-        })?;
+        let (conn, handle, _) = ns
+            .enter(rtnetlink::new_connection)?
+            .map_err(|err| Error::io(format!("opening a netlink socket in {}", ns.path().display()), err))?;
         tokio::spawn(conn);
         Ok(Self { handle })
     }
 
     pub async fn link(&self, name: &str) -> Result<Option<Link>> {
-        let mut stream = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
         match stream.try_next().await {
             Ok(msg) => Ok(msg.as_ref().map(Link::from_message)),
             Err(err) if not_found(&err) => Ok(None),
@@ -155,11 +142,8 @@ impl Netlink {
         mtu: Option<u32>,
         peer_mac: Option<[u8; 6]>,
     ) -> std::result::Result<(), rtnetlink::Error> {
-        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer.to_string())
-            .setns_by_fd(peer_ns);
-        let mut builder = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-            .name(host.to_string());
+        let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string()).setns_by_fd(peer_ns);
+        let mut builder = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(host.to_string());
         if let Some(mtu) = mtu {
             peer_msg = peer_msg.mtu(mtu);
             builder = builder.mtu(mtu);
@@ -172,39 +156,21 @@ impl Netlink {
     }
 
     async fn set(&self, what: String, msg: LinkMessage) -> Result<()> {
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|err| Error::netlink(what, err))
+        self.handle.link().set(msg).execute().await.map_err(|err| Error::netlink(what, err))
     }
 
     pub async fn set_up(&self, link: &Link) -> Result<()> {
-        self.set(
-            format!("setting {} up", link.name),
-            LinkUnspec::new_with_index(link.index).up().build(),
-        )
-        .await
+        self.set(format!("setting {} up", link.name), LinkUnspec::new_with_index(link.index).up().build()).await
     }
 
     pub async fn set_controller(&self, link: &Link, bridge: &Link) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(link.index)
-            .controller(bridge.index)
-            .build();
-        self.set(
-            format!("attaching {} to bridge {}", link.name, bridge.name),
-            msg,
-        )
-        .await
+        let msg = LinkUnspec::new_with_index(link.index).controller(bridge.index).build();
+        self.set(format!("attaching {} to bridge {}", link.name, bridge.name), msg).await
     }
 
     pub async fn set_promisc(&self, link: &Link, on: bool) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(link.index)
-            .promiscuous(on)
-            .build();
-        self.set(format!("setting promiscuous mode on {}", link.name), msg)
-            .await
+        let msg = LinkUnspec::new_with_index(link.index).promiscuous(on).build();
+        self.set(format!("setting promiscuous mode on {}", link.name), msg).await
     }
 
     pub async fn set_hairpin(&self, port: &Link, on: bool) -> Result<()> {
@@ -257,42 +223,22 @@ impl Netlink {
     /// IPv6 addresses skip duplicate address detection, so they work at once
     /// (the address came from IPAM and is unique on the bridge).
     pub async fn add_address(&self, link: &Link, addr: IpNet) -> Result<()> {
-        let mut req = self
-            .handle
-            .address()
-            .add(link.index, addr.addr(), addr.prefix_len());
+        let mut req = self.handle.address().add(link.index, addr.addr(), addr.prefix_len());
         if addr.addr().is_ipv6() {
-            req.message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         match req.execute().await {
             Ok(()) => Ok(()),
             Err(err) if is_errno(&err, libc::EEXIST) => Ok(()),
-            Err(err) => Err(Error::netlink(
-                format!("adding {addr} to {}", link.name),
-                err,
-            )),
+            Err(err) => Err(Error::netlink(format!("adding {addr} to {}", link.name), err)),
         }
     }
 
     pub async fn del_address(&self, link: &Link, addr: IpNet) -> Result<()> {
-        let mut req = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(link.index)
-            .execute();
-        while let Some(msg) = req
-            .try_next()
-            .await
-            .map_err(|err| Error::netlink("listing addresses", err))?
-        {
+        let mut req = self.handle.address().get().set_link_index_filter(link.index).execute();
+        while let Some(msg) = req.try_next().await.map_err(|err| Error::netlink("listing addresses", err))? {
             let same = msg.header.prefix_len == addr.prefix_len()
-                && msg
-                    .attributes
-                    .iter()
-                    .any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == addr.addr()));
+                && msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == addr.addr()));
             if same && msg.header.index == link.index {
                 return self
                     .handle
@@ -300,9 +246,7 @@ impl Netlink {
                     .del(msg)
                     .execute()
                     .await
-                    .map_err(|err| {
-                        Error::netlink(format!("removing {addr} from {}", link.name), err)
-                    });
+                    .map_err(|err| Error::netlink(format!("removing {addr} from {}", link.name), err));
             }
         }
         Ok(())
@@ -315,9 +259,7 @@ impl Netlink {
             .map_err(|err| Error::InvalidConfig(format!("{}: {err}", what())))?
             .output_interface(oif.index);
         if let Some(gw) = gw {
-            builder = builder
-                .gateway(gw)
-                .map_err(|err| Error::InvalidConfig(format!("{}: {err}", what())))?;
+            builder = builder.gateway(gw).map_err(|err| Error::InvalidConfig(format!("{}: {err}", what())))?;
         }
         match self.handle.route().add(builder.build()).execute().await {
             Ok(()) => Ok(()),
@@ -342,11 +284,7 @@ impl Netlink {
             .map_err(|err| Error::netlink("listing routes", err))?;
         let mut out = Vec::new();
         for msg in msgs {
-            let mut dst = if ipv6 {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            };
+            let mut dst = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
             let mut gw = None;
             let mut oif = None;
             for attr in &msg.attributes {

@@ -14,9 +14,7 @@ use waggle_cni::spec::{LATEST, Version};
 fn main() -> ExitCode {
     init_logging();
     let mut stdin = Vec::new();
-    let read = std::io::stdin()
-        .read_to_end(&mut stdin)
-        .map_err(|err| Error::io("reading stdin", err));
+    let read = std::io::stdin().read_to_end(&mut stdin).map_err(|err| Error::io("reading stdin", err));
     let outcome = read.and_then(|_| run(&stdin));
     match outcome {
         Ok(output) => {
@@ -27,8 +25,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             tracing::error!(error = %err, code = err.code(), "failed");
-            let version = peek_version(&stdin)
-                .map_or_else(|_| LATEST.to_string(), |(_, v)| v.as_str().to_string());
+            let version = peek_version(&stdin).map_or_else(|_| LATEST.to_string(), |(_, v)| v.as_str().to_string());
             match serde_json::to_value(err.to_cni(&version)) {
                 Ok(json) => print(&json),
                 Err(_) => print(&serde_json::json!({"code": err.code(), "msg": err.to_string()})),
@@ -46,7 +43,8 @@ fn run(stdin: &[u8]) -> Result<Option<serde_json::Value>> {
     }
     let conf = NetConf::parse(stdin)?;
     require_version(env.command, conf.version)?;
-    let _span = tracing::info_span!("cni", command = ?env.command, container = %env.container_id, ifname = %env.ifname).entered();
+    let _span = tracing::info_span!("cni", command = ?env.command, container = %env.container_id, ifname = %env.ifname)
+        .entered();
     match env.command {
         Command::Add => to_json(&commands::cmd_add(&env, &conf, stdin)?).map(Some),
         Command::Del => commands::cmd_del(&env, &conf, stdin).map(|()| None),
@@ -74,10 +72,7 @@ fn require_version(command: Command, version: Version) -> Result<()> {
 }
 
 fn to_json(value: &impl serde::Serialize) -> Result<serde_json::Value> {
-    serde_json::to_value(value).map_err(|source| Error::Decode {
-        what: "the result",
-        source,
-    })
+    serde_json::to_value(value).map_err(|source| Error::Decode { what: "the result", source })
 }
 
 fn print(json: &serde_json::Value) {
@@ -89,16 +84,9 @@ fn print(json: &serde_json::Value) {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WAGGLE_CNI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false);
-    let file = std::env::var_os("WAGGLE_CNI_LOG_FILE").and_then(|path| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok()
-    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let file = std::env::var_os("WAGGLE_CNI_LOG_FILE")
+        .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
     match file {
         Some(file) => builder.with_writer(std::sync::Mutex::new(file)).init(),
         None => builder.with_writer(std::io::stderr).init(),

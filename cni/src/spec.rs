@@ -81,10 +81,7 @@ pub struct VersionResult {
 
 impl VersionResult {
     pub fn new(cni_version: &str) -> Self {
-        Self {
-            cni_version: cni_version.to_string(),
-            supported_versions: SUPPORTED_VERSIONS.to_vec(),
-        }
+        Self { cni_version: cni_version.to_string(), supported_versions: SUPPORTED_VERSIONS.to_vec() }
     }
 }
 
@@ -151,10 +148,8 @@ pub struct CniResult {
 impl CniResult {
     /// Reads a result of any supported version into the internal shape.
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
-        let mut result: Self = serde_json::from_value(value).map_err(|source| Error::Decode {
-            what: "prevResult",
-            source,
-        })?;
+        let mut result: Self =
+            serde_json::from_value(value).map_err(|source| Error::Decode { what: "prevResult", source })?;
         for ip in &mut result.ips {
             ip.version = None;
         }
@@ -166,14 +161,8 @@ impl CniResult {
         let mut out = self.clone();
         out.cni_version = version.as_str().to_string();
         for ip in &mut out.ips {
-            ip.version = version.tags_ip_family().then(|| {
-                if ip.address.addr().is_ipv4() {
-                    "4"
-                } else {
-                    "6"
-                }
-                .to_string()
-            });
+            ip.version =
+                version.tags_ip_family().then(|| if ip.address.addr().is_ipv4() { "4" } else { "6" }.to_string());
         }
         if version < Version::V1_1_0 {
             for iface in &mut out.interfaces {
@@ -242,8 +231,7 @@ mod tests {
 
     #[test]
     fn the_empty_dns_object_is_always_present_like_the_reference_plugins() {
-        let out = serde_json::to_value(CniResult::default().convert_to(Version::V1_0_0))
-            .expect("serializes");
+        let out = serde_json::to_value(CniResult::default().convert_to(Version::V1_0_0)).expect("serializes");
         assert_eq!(out["dns"], serde_json::json!({}));
     }
 }

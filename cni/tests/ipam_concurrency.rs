@@ -33,21 +33,13 @@ fn two_hundred_concurrent_allocations_never_hand_out_the_same_address() {
                 barrier.wait();
                 // Each thread opens and locks on its own, as separate plugin processes do.
                 let mut store = FileStore::open_locked(&network).expect("locks");
-                let got = ipam::allocate(
-                    &mut store,
-                    &sets,
-                    &Owner::new(&format!("c{i}"), "eth0"),
-                    &[],
-                )
-                .expect("allocates");
+                let got =
+                    ipam::allocate(&mut store, &sets, &Owner::new(&format!("c{i}"), "eth0"), &[]).expect("allocates");
                 got[0].address.addr()
             })
         })
         .collect();
-    let ips: Vec<IpAddr> = handles
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
+    let ips: Vec<IpAddr> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
     let unique: HashSet<_> = ips.iter().collect();
     assert_eq!(unique.len(), 200, "duplicates handed out");
     let store = FileStore::open_locked(&network).expect("locks");
@@ -72,12 +64,7 @@ fn two_hundred_concurrent_plugin_processes_never_hand_out_the_same_address() {
     let children: Vec<_> = (0..200)
         .map(|i| {
             let mut child = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    host.name(),
-                    env!("CARGO_BIN_EXE_waggle-cni"),
-                ])
+                .args(["netns", "exec", host.name(), env!("CARGO_BIN_EXE_waggle-cni")])
                 .env("CNI_COMMAND", "ADD")
                 .env("CNI_CONTAINERID", format!("race{i}"))
                 .env("CNI_NETNS", pod.path())
@@ -88,12 +75,7 @@ fn two_hundred_concurrent_plugin_processes_never_hand_out_the_same_address() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(conf.as_bytes())
-                .expect("stdin");
+            child.stdin.take().expect("stdin").write_all(conf.as_bytes()).expect("stdin");
             child
         })
         .collect();
@@ -107,15 +89,7 @@ fn two_hundred_concurrent_plugin_processes_never_hand_out_the_same_address() {
             String::from_utf8_lossy(&out.stderr)
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        assert!(
-            ips.insert(
-                json["ips"][0]["address"]
-                    .as_str()
-                    .expect("address")
-                    .to_string()
-            ),
-            "duplicate {json}"
-        );
+        assert!(ips.insert(json["ips"][0]["address"].as_str().expect("address").to_string()), "duplicate {json}");
     }
     assert_eq!(ips.len(), 200);
 }
@@ -129,14 +103,8 @@ fn the_file_store_writes_host_local_files_and_reads_host_locals() {
         let mut store = FileStore::open_locked(&network).expect("locks");
         ipam::allocate(&mut store, &sets, &Owner::new("abc", "eth0"), &[]).expect("allocates");
     }
-    assert_eq!(
-        std::fs::read_to_string(network.join("10.73.0.2")).expect("ip file"),
-        "abc\r\neth0"
-    );
-    assert_eq!(
-        std::fs::read_to_string(network.join("last_reserved_ip.0")).expect("last"),
-        "10.73.0.2"
-    );
+    assert_eq!(std::fs::read_to_string(network.join("10.73.0.2")).expect("ip file"), "abc\r\neth0");
+    assert_eq!(std::fs::read_to_string(network.join("last_reserved_ip.0")).expect("last"), "10.73.0.2");
     assert!(network.join("lock").exists());
 
     // The reference host-local continues after our allocation in the same directory.
@@ -152,20 +120,12 @@ fn the_file_store_writes_host_local_files_and_reads_host_locals() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("host-local");
-    std::io::Write::write_all(
-        &mut child.stdin.take().expect("stdin"),
-        conf.to_string().as_bytes(),
-    )
-    .expect("stdin");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), conf.to_string().as_bytes()).expect("stdin");
     let out = child.wait_with_output().expect("wait");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["ips"][0]["address"], "10.73.0.3/24");
 
     let mut store = FileStore::open_locked(&network).expect("locks");
     let freed = ipam::release_owner(&mut store, &Owner::new("def", "eth0")).expect("release");
-    assert_eq!(
-        freed,
-        vec!["10.73.0.3".parse::<IpAddr>().expect("ip")],
-        "we read host-local's file"
-    );
+    assert_eq!(freed, vec!["10.73.0.3".parse::<IpAddr>().expect("ip")], "we read host-local's file");
 }

@@ -14,20 +14,14 @@ use crate::spec::{CniResult, Route};
 use crate::sysctl;
 
 pub fn cmd_add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<CniResult> {
-    let netns = env.netns.as_ref().ok_or(Error::InvalidEnv {
-        name: "CNI_NETNS",
-        why: "missing".into(),
-    })?;
+    let netns = env.netns.as_ref().ok_or(Error::InvalidEnv { name: "CNI_NETNS", why: "missing".into() })?;
     let ns = NetNs::open(netns)?;
     runtime()?.block_on(async {
         let host_nl = Netlink::connect()?;
         let pod_nl = Netlink::connect_in(&ns)?;
         // Checked before anything is allocated, so this failure leaves nothing to undo.
         if pod_nl.link(&env.ifname).await?.is_some() {
-            return Err(Error::InterfaceExists {
-                ifname: env.ifname.clone(),
-                netns: netns.display().to_string(),
-            });
+            return Err(Error::InterfaceExists { ifname: env.ifname.clone(), netns: netns.display().to_string() });
         }
         let ipam = ipam_add(env, conf, stdin)?;
         let host_name = bridge::host_veth_name(&env.container_id, &env.ifname);
@@ -67,16 +61,7 @@ async fn attach(
     let bridge_link = bridge::ensure_bridge(host_nl, conf).await?;
     // A leftover from a crashed ADD of this very attachment would block the name.
     host_nl.del_link(host_name).await?;
-    let veth = bridge::create_veth(
-        host_nl,
-        pod_nl,
-        ns,
-        conf,
-        host_name,
-        &env.ifname,
-        &bridge_link,
-    )
-    .await?;
+    let veth = bridge::create_veth(host_nl, pod_nl, ns, conf, host_name, &env.ifname, &bridge_link).await?;
 
     let mut routes = ipam.routes.clone();
     if conf.is_default_gateway {
@@ -88,13 +73,9 @@ async fn attach(
         let gateways: Vec<IpNet> = ipam
             .ips
             .iter()
-            .filter_map(|ip| {
-                ip.gateway
-                    .and_then(|gw| IpNet::new(gw, ip.address.prefix_len()).ok())
-            })
+            .filter_map(|ip| ip.gateway.and_then(|gw| IpNet::new(gw, ip.address.prefix_len()).ok()))
             .collect();
-        bridge::ensure_gateway_addresses(host_nl, &bridge_link, &gateways, conf.force_address)
-            .await?;
+        bridge::ensure_gateway_addresses(host_nl, &bridge_link, &gateways, conf.force_address).await?;
         let v4 = ipam.ips.iter().any(|ip| ip.address.addr().is_ipv4());
         let v6 = ipam.ips.iter().any(|ip| ip.address.addr().is_ipv6());
         sysctl::enable_forwarding(v4, v6)?;
@@ -106,16 +87,8 @@ async fn attach(
 
     // The bridge's MAC may change as ports join, so read it after attaching.
     let bridge_link = host_nl.link(&conf.bridge).await?.unwrap_or(bridge_link);
-    let veth = Veth {
-        host: host_nl.link(host_name).await?.unwrap_or(veth.host),
-        container: veth.container,
-    };
-    Ok(build_result(
-        conf,
-        ipam,
-        routes,
-        bridge::result_interfaces(&bridge_link, &veth, ns),
-    ))
+    let veth = Veth { host: host_nl.link(host_name).await?.unwrap_or(veth.host), container: veth.container };
+    Ok(build_result(conf, ipam, routes, bridge::result_interfaces(&bridge_link, &veth, ns)))
 }
 
 /// isDefaultGateway: a default route per family through that family's gateway,
@@ -123,9 +96,7 @@ async fn attach(
 fn add_default_routes(routes: &mut Vec<Route>, ipam: &CniResult) {
     for ip in &ipam.ips {
         let Some(gw) = ip.gateway else { continue };
-        let dst: IpNet = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }
-            .parse()
-            .unwrap_or(ip.address);
+        let dst: IpNet = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" }.parse().unwrap_or(ip.address);
         if !routes.iter().any(|r| r.dst == dst) {
             routes.push(Route { dst, gw: Some(gw) });
         }
@@ -178,10 +149,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let mut routes = vec![Route {
-            dst: "0.0.0.0/0".parse().expect("net"),
-            gw: None,
-        }];
+        let mut routes = vec![Route { dst: "0.0.0.0/0".parse().expect("net"), gw: None }];
         add_default_routes(&mut routes, &ipam);
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[1].dst.to_string(), "::/0");

@@ -23,9 +23,7 @@ pub fn cmd_del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
         }
         // Without the namespace, the host end is found by its derived name.
         let host_nl = Netlink::connect()?;
-        host_nl
-            .del_link(&bridge::host_veth_name(&env.container_id, &env.ifname))
-            .await?;
+        host_nl.del_link(&bridge::host_veth_name(&env.container_id, &env.ifname)).await?;
         Ok(())
     })
 }

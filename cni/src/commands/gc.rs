@@ -24,15 +24,11 @@ pub fn cmd_gc(_env: &Env, conf: &NetConf) -> Result<()> {
         let Some(bridge_link) = nl.link(&conf.bridge).await? else {
             return Ok(());
         };
-        let keep: HashSet<String> = conf
-            .valid_attachments
-            .iter()
-            .map(|a| bridge::host_veth_name(&a.container_id, &a.ifname))
-            .collect();
+        let keep: HashSet<String> =
+            conf.valid_attachments.iter().map(|a| bridge::host_veth_name(&a.container_id, &a.ifname)).collect();
         for link in nl.links().await? {
-            let ours = link.controller == Some(bridge_link.index)
-                && link.name.starts_with("wv")
-                && link.name.len() == 10;
+            let ours =
+                link.controller == Some(bridge_link.index) && link.name.starts_with("wv") && link.name.len() == 10;
             if ours && !keep.contains(&link.name) {
                 tracing::info!(link = %link.name, "GC deleting stale veth");
                 nl.del_link(&link.name).await?;

@@ -69,13 +69,10 @@ fn ipam_add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<CniResult> {
 /// IPAM DEL: releasing what is not held is success.
 fn ipam_del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     match &conf.ipam {
-        crate::config::Ipam::Delegate { plugin } => {
-            ipam::delegate::exec(plugin, &env.path, "DEL", stdin).map(|_| ())
-        }
+        crate::config::Ipam::Delegate { plugin } => ipam::delegate::exec(plugin, &env.path, "DEL", stdin).map(|_| ()),
         crate::config::Ipam::Builtin(ipam_conf) => {
             let mut store = FileStore::open_locked(&ipam_conf.network_dir)?;
-            let freed =
-                ipam::release_owner(&mut store, &Owner::new(&env.container_id, &env.ifname))?;
+            let freed = ipam::release_owner(&mut store, &Owner::new(&env.container_id, &env.ifname))?;
             tracing::info!(container = %env.container_id, ?freed, "released");
             Ok(())
         }
@@ -87,8 +84,7 @@ fn read_resolv_conf(conf: &IpamConf) -> Result<Dns> {
     let Some(path) = &conf.resolv_conf else {
         return Ok(Dns::default());
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| Error::io(format!("reading {}", path.display()), err))?;
+    let text = std::fs::read_to_string(path).map_err(|err| Error::io(format!("reading {}", path.display()), err))?;
     let mut dns = Dns::default();
     for line in text.lines() {
         let mut words = line.split_whitespace();

@@ -21,14 +21,9 @@ struct PluginError {
 }
 
 pub fn find_plugin(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf> {
-    cni_path
-        .iter()
-        .map(|dir| dir.join(plugin))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| Error::DelegateFailed {
-            plugin: plugin.to_string(),
-            why: format!("not found in CNI_PATH {cni_path:?}"),
-        })
+    cni_path.iter().map(|dir| dir.join(plugin)).find(|candidate| candidate.is_file()).ok_or_else(|| {
+        Error::DelegateFailed { plugin: plugin.to_string(), why: format!("not found in CNI_PATH {cni_path:?}") }
+    })
 }
 
 /// Runs `plugin` with `command` and `stdin`; returns its stdout on success and
@@ -39,10 +34,7 @@ pub fn exec(plugin: &str, cni_path: &[PathBuf], command: &str, stdin: &[u8]) -> 
 }
 
 fn run(plugin: &str, program: &Path, command: &str, stdin: &[u8]) -> Result<Vec<u8>> {
-    let failed = |why: String| Error::DelegateFailed {
-        plugin: plugin.to_string(),
-        why,
-    };
+    let failed = |why: String| Error::DelegateFailed { plugin: plugin.to_string(), why };
     let mut child = Command::new(program)
         .env("CNI_COMMAND", command)
         .stdin(Stdio::piped())
@@ -51,28 +43,17 @@ fn run(plugin: &str, program: &Path, command: &str, stdin: &[u8]) -> Result<Vec<
         .spawn()
         .map_err(|err| failed(format!("spawning {}: {err}", program.display())))?;
     if let Some(mut input) = child.stdin.take() {
-        input
-            .write_all(stdin)
-            .map_err(|err| failed(format!("writing its stdin: {err}")))?;
+        input.write_all(stdin).map_err(|err| failed(format!("writing its stdin: {err}")))?;
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|err| failed(format!("waiting for it: {err}")))?;
+    let output = child.wait_with_output().map_err(|err| failed(format!("waiting for it: {err}")))?;
     if output.status.success() {
         return Ok(output.stdout);
     }
     match serde_json::from_slice::<PluginError>(&output.stdout) {
-        Ok(err) if err.code != 0 => Err(Error::Delegated {
-            plugin: plugin.to_string(),
-            code: err.code,
-            msg: err.msg,
-            details: err.details,
-        }),
-        _ => Err(failed(format!(
-            "{} and printed {:?}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout)
-        ))),
+        Ok(err) if err.code != 0 => {
+            Err(Error::Delegated { plugin: plugin.to_string(), code: err.code, msg: err.msg, details: err.details })
+        }
+        _ => Err(failed(format!("{} and printed {:?}", output.status, String::from_utf8_lossy(&output.stdout)))),
     }
 }
 
@@ -80,9 +61,6 @@ fn run(plugin: &str, program: &Path, command: &str, stdin: &[u8]) -> Result<Vec<
 pub fn add(plugin: &str, cni_path: &[PathBuf], stdin: &[u8]) -> Result<CniResult> {
     let stdout = exec(plugin, cni_path, "ADD", stdin)?;
     let value: serde_json::Value =
-        serde_json::from_slice(&stdout).map_err(|source| Error::Decode {
-            what: "delegated IPAM result",
-            source,
-        })?;
+        serde_json::from_slice(&stdout).map_err(|source| Error::Decode { what: "delegated IPAM result", source })?;
     CniResult::from_value(value)
 }

@@ -27,8 +27,7 @@ pub struct FileStore {
 impl FileStore {
     /// Creates the directory if needed and blocks until the lock is held.
     pub fn open_locked(dir: &Path) -> Result<Self, IpamError> {
-        fs::create_dir_all(dir)
-            .map_err(|e| IpamError::store(format!("creating {}", dir.display()), e))?;
+        fs::create_dir_all(dir).map_err(|e| IpamError::store(format!("creating {}", dir.display()), e))?;
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -36,13 +35,9 @@ impl FileStore {
             .write(true)
             .open(&path)
             .map_err(|e| IpamError::store(format!("opening {}", path.display()), e))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-            IpamError::store(format!("locking {}", path.display()), errno.into())
-        })?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-        })
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| IpamError::store(format!("locking {}", path.display()), errno.into()))?;
+        Ok(Self { dir: dir.to_path_buf(), _lock: lock })
     }
 
     fn ip_path(&self, ip: IpAddr) -> PathBuf {
@@ -57,10 +52,7 @@ impl IpamStore for FileStore {
             Ok(file) => file,
             Err(err) if err.kind() == ErrorKind::AlreadyExists => return Ok(false),
             Err(err) => {
-                return Err(IpamError::store(
-                    format!("creating {}", path.display()),
-                    err,
-                ));
+                return Err(IpamError::store(format!("creating {}", path.display()), err));
             }
         };
         let content = format!("{}{LINE_BREAK}{}", owner.container_id.trim(), owner.ifname);
@@ -69,8 +61,7 @@ impl IpamStore for FileStore {
             return Err(IpamError::store(format!("writing {}", path.display()), err));
         }
         let last = self.dir.join(format!("{LAST_RESERVED_PREFIX}{range_set}"));
-        fs::write(&last, ip.to_string())
-            .map_err(|e| IpamError::store(format!("writing {}", last.display()), e))?;
+        fs::write(&last, ip.to_string()).map_err(|e| IpamError::store(format!("writing {}", last.display()), e))?;
         Ok(true)
     }
 
@@ -89,47 +80,30 @@ impl IpamStore for FileStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(IpamError::store(
-                format!("removing {}", path.display()),
-                err,
-            )),
+            Err(err) => Err(IpamError::store(format!("removing {}", path.display()), err)),
         }
     }
 
     fn list(&self) -> Result<Vec<(IpAddr, Owner)>, IpamError> {
-        let entries = fs::read_dir(&self.dir)
-            .map_err(|e| IpamError::store(format!("listing {}", self.dir.display()), e))?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| IpamError::store(format!("listing {}", self.dir.display()), e))?;
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry
-                .map_err(|e| IpamError::store(format!("listing {}", self.dir.display()), e))?;
-            let Some(ip) = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.parse::<IpAddr>().ok())
-            else {
+            let entry = entry.map_err(|e| IpamError::store(format!("listing {}", self.dir.display()), e))?;
+            let Some(ip) = entry.file_name().to_str().and_then(|name| name.parse::<IpAddr>().ok()) else {
                 continue;
             };
             let text = match fs::read_to_string(entry.path()) {
                 Ok(text) => text,
                 Err(err) if err.kind() == ErrorKind::NotFound => continue,
                 Err(err) => {
-                    return Err(IpamError::store(
-                        format!("reading {}", entry.path().display()),
-                        err,
-                    ));
+                    return Err(IpamError::store(format!("reading {}", entry.path().display()), err));
                 }
             };
             let mut lines = text.lines().map(str::trim);
             let container_id = lines.next().unwrap_or_default().to_string();
             let ifname = lines.next().unwrap_or_default().to_string();
-            out.push((
-                ip,
-                Owner {
-                    container_id,
-                    ifname,
-                },
-            ));
+            out.push((ip, Owner { container_id, ifname }));
         }
         Ok(out)
     }

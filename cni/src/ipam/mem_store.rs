@@ -31,10 +31,6 @@ impl IpamStore for MemStore {
     }
 
     fn list(&self) -> Result<Vec<(IpAddr, Owner)>, IpamError> {
-        Ok(self
-            .reserved
-            .iter()
-            .map(|(ip, owner)| (*ip, owner.clone()))
-            .collect())
+        Ok(self.reserved.iter().map(|(ip, owner)| (*ip, owner.clone())).collect())
     }
 }

@@ -30,10 +30,7 @@ pub enum IpamError {
     #[error("requested IP address {ip} is not available: {why}")]
     Unavailable { ip: IpAddr, why: String },
     #[error("IPAM store: {what}: {source}")]
-    Store {
-        what: String,
-        source: std::io::Error,
-    },
+    Store { what: String, source: std::io::Error },
 }
 
 impl IpamError {
@@ -47,10 +44,7 @@ impl IpamError {
     }
 
     pub(crate) fn store(what: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Store {
-            what: what.into(),
-            source,
-        }
+        Self::Store { what: what.into(), source }
     }
 }
 
@@ -63,16 +57,12 @@ pub struct Owner {
 
 impl Owner {
     pub fn new(container_id: &str, ifname: &str) -> Self {
-        Self {
-            container_id: container_id.to_string(),
-            ifname: ifname.to_string(),
-        }
+        Self { container_id: container_id.to_string(), ifname: ifname.to_string() }
     }
 
     /// Files written by host-local before it recorded interfaces hold only the ID.
     fn matches(&self, other: &Owner) -> bool {
-        self.container_id == other.container_id
-            && (self.ifname == other.ifname || other.ifname.is_empty())
+        self.container_id == other.container_id && (self.ifname == other.ifname || other.ifname.is_empty())
     }
 }
 
@@ -99,10 +89,7 @@ pub fn allocate(
 ) -> Result<Vec<IpConfig>, IpamError> {
     for ip in requested {
         if !sets.iter().any(|set| set.range_of(*ip).is_some()) {
-            return Err(IpamError::Unavailable {
-                ip: *ip,
-                why: "it is outside every configured range".into(),
-            });
+            return Err(IpamError::Unavailable { ip: *ip, why: "it is outside every configured range".into() });
         }
     }
     let mut done = Vec::new();
@@ -138,20 +125,12 @@ fn allocate_each(
         let wanted = requested.iter().find(|ip| set.range_of(**ip).is_some());
         let (ip, range) = match wanted {
             Some(ip) => {
-                let range = set
-                    .range_of(*ip)
-                    .ok_or_else(|| IpamError::InvalidRange(ip.to_string()))?;
+                let range = set.range_of(*ip).ok_or_else(|| IpamError::InvalidRange(ip.to_string()))?;
                 if Some(*ip) == range.gateway {
-                    return Err(IpamError::Unavailable {
-                        ip: *ip,
-                        why: "it is the gateway".into(),
-                    });
+                    return Err(IpamError::Unavailable { ip: *ip, why: "it is the gateway".into() });
                 }
                 if !store.reserve(owner, *ip, index)? {
-                    return Err(IpamError::Unavailable {
-                        ip: *ip,
-                        why: "it is already allocated".into(),
-                    });
+                    return Err(IpamError::Unavailable { ip: *ip, why: "it is already allocated".into() });
                 }
                 (*ip, range)
             }
@@ -164,31 +143,19 @@ fn allocate_each(
                         break;
                     }
                 }
-                found.ok_or_else(|| IpamError::Exhausted {
-                    ranges: set.describe(),
-                })?
+                found.ok_or_else(|| IpamError::Exhausted { ranges: set.describe() })?
             }
         };
         done.push(ip);
-        let address = IpNet::new(ip, range.subnet.prefix_len())
-            .map_err(|err| IpamError::InvalidRange(format!("{ip}: {err}")))?;
-        out.push(IpConfig {
-            version: None,
-            interface: None,
-            address,
-            gateway: range.gateway,
-        });
+        let address =
+            IpNet::new(ip, range.subnet.prefix_len()).map_err(|err| IpamError::InvalidRange(format!("{ip}: {err}")))?;
+        out.push(IpConfig { version: None, interface: None, address, gateway: range.gateway });
     }
     Ok(out)
 }
 
 pub fn addresses_of(store: &impl IpamStore, owner: &Owner) -> Result<Vec<IpAddr>, IpamError> {
-    Ok(store
-        .list()?
-        .into_iter()
-        .filter(|(_, o)| owner.matches(o))
-        .map(|(ip, _)| ip)
-        .collect())
+    Ok(store.list()?.into_iter().filter(|(_, o)| owner.matches(o)).map(|(ip, _)| ip).collect())
 }
 
 /// DEL: frees every address of the attachment; freeing nothing is success.
@@ -201,19 +168,12 @@ pub fn release_owner(store: &mut impl IpamStore, owner: &Owner) -> Result<Vec<Ip
 }
 
 /// GC: frees every address whose owner is not a valid attachment.
-pub fn collect_garbage(
-    store: &mut impl IpamStore,
-    valid: &[Attachment],
-) -> Result<Vec<IpAddr>, IpamError> {
-    let keep: HashSet<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-        .collect();
+pub fn collect_garbage(store: &mut impl IpamStore, valid: &[Attachment]) -> Result<Vec<IpAddr>, IpamError> {
+    let keep: HashSet<(&str, &str)> = valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
     let mut freed = Vec::new();
     for (ip, owner) in store.list()? {
         let kept = keep.contains(&(owner.container_id.as_str(), owner.ifname.as_str()))
-            || (owner.ifname.is_empty()
-                && valid.iter().any(|a| a.container_id == owner.container_id));
+            || (owner.ifname.is_empty() && valid.iter().any(|a| a.container_id == owner.container_id));
         if !kept {
             store.release(ip)?;
             freed.push(ip);
@@ -260,13 +220,8 @@ mod tests {
     #[test]
     fn a_dual_stack_configuration_gives_one_address_per_family() {
         let mut store = MemStore::default();
-        let got = allocate(
-            &mut store,
-            &sets(&["10.1.0.0/24", "fd00:1::/64"]),
-            &Owner::new("a", "eth0"),
-            &[],
-        )
-        .expect("allocates");
+        let got = allocate(&mut store, &sets(&["10.1.0.0/24", "fd00:1::/64"]), &Owner::new("a", "eth0"), &[])
+            .expect("allocates");
         assert_eq!(got.len(), 2);
         assert!(got[1].address.addr().is_ipv6());
     }
@@ -275,43 +230,21 @@ mod tests {
     fn an_exhausted_range_fails_with_code_100_and_keeps_nothing_of_the_call() {
         let mut store = MemStore::default();
         let sets = sets(&["fd00:1::/126", "10.1.0.0/30"]);
-        allocate(&mut store, &sets[1..], &Owner::new("a", "eth0"), &[])
-            .expect("the /30 has one free address");
-        let err =
-            allocate(&mut store, &sets, &Owner::new("b", "eth0"), &[]).expect_err("exhausted");
+        allocate(&mut store, &sets[1..], &Owner::new("a", "eth0"), &[]).expect("the /30 has one free address");
+        let err = allocate(&mut store, &sets, &Owner::new("b", "eth0"), &[]).expect_err("exhausted");
         assert_eq!(err.code() as u32, 100);
-        assert_eq!(
-            store.list().expect("list").len(),
-            1,
-            "b's IPv6 address was released again"
-        );
+        assert_eq!(store.list().expect("list").len(), 1, "b's IPv6 address was released again");
     }
 
     #[test]
     fn a_requested_address_is_honoured_and_refused_when_taken_or_outside() {
         let mut store = MemStore::default();
         let sets = sets(&["10.1.0.0/24"]);
-        let got = allocate(
-            &mut store,
-            &sets,
-            &Owner::new("a", "eth0"),
-            &[ip("10.1.0.77")],
-        )
-        .expect("free");
+        let got = allocate(&mut store, &sets, &Owner::new("a", "eth0"), &[ip("10.1.0.77")]).expect("free");
         assert_eq!(got[0].address.addr(), ip("10.1.0.77"));
-        let taken = allocate(
-            &mut store,
-            &sets,
-            &Owner::new("b", "eth0"),
-            &[ip("10.1.0.77")],
-        );
+        let taken = allocate(&mut store, &sets, &Owner::new("b", "eth0"), &[ip("10.1.0.77")]);
         assert!(matches!(taken, Err(IpamError::Unavailable { .. })));
-        let outside = allocate(
-            &mut store,
-            &sets,
-            &Owner::new("c", "eth0"),
-            &[ip("10.2.0.1")],
-        );
+        let outside = allocate(&mut store, &sets, &Owner::new("c", "eth0"), &[ip("10.2.0.1")]);
         assert!(matches!(outside, Err(IpamError::Unavailable { .. })));
     }
 
@@ -329,17 +262,8 @@ mod tests {
         let sets = sets(&["10.1.0.0/24"]);
         allocate(&mut store, &sets, &Owner::new("a", "eth0"), &[]).expect("a");
         allocate(&mut store, &sets, &Owner::new("b", "eth0"), &[]).expect("b");
-        assert_eq!(
-            release_owner(&mut store, &Owner::new("a", "eth0"))
-                .expect("release")
-                .len(),
-            1
-        );
-        assert!(
-            release_owner(&mut store, &Owner::new("a", "eth0"))
-                .expect("again")
-                .is_empty()
-        );
+        assert_eq!(release_owner(&mut store, &Owner::new("a", "eth0")).expect("release").len(), 1);
+        assert!(release_owner(&mut store, &Owner::new("a", "eth0")).expect("again").is_empty());
         assert_eq!(store.list().expect("list").len(), 1);
     }
 
@@ -350,10 +274,7 @@ mod tests {
         for id in ["a", "b", "c"] {
             allocate(&mut store, &sets, &Owner::new(id, "eth0"), &[]).expect("allocates");
         }
-        let valid = vec![Attachment {
-            container_id: "b".into(),
-            ifname: "eth0".into(),
-        }];
+        let valid = vec![Attachment { container_id: "b".into(), ifname: "eth0".into() }];
         let freed = collect_garbage(&mut store, &valid).expect("gc");
         assert_eq!(freed.len(), 2);
         let left = store.list().expect("list");

@@ -61,9 +61,7 @@ impl Range {
         let v4 = subnet.addr().is_ipv4();
         let network = to_u128(subnet.network());
         let last = to_u128(subnet.broadcast());
-        let start = conf
-            .range_start
-            .unwrap_or_else(|| from_u128(network + 1, v4));
+        let start = conf.range_start.unwrap_or_else(|| from_u128(network + 1, v4));
         let end = conf.range_end.unwrap_or_else(|| from_u128(last - 1, v4));
         for (what, ip) in [("rangeStart", start), ("rangeEnd", end)] {
             if !subnet.contains(&ip) {
@@ -71,25 +69,17 @@ impl Range {
             }
         }
         if to_u128(start) > to_u128(end) {
-            return Err(invalid(format!(
-                "rangeStart {start} is after rangeEnd {end}"
-            )));
+            return Err(invalid(format!("rangeStart {start} is after rangeEnd {end}")));
         }
         let gateway = conf.gateway.unwrap_or_else(|| from_u128(network + 1, v4));
         if !subnet.contains(&gateway) {
             return Err(invalid(format!("gateway {gateway} is outside the subnet")));
         }
-        Ok(Self {
-            subnet,
-            start,
-            end,
-            gateway: Some(gateway),
-        })
+        Ok(Self { subnet, start, end, gateway: Some(gateway) })
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.start.is_ipv4()
-            && (to_u128(self.start)..=to_u128(self.end)).contains(&to_u128(ip))
+        ip.is_ipv4() == self.start.is_ipv4() && (to_u128(self.start)..=to_u128(self.end)).contains(&to_u128(ip))
     }
 
     fn overlaps(&self, other: &Self) -> bool {
@@ -110,15 +100,10 @@ impl RangeSet {
         if confs.is_empty() {
             return Err(IpamError::InvalidRange("a range set is empty".into()));
         }
-        let ranges = confs
-            .iter()
-            .map(Range::new)
-            .collect::<Result<Vec<_>, _>>()?;
+        let ranges = confs.iter().map(Range::new).collect::<Result<Vec<_>, _>>()?;
         let family = ranges[0].start.is_ipv4();
         if ranges.iter().any(|r| r.start.is_ipv4() != family) {
-            return Err(IpamError::InvalidRange(
-                "a range set mixes IPv4 and IPv6".into(),
-            ));
+            return Err(IpamError::InvalidRange("a range set mixes IPv4 and IPv6".into()));
         }
         Ok(Self { ranges })
     }
@@ -137,12 +122,7 @@ impl RangeSet {
         let v4 = self.is_ipv4();
         let mut segments: Vec<(usize, u128, u128)> = Vec::new();
         let bounds = |r: &Range| (to_u128(r.start), to_u128(r.end));
-        match last.and_then(|ip| {
-            self.ranges
-                .iter()
-                .position(|r| r.contains(ip))
-                .map(|i| (i, to_u128(ip)))
-        }) {
+        match last.and_then(|ip| self.ranges.iter().position(|r| r.contains(ip)).map(|i| (i, to_u128(ip)))) {
             Some((i, pos)) => {
                 let (lo, hi) = bounds(&self.ranges[i]);
                 if pos < hi {
@@ -165,18 +145,12 @@ impl RangeSet {
         }
         segments.into_iter().flat_map(move |(j, lo, hi)| {
             let range = &self.ranges[j];
-            (lo..=hi)
-                .map(move |v| (from_u128(v, v4), range))
-                .filter(|(ip, r)| Some(*ip) != r.gateway)
+            (lo..=hi).map(move |v| (from_u128(v, v4), range)).filter(|(ip, r)| Some(*ip) != r.gateway)
         })
     }
 
     pub fn describe(&self) -> String {
-        self.ranges
-            .iter()
-            .map(|r| format!("{}-{}", r.start, r.end))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.ranges.iter().map(|r| format!("{}-{}", r.start, r.end)).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -186,10 +160,7 @@ pub fn check_disjoint(sets: &[RangeSet]) -> Result<(), IpamError> {
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {
             if a.overlaps(b) {
-                return Err(IpamError::InvalidRange(format!(
-                    "range {} overlaps range {}",
-                    a.subnet, b.subnet
-                )));
+                return Err(IpamError::InvalidRange(format!("range {} overlaps range {}", a.subnet, b.subnet)));
             }
         }
     }
@@ -216,10 +187,7 @@ mod tests {
     #[test]
     fn defaults_skip_the_network_address_and_the_broadcast() {
         let r = Range::new(&conf("10.1.0.0/24", None, None)).expect("valid");
-        assert_eq!(
-            (r.start, r.end, r.gateway),
-            (ip("10.1.0.1"), ip("10.1.0.254"), Some(ip("10.1.0.1")))
-        );
+        assert_eq!((r.start, r.end, r.gateway), (ip("10.1.0.1"), ip("10.1.0.254"), Some(ip("10.1.0.1"))));
     }
 
     #[test]
@@ -234,10 +202,7 @@ mod tests {
     fn candidates_start_at_the_first_address_and_skip_the_gateway() {
         let set = RangeSet::new(&[conf("10.1.0.0/29", None, None)]).expect("valid");
         let ips: Vec<_> = set.candidates(None).map(|(ip, _)| ip.to_string()).collect();
-        assert_eq!(
-            ips,
-            ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"]
-        );
+        assert_eq!(ips, ["10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5", "10.1.0.6"]);
     }
 
     #[test]
@@ -247,21 +212,14 @@ mod tests {
             conf("10.2.0.0/29", Some("10.2.0.2"), Some("10.2.0.3")),
         ])
         .expect("valid");
-        let ips: Vec<_> = set
-            .candidates(Some(ip("10.1.0.2")))
-            .map(|(ip, _)| ip.to_string())
-            .collect();
+        let ips: Vec<_> = set.candidates(Some(ip("10.1.0.2"))).map(|(ip, _)| ip.to_string()).collect();
         assert_eq!(ips, ["10.1.0.3", "10.2.0.2", "10.2.0.3", "10.1.0.2"]);
     }
 
     #[test]
     fn ipv6_ranges_iterate_lazily() {
         let set = RangeSet::new(&[conf("fd00::/64", None, None)]).expect("valid");
-        let first: Vec<_> = set
-            .candidates(None)
-            .take(2)
-            .map(|(ip, _)| ip.to_string())
-            .collect();
+        let first: Vec<_> = set.candidates(None).take(2).map(|(ip, _)| ip.to_string()).collect();
         assert_eq!(first, ["fd00::2", "fd00::3"]);
     }
 
@@ -270,12 +228,6 @@ mod tests {
         let a = RangeSet::new(&[conf("10.1.0.0/24", None, None)]).expect("valid");
         let b = RangeSet::new(&[conf("10.1.0.0/25", None, None)]).expect("valid");
         assert!(check_disjoint(&[a, b]).is_err());
-        assert!(
-            RangeSet::new(&[
-                conf("10.1.0.0/24", None, None),
-                conf("fd00::/64", None, None)
-            ])
-            .is_err()
-        );
+        assert!(RangeSet::new(&[conf("10.1.0.0/24", None, None), conf("fd00::/64", None, None)]).is_err());
     }
 }

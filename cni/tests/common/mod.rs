@@ -2,10 +2,7 @@
 //! which the plugin runs (so the bridge lives there, never in the machine's
 //! root namespace), a unique bridge and network name, and a temp IPAM dir.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the fixture"
-)]
+#![allow(dead_code, reason = "each test binary uses a different part of the fixture")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,35 +23,19 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|err| panic!("stdout {:?} is not JSON: {err}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("stdout {:?} is not JSON: {err}", self.stdout))
     }
 
     /// Asserts failure with the spec's error object carrying `code`.
     pub fn expect_code(&self, code: u64) {
-        assert!(
-            !self.success,
-            "expected failure with code {code}, got success: {}",
-            self.stdout
-        );
+        assert!(!self.success, "expected failure with code {code}, got success: {}", self.stdout);
         let json = self.json();
-        assert_eq!(
-            json["code"], code,
-            "error was {json}; stderr: {}",
-            self.stderr
-        );
-        assert!(
-            json["msg"].as_str().is_some_and(|m| !m.is_empty()),
-            "no msg in {json}"
-        );
+        assert_eq!(json["code"], code, "error was {json}; stderr: {}", self.stderr);
+        assert!(json["msg"].as_str().is_some_and(|m| !m.is_empty()), "no msg in {json}");
     }
 
     pub fn expect_ok(&self) -> &Self {
-        assert!(
-            self.success,
-            "plugin failed: stdout {} stderr {}",
-            self.stdout, self.stderr
-        );
+        assert!(self.success, "plugin failed: stdout {} stderr {}", self.stdout, self.stderr);
         self
     }
 }
@@ -71,10 +52,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        assert!(
-            is_root(),
-            "these tests create network namespaces and must run as root"
-        );
+        assert!(is_root(), "these tests create network namespaces and must run as root");
         Self {
             host: NetNs::new("cnih").expect("host namespace"),
             bridge: names::unique_ifname("wbr"),
@@ -117,36 +95,18 @@ impl Fixture {
         ifname: &str,
         stdin: &Value,
     ) -> Outcome {
-        self.exec_raw(
-            program,
-            &cni_env(command, id, netns, ifname),
-            stdin.to_string().as_bytes(),
-        )
+        self.exec_raw(program, &cni_env(command, id, netns, ifname), stdin.to_string().as_bytes())
     }
 
     pub fn run(&self, command: &str, id: &str, pod: Option<&NetNs>, stdin: &Value) -> Outcome {
-        self.exec(
-            PLUGIN,
-            command,
-            id,
-            pod.map(|p| p.path()).as_deref(),
-            "eth0",
-            stdin,
-        )
+        self.exec(PLUGIN, command, id, pod.map(|p| p.path()).as_deref(), "eth0", stdin)
     }
 
     pub fn exec_raw(&self, program: &str, env: &[(&str, String)], stdin: &[u8]) -> Outcome {
         use std::io::Write as _;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.host.name(), program]);
-        for key in [
-            "CNI_COMMAND",
-            "CNI_CONTAINERID",
-            "CNI_NETNS",
-            "CNI_IFNAME",
-            "CNI_ARGS",
-            "CNI_PATH",
-        ] {
+        for key in ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"] {
             cmd.env_remove(key);
         }
         for (key, value) in env {
@@ -156,12 +116,7 @@ impl Fixture {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("spawning the plugin");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin)
-            .expect("writing stdin");
+        child.stdin.take().expect("stdin").write_all(stdin).expect("writing stdin");
         let out = child.wait_with_output().expect("waiting for the plugin");
         Outcome {
             success: out.status.success(),
@@ -185,31 +140,17 @@ impl Fixture {
 
     /// Names of the links in the host namespace, with their master if any.
     pub fn host_links(&self) -> Vec<String> {
-        let out = self
-            .host
-            .ip(&["-o", "link", "show"])
-            .expect("listing links");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect()
+        let out = self.host.ip(&["-o", "link", "show"]).expect("listing links");
+        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
     }
 
     /// Ports attached to the fixture's bridge.
     pub fn bridge_ports(&self) -> Vec<String> {
-        self.host_links()
-            .into_iter()
-            .filter(|l| l.contains(&format!("master {}", self.bridge)))
-            .collect()
+        self.host_links().into_iter().filter(|l| l.contains(&format!("master {}", self.bridge))).collect()
     }
 }
 
-pub fn cni_env(
-    command: &str,
-    id: &str,
-    netns: Option<&Path>,
-    ifname: &str,
-) -> Vec<(&'static str, String)> {
+pub fn cni_env(command: &str, id: &str, netns: Option<&Path>, ifname: &str) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("CNI_COMMAND", command.to_string()),
         ("CNI_CONTAINERID", id.to_string()),
@@ -224,34 +165,24 @@ pub fn cni_env(
 
 /// `ip -n <ns> -o addr show dev <ifname>` as lines.
 pub fn addresses(ns: &NetNs, ifname: &str) -> String {
-    String::from_utf8_lossy(
-        &ns.ip(&["-o", "addr", "show", "dev", ifname])
-            .expect("ip addr")
-            .stdout,
-    )
-    .into_owned()
+    String::from_utf8_lossy(&ns.ip(&["-o", "addr", "show", "dev", ifname]).expect("ip addr").stdout).into_owned()
 }
 
 /// One ping through busybox inside `ns`; true when answered.
 pub fn ping(ns: &NetNs, target: &str) -> bool {
-    ns.exec("/bin/busybox", &["ping", "-c1", "-W1", target])
-        .is_ok()
+    ns.exec("/bin/busybox", &["ping", "-c1", "-W1", target]).is_ok()
 }
 
 /// The address (without prefix) of `ips[i]` in a result.
 pub fn ip_of(result: &Value, i: usize) -> String {
-    let cidr = result["ips"][i]["address"]
-        .as_str()
-        .expect("address in result");
+    let cidr = result["ips"][i]["address"].as_str().expect("address in result");
     cidr.split('/').next().expect("ip").to_string()
 }
 
 /// A JSON value's shape: same keys and nesting, leaves replaced by their type.
 pub fn shape(value: &Value) -> Value {
     match value {
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
-        }
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
         Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
         Value::String(_) => json!("string"),
         Value::Number(_) => json!("number"),

@@ -192,14 +192,14 @@ fn workload(obj: &Value, causes: &mut Vec<Cause>) {
 pub fn validate_update(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     match (group, kind) {
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") => {
-            if old.pointer("/spec/selector") != new.pointer("/spec/selector") {
-                causes.push(invalid(
-                    "spec.selector",
-                    new.pointer("/spec/selector").unwrap_or(&Value::Null),
-                    "field is immutable",
-                ));
-            }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+            if old.pointer("/spec/selector") != new.pointer("/spec/selector") =>
+        {
+            causes.push(invalid(
+                "spec.selector",
+                new.pointer("/spec/selector").unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
         }
         ("", "Service") => {
             let (o, n) = (old.pointer("/spec/clusterIP"), new.pointer("/spec/clusterIP"));

@@ -1,6 +1,10 @@
-//! The snapshot format: a protobuf image of the live keys and leases at one
-//! revision, followed by the SHA-256 of those bytes (etcd also appends a
-//! SHA-256 to its snapshots, so a truncated or damaged file is detected).
+//! The snapshot format: the live keys and leases at one revision.
+//!
+//! Layout: an 8-byte little-endian length, that many bytes of protobuf
+//! image, zero padding to a multiple of 512 bytes, then the SHA-256 of
+//! everything before it. The shape is etcd's (a page-aligned database plus a
+//! SHA-256): etcdctl 3.4's `snapshot save` rejects a download whose size is
+//! not 32 more than a multiple of 512 ("sha256 checksum not found").
 
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
@@ -10,6 +14,8 @@ use crate::proto::mvccpb;
 use crate::types::{KeyValue, LeaseId, Revision};
 
 const DIGEST_LEN: usize = 32;
+const LEN_PREFIX: usize = 8;
+const ALIGN: usize = 512;
 
 /// The state a snapshot carries.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -66,7 +72,11 @@ pub fn encode(image: &Image) -> Vec<u8> {
             .map(|l| WireLease { id: l.id, granted_ttl: l.granted_ttl, remaining_ttl: l.remaining_ttl })
             .collect(),
     };
-    let mut bytes = wire.encode_to_vec();
+    let image = wire.encode_to_vec();
+    let mut bytes = Vec::with_capacity(LEN_PREFIX + image.len() + ALIGN + DIGEST_LEN);
+    bytes.extend_from_slice(&u64::try_from(image.len()).unwrap_or(u64::MAX).to_le_bytes());
+    bytes.extend_from_slice(&image);
+    bytes.resize(bytes.len().div_ceil(ALIGN) * ALIGN, 0);
     let digest = Sha256::digest(&bytes);
     bytes.extend_from_slice(&digest);
     bytes
@@ -82,7 +92,14 @@ pub fn decode(bytes: &[u8]) -> Result<Image> {
     if Sha256::digest(body).as_slice() != digest {
         return Err(bad("the SHA-256 at its end does not match its content (truncated or damaged?)".to_owned()));
     }
-    let wire = WireImage::decode(body).map_err(|e| bad(format!("decoding the image: {e}")))?;
+    let (len, rest) = body.split_at_checked(LEN_PREFIX).ok_or_else(|| bad("no length prefix".to_owned()))?;
+    let mut len_bytes = [0u8; LEN_PREFIX];
+    len_bytes.copy_from_slice(len);
+    let len = usize::try_from(u64::from_le_bytes(len_bytes)).unwrap_or(usize::MAX);
+    let image = rest
+        .get(..len)
+        .ok_or_else(|| bad(format!("the image claims {len} bytes but the file holds {}", rest.len())))?;
+    let wire = WireImage::decode(image).map_err(|e| bad(format!("decoding the image: {e}")))?;
     if wire.format != FORMAT {
         return Err(bad(format!("format {:?} is not {FORMAT:?}", wire.format)));
     }
@@ -117,7 +134,9 @@ mod tests {
             }],
             leases: vec![LeaseImage { id: 9, granted_ttl: 60, remaining_ttl: 50 }],
         };
-        assert_eq!(decode(&encode(&image)).expect("decodes"), image);
+        let bytes = encode(&image);
+        assert_eq!(bytes.len() % 512, 32, "page-aligned plus a SHA-256, as etcdctl checks");
+        assert_eq!(decode(&bytes).expect("decodes"), image);
     }
 
     #[test]

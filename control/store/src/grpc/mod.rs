@@ -1,0 +1,162 @@
+//! The etcd v3 gRPC API over any [`Store`]: one file per etcd service, plus
+//! the conversions and the error mapping they share.
+//!
+//! Wire compatibility target: etcd 3.4's `etcdserverpb` as spoken by
+//! Debian's `etcdctl` 3.4 and `client-go`'s clientv3.
+
+mod cluster;
+mod convert;
+mod kv;
+mod lease;
+mod maintenance;
+mod status;
+mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::proto::etcdserverpb::{
+    ResponseHeader, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::store::Store;
+use crate::types::Revision;
+
+pub use status::to_status;
+
+/// etcd's default `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// gRPC framing on top of the request limit, as etcd allows (`grpcOverheadBytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The API version reported by `Status`: the etcd release whose API this speaks.
+pub const API_VERSION: &str = "3.4.0";
+
+/// One member of the cluster as `MemberList` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl MemberInfo {
+    /// The member ID is derived from the name and peer URLs, as etcd derives
+    /// it from the peer URLs and the cluster token: stable across restarts.
+    pub fn new(name: &str, peer_urls: Vec<String>, client_urls: Vec<String>) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(name.as_bytes());
+        for url in &peer_urls {
+            hash.update(b"\n");
+            hash.update(url.as_bytes());
+        }
+        Self { id: first_u64(&hash.finalize()), name: name.to_owned(), peer_urls, client_urls }
+    }
+}
+
+/// What every response header and the cluster/maintenance services report.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub cluster_id: u64,
+    pub member: MemberInfo,
+    pub raft_term: u64,
+    pub max_request_bytes: usize,
+}
+
+impl ServerInfo {
+    /// A single-member cluster; the cluster ID is derived from the member
+    /// and the cluster token (etcd's `--initial-cluster-token`).
+    pub fn single(member: MemberInfo, cluster_token: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(member.id.to_be_bytes());
+        hash.update(cluster_token.as_bytes());
+        Self {
+            cluster_id: first_u64(&hash.finalize()),
+            member,
+            raft_term: 1,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+fn first_u64(digest: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(bytes)
+}
+
+/// What each service holds: the store and the member's identity.
+#[derive(Clone)]
+pub(crate) struct Context {
+    store: Arc<dyn Store>,
+    info: Arc<ServerInfo>,
+}
+
+impl Context {
+    pub(crate) fn header(&self, revision: Revision) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.info.cluster_id,
+            member_id: self.info.member.id,
+            revision,
+            raft_term: self.info.raft_term,
+        })
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+/// The gRPC server for one member.
+#[derive(Clone, Debug)]
+pub struct EtcdServer {
+    ctx: Context,
+}
+
+impl EtcdServer {
+    pub fn new(store: Arc<dyn Store>, info: ServerInfo) -> Self {
+        Self { ctx: Context { store, info: Arc::new(info) } }
+    }
+
+    /// The tonic router with every etcd service this API serves.
+    pub fn router(&self) -> tonic::transport::server::Router {
+        let limit = self.ctx.info.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let ctx = &self.ctx;
+        tonic::transport::Server::builder()
+            .add_service(KvServer::new(kv::KvService::new(ctx.clone())).max_decoding_message_size(limit))
+            .add_service(WatchServer::new(watch::WatchService::new(ctx.clone())).max_decoding_message_size(limit))
+            .add_service(LeaseServer::new(lease::LeaseService::new(ctx.clone())).max_decoding_message_size(limit))
+            .add_service(ClusterServer::new(cluster::ClusterService::new(ctx.clone())))
+            .add_service(MaintenanceServer::new(maintenance::MaintenanceService::new(ctx.clone())))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        self.router().serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
+    }
+
+    /// Binds `addr` and serves until `shutdown` resolves; returns the bound
+    /// address (useful with port 0) and the serving task.
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((local, tokio::spawn(self.serve(listener, shutdown))))
+    }
+}

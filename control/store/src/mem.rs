@@ -1,0 +1,691 @@
+//! `MemStore`: the in-memory [`Store`], with full MVCC history until compaction.
+//!
+//! All state sits behind one mutex that is never held across an `.await`;
+//! watchers are fed by `try_send` under it, and fall back to catch-up tasks
+//! (see [`crate::watch`]) so that a slow reader never stalls a writer.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tracing::{debug, warn};
+
+use crate::error::{Result, StoreError};
+use crate::lease::{Leases, MAX_LEASE_TTL};
+use crate::mvcc::Index;
+use crate::snapshot::{self, Image, LeaseImage};
+use crate::store::{Store, Watcher};
+use crate::types::{
+    Compare, CompareResult, CompareTarget, DeleteRequest, DeleteResponse, Event, EventKind, KeyRange, KeyValue,
+    LeaseGrant, LeaseId, LeaseTimeToLive, PutRequest, PutResponse, RangeRequest, RangeResponse, Revision, SortOrder,
+    SortTarget, StoreStatus, TxnOp, TxnOpResponse, TxnRequest, TxnResponse, WatchId, WatchMessage, WatchRequest,
+};
+use crate::watch::{CatchUp, Hub};
+
+#[derive(Clone, Debug)]
+pub struct MemStoreConfig {
+    /// Smallest TTL a lease gets, in seconds (etcd derives 2 s from its election timeout).
+    pub min_lease_ttl: i64,
+    /// Messages buffered per watcher before it falls back to catching up from history.
+    pub watch_channel_capacity: usize,
+    /// How often watchers that asked for progress notifications get one (etcd: 10 minutes).
+    pub progress_notify_interval: Duration,
+    /// How often lease deadlines are checked.
+    pub lease_check_interval: Duration,
+    /// Most operations in one branch of a transaction (etcd's `--max-txn-ops`).
+    pub max_txn_ops: usize,
+    /// Seeds lease IDs (etcd uses the member ID).
+    pub id_seed: u64,
+}
+
+impl Default for MemStoreConfig {
+    fn default() -> Self {
+        Self {
+            min_lease_ttl: 2,
+            watch_channel_capacity: 1024,
+            progress_notify_interval: Duration::from_secs(600),
+            lease_check_interval: Duration::from_millis(200),
+            max_txn_ops: 128,
+            id_seed: 0x5741_4747,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    index: Index,
+    revision: Revision,
+    compact_revision: Revision,
+    leases: Leases,
+    hub: Hub,
+    applied_index: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<State>,
+    config: MemStoreConfig,
+}
+
+/// The in-memory store. Cheap to clone; clones share the data.
+#[derive(Clone, Debug)]
+pub struct MemStore {
+    inner: Arc<Inner>,
+}
+
+/// The writes of one revision while it is being applied.
+#[derive(Debug)]
+struct Pending {
+    revision: Revision,
+    sub: u32,
+    events: Vec<Event>,
+}
+
+impl Pending {
+    fn next_sub(&mut self) -> u32 {
+        let s = self.sub;
+        self.sub += 1;
+        s
+    }
+}
+
+impl MemStore {
+    /// An empty store at revision 1. Must be called inside a tokio runtime:
+    /// lease expiry and progress notifications run as background tasks,
+    /// which end when the last clone of the store is dropped.
+    pub fn new(config: MemStoreConfig) -> Result<Self> {
+        Self::from_parts(config, Index::default(), 1, 0, Vec::new())
+    }
+
+    /// A store holding the state of a snapshot made by [`Store::snapshot`].
+    pub fn from_snapshot(config: MemStoreConfig, bytes: &[u8]) -> Result<Self> {
+        let image = snapshot::decode(bytes)?;
+        let mut index = Index::default();
+        for kv in image.kvs {
+            index.restore(kv);
+        }
+        Self::from_parts(config, index, image.revision, image.compact_revision, image.leases)
+    }
+
+    fn from_parts(
+        config: MemStoreConfig,
+        index: Index,
+        revision: Revision,
+        compact_revision: Revision,
+        leases: Vec<LeaseImage>,
+    ) -> Result<Self> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Internal {
+            op: "starting the in-memory store",
+            reason: format!("no tokio runtime: {e}"),
+        })?;
+        let now = Instant::now();
+        let mut lease_table = Leases::new(config.min_lease_ttl, config.id_seed);
+        for l in &leases {
+            lease_table.grant(l.id, l.granted_ttl, now);
+        }
+        for kv in index.all_live() {
+            if kv.lease != 0 {
+                lease_table.attach(kv.lease, &kv.key);
+            }
+        }
+        let state = State {
+            index,
+            revision,
+            compact_revision,
+            leases: lease_table,
+            hub: Hub::new(config.watch_channel_capacity),
+            applied_index: 0,
+        };
+        let inner = Arc::new(Inner { state: Mutex::new(state), config });
+        handle.spawn(expire_leases(Arc::downgrade(&inner)));
+        handle.spawn(notify_progress(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+}
+
+impl Inner {
+    fn lock(&self, op: &'static str) -> Result<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Internal { op, reason: "the store's state lock is poisoned".to_owned() })
+    }
+}
+
+/// Revokes leases whose deadline passed, each as its own write.
+async fn expire_leases(inner: Weak<Inner>) {
+    loop {
+        let Some(interval) = inner.upgrade().map(|i| i.config.lease_check_interval) else { return };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Ok(mut state) = inner.lock("expiring leases") else { return };
+        for id in state.leases.expired(Instant::now()) {
+            debug!(lease = format_args!("{id:x}"), "lease expired");
+            let behind = state.revoke(id);
+            spawn_catch_ups(&inner, behind);
+        }
+    }
+}
+
+async fn notify_progress(inner: Weak<Inner>) {
+    loop {
+        let Some(interval) = inner.upgrade().map(|i| i.config.progress_notify_interval) else { return };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let Ok(mut state) = inner.lock("notifying watch progress") else { return };
+        let current = state.revision;
+        state.hub.progress_tick(current);
+    }
+}
+
+fn spawn_catch_ups(inner: &Arc<Inner>, ids: Vec<WatchId>) {
+    for id in ids {
+        tokio::spawn(catch_up(Arc::downgrade(inner), id));
+    }
+}
+
+/// Feeds an unsynced watcher from the history until it is synced.
+async fn catch_up(inner: Weak<Inner>, id: WatchId) {
+    loop {
+        let step = {
+            let Some(inner) = inner.upgrade() else { return };
+            let Ok(mut state) = inner.lock("catching up a watcher") else { return };
+            let State { hub, index, revision, compact_revision, .. } = &mut *state;
+            hub.catch_up_step(id, index, *revision, *compact_revision)
+        };
+        match step {
+            CatchUp::Gone | CatchUp::Synced => return,
+            CatchUp::Compacted(tx, compact_revision) => {
+                let _ = tx.send(WatchMessage::Compacted { compact_revision }).await;
+                return;
+            }
+            CatchUp::Send(tx, messages) => {
+                for message in messages {
+                    if tx.send(message).await.is_err() {
+                        if let Some(inner) = inner.upgrade()
+                            && let Ok(mut state) = inner.lock("removing a closed watcher")
+                        {
+                            state.hub.remove(id);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    /// The revision a read at `requested` (0 = now) is served at, if still readable.
+    fn read_revision(&self, op: &'static str, requested: Revision) -> Result<Revision> {
+        if requested <= 0 {
+            return Ok(self.revision);
+        }
+        if requested > self.revision {
+            return Err(StoreError::FutureRevision { op, requested, current: self.revision });
+        }
+        if requested < self.compact_revision {
+            return Err(StoreError::Compacted { op, requested, compact_revision: self.compact_revision });
+        }
+        Ok(requested)
+    }
+
+    /// Serves a range; a request without a revision reads at `now` (which,
+    /// inside a transaction, includes the transaction's own writes).
+    fn range(&self, req: &RangeRequest, now: Revision) -> Result<RangeResponse> {
+        if req.range.key.is_empty() {
+            return Err(StoreError::EmptyKey { op: "ranging" });
+        }
+        let at = if req.revision > 0 { self.read_revision("ranging", req.revision)? } else { now };
+        let keep = |kv: &KeyValue| {
+            (req.min_mod_revision <= 0 || kv.mod_revision >= req.min_mod_revision)
+                && (req.max_mod_revision <= 0 || kv.mod_revision <= req.max_mod_revision)
+                && (req.min_create_revision <= 0 || kv.create_revision >= req.min_create_revision)
+                && (req.max_create_revision <= 0 || kv.create_revision <= req.max_create_revision)
+        };
+        let (order, target) = match (req.sort_order, req.sort_target) {
+            (SortOrder::None, SortTarget::Key) => (SortOrder::Ascend, SortTarget::Key),
+            (SortOrder::None, t) => (SortOrder::Ascend, t),
+            other => other,
+        };
+        let in_key_order = target == SortTarget::Key && order == SortOrder::Ascend;
+        let limit = usize::try_from(req.limit).unwrap_or(0);
+        let mut count = 0i64;
+        let mut matched = 0usize;
+        let mut kvs = Vec::new();
+        self.index.range_at(&req.range, at, |kv| {
+            count += 1;
+            if !keep(&kv) {
+                return true;
+            }
+            matched += 1;
+            // In key order, only the first `limit` are needed; the rest are counted.
+            if !req.count_only && (!in_key_order || limit == 0 || kvs.len() < limit) {
+                kvs.push(kv);
+            }
+            true
+        });
+        if !in_key_order {
+            sort(&mut kvs, target, order);
+        }
+        let more = limit > 0 && matched > limit;
+        if limit > 0 {
+            kvs.truncate(limit);
+        }
+        if req.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        Ok(RangeResponse { revision: self.revision, kvs, more, count })
+    }
+
+    fn put(&mut self, req: &PutRequest, pending: &mut Pending) -> PutResponse {
+        let current = self.index.get(&req.key, pending.revision);
+        let value = match (&current, req.ignore_value) {
+            (Some(kv), true) => kv.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&current, req.ignore_lease) {
+            (Some(kv), true) => kv.lease,
+            _ => req.lease,
+        };
+        let sub = pending.next_sub();
+        let (kv, prev) = self.index.put(&req.key, value, lease, pending.revision, sub);
+        if let Some(p) = &prev
+            && p.lease != 0
+            && p.lease != lease
+        {
+            self.leases.detach(p.lease, &req.key);
+        }
+        if lease != 0 {
+            self.leases.attach(lease, &req.key);
+        }
+        pending.events.push(Event { kind: EventKind::Put, kv, prev_kv: prev.clone() });
+        PutResponse { revision: pending.revision, prev_kv: if req.prev_kv { prev } else { None } }
+    }
+
+    fn delete(&mut self, range: &KeyRange, prev_kv: bool, pending: &mut Pending) -> DeleteResponse {
+        let victims = self.index.live_keys(range);
+        let mut prev_kvs = Vec::new();
+        for victim in &victims {
+            let sub = pending.next_sub();
+            if let Some(prev) = self.index.delete(&victim.key, pending.revision, sub) {
+                if prev.lease != 0 {
+                    self.leases.detach(prev.lease, &prev.key);
+                }
+                let tombstone =
+                    KeyValue { key: prev.key.clone(), mod_revision: pending.revision, ..KeyValue::default() };
+                pending.events.push(Event { kind: EventKind::Delete, kv: tombstone, prev_kv: Some(prev.clone()) });
+                if prev_kv {
+                    prev_kvs.push(prev);
+                }
+            }
+        }
+        let deleted = i64::try_from(victims.len()).unwrap_or(i64::MAX);
+        DeleteResponse { revision: pending.revision, deleted, prev_kvs }
+    }
+
+    fn compare(&self, c: &Compare) -> bool {
+        let mut kvs = Vec::new();
+        self.index.range_at(&c.range, self.revision, |kv| {
+            kvs.push(kv);
+            true
+        });
+        if kvs.is_empty() {
+            if matches!(c.target, CompareTarget::Value(_)) {
+                // A missing key has no value to compare, not an empty one.
+                return false;
+            }
+            kvs.push(KeyValue::default());
+        }
+        kvs.iter().all(|kv| {
+            let ordering = match &c.target {
+                CompareTarget::Version(v) => kv.version.cmp(v),
+                CompareTarget::CreateRevision(r) => kv.create_revision.cmp(r),
+                CompareTarget::ModRevision(r) => kv.mod_revision.cmp(r),
+                CompareTarget::Value(v) => kv.value.as_slice().cmp(v.as_slice()),
+                CompareTarget::Lease(l) => kv.lease.cmp(l),
+            };
+            match c.result {
+                CompareResult::Equal => ordering.is_eq(),
+                CompareResult::Greater => ordering.is_gt(),
+                CompareResult::Less => ordering.is_lt(),
+                CompareResult::NotEqual => ordering.is_ne(),
+            }
+        })
+    }
+
+    /// Checks every operation a transaction will run, before it writes
+    /// anything, so that a transaction either applies whole or fails whole.
+    fn validate(
+        &self,
+        ops: &[TxnOp],
+        max_ops: usize,
+        puts: &mut HashSet<Vec<u8>>,
+        deletes: &mut Vec<KeyRange>,
+    ) -> Result<()> {
+        if ops.len() > max_ops {
+            return Err(StoreError::TooManyOps { count: ops.len(), limit: max_ops });
+        }
+        for op in ops {
+            match op {
+                TxnOp::Range(r) => {
+                    if r.range.key.is_empty() {
+                        return Err(StoreError::EmptyKey { op: "ranging" });
+                    }
+                    if r.revision > 0 {
+                        self.read_revision("ranging", r.revision)?;
+                    }
+                }
+                TxnOp::Put(p) => {
+                    self.validate_put(p)?;
+                    if !puts.insert(p.key.clone()) {
+                        return Err(StoreError::DuplicateKey { key: String::from_utf8_lossy(&p.key).into_owned() });
+                    }
+                }
+                TxnOp::Delete(d) => {
+                    if d.range.key.is_empty() {
+                        return Err(StoreError::EmptyKey { op: "deleting" });
+                    }
+                    deletes.push(d.range.clone());
+                }
+                TxnOp::Txn(t) => {
+                    let branch = if t.compare.iter().all(|c| self.compare(c)) { &t.success } else { &t.failure };
+                    self.validate(branch, max_ops, puts, deletes)?;
+                }
+            }
+        }
+        if let Some(key) = puts.iter().find(|k| deletes.iter().any(|d| d.contains(k))) {
+            return Err(StoreError::DuplicateKey { key: String::from_utf8_lossy(key).into_owned() });
+        }
+        Ok(())
+    }
+
+    fn validate_put(&self, p: &PutRequest) -> Result<()> {
+        if p.key.is_empty() {
+            return Err(StoreError::EmptyKey { op: "putting" });
+        }
+        if (p.ignore_value || p.ignore_lease) && self.index.get(&p.key, self.revision).is_none() {
+            return Err(StoreError::KeyNotFound { key: String::from_utf8_lossy(&p.key).into_owned() });
+        }
+        if p.lease != 0 && !p.ignore_lease && !self.leases.contains(p.lease) {
+            return Err(StoreError::LeaseNotFound { op: "putting a key", id: p.lease });
+        }
+        Ok(())
+    }
+
+    /// Runs already validated operations.
+    fn apply(&mut self, ops: &[TxnOp], pending: &mut Pending) -> Result<Vec<TxnOpResponse>> {
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                TxnOp::Range(r) => {
+                    // Reads inside the transaction see its earlier writes.
+                    let mut resp = self.range(r, pending.revision)?;
+                    resp.revision = pending.revision;
+                    TxnOpResponse::Range(resp)
+                }
+                TxnOp::Put(p) => TxnOpResponse::Put(self.put(p, pending)),
+                TxnOp::Delete(d) => TxnOpResponse::Delete(self.delete(&d.range, d.prev_kv, pending)),
+                TxnOp::Txn(t) => {
+                    let succeeded = t.compare.iter().all(|c| self.compare(c));
+                    let branch = if succeeded { &t.success } else { &t.failure };
+                    let responses = self.apply(branch, pending)?;
+                    TxnOpResponse::Txn(TxnResponse { revision: pending.revision, succeeded, responses })
+                }
+            });
+        }
+        Ok(responses)
+    }
+
+    /// Makes the pending writes the new revision and tells the watchers.
+    /// Returns the watchers that need a catch-up task.
+    fn commit(&mut self, pending: Pending) -> (Revision, Vec<WatchId>) {
+        if pending.events.is_empty() {
+            return (self.revision, Vec::new());
+        }
+        self.revision = pending.revision;
+        self.applied_index += 1;
+        let behind = self.hub.notify(pending.revision, &pending.events);
+        (self.revision, behind)
+    }
+
+    fn pending(&self) -> Pending {
+        Pending { revision: self.revision + 1, sub: 0, events: Vec::new() }
+    }
+
+    fn txn(&mut self, req: &TxnRequest, max_ops: usize) -> Result<(TxnResponse, Vec<WatchId>)> {
+        let succeeded = req.compare.iter().all(|c| self.compare(c));
+        let branch = if succeeded { &req.success } else { &req.failure };
+        let other = if succeeded { &req.failure } else { &req.success };
+        if other.len() > max_ops {
+            return Err(StoreError::TooManyOps { count: other.len(), limit: max_ops });
+        }
+        self.validate(branch, max_ops, &mut HashSet::new(), &mut Vec::new())?;
+        let mut pending = self.pending();
+        let mut responses = self.apply(branch, &mut pending)?;
+        let (revision, behind) = self.commit(pending);
+        fix_revisions(&mut responses, revision);
+        Ok((TxnResponse { revision, succeeded, responses }, behind))
+    }
+
+    /// Removes a lease and deletes its keys in one revision.
+    fn revoke(&mut self, id: LeaseId) -> Vec<WatchId> {
+        let Some(keys) = self.leases.remove(id) else { return Vec::new() };
+        let mut pending = self.pending();
+        for key in keys {
+            self.delete(&KeyRange::key(key), false, &mut pending);
+        }
+        self.applied_index += 1;
+        self.commit(pending).1
+    }
+}
+
+/// Read-only transactions report the current revision, not the unused next one.
+fn fix_revisions(responses: &mut [TxnOpResponse], revision: Revision) {
+    for r in responses {
+        match r {
+            TxnOpResponse::Range(x) => x.revision = revision,
+            TxnOpResponse::Put(x) => x.revision = revision,
+            TxnOpResponse::Delete(x) => x.revision = revision,
+            TxnOpResponse::Txn(x) => {
+                x.revision = revision;
+                fix_revisions(&mut x.responses, revision);
+            }
+        }
+    }
+}
+
+fn sort(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
+    match target {
+        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+    }
+    if order == SortOrder::Descend {
+        kvs.reverse();
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.inner.lock("reading the revision")?.revision)
+    }
+
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        let state = self.inner.lock("ranging")?;
+        let now = state.revision;
+        state.range(&req, now)
+    }
+
+    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        let (resp, behind) = {
+            let mut state = self.inner.lock("putting")?;
+            state.validate_put(&req)?;
+            let mut pending = state.pending();
+            let resp = state.put(&req, &mut pending);
+            let (_, behind) = state.commit(pending);
+            (resp, behind)
+        };
+        spawn_catch_ups(&self.inner, behind);
+        Ok(resp)
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        if req.range.key.is_empty() {
+            return Err(StoreError::EmptyKey { op: "deleting" });
+        }
+        let (mut resp, revision, behind) = {
+            let mut state = self.inner.lock("deleting")?;
+            let mut pending = state.pending();
+            let resp = state.delete(&req.range, req.prev_kv, &mut pending);
+            let (revision, behind) = state.commit(pending);
+            (resp, revision, behind)
+        };
+        resp.revision = revision;
+        spawn_catch_ups(&self.inner, behind);
+        Ok(resp)
+    }
+
+    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        let (resp, behind) = {
+            let mut state = self.inner.lock("running a transaction")?;
+            state.txn(&req, self.inner.config.max_txn_ops)?
+        };
+        spawn_catch_ups(&self.inner, behind);
+        Ok(resp)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<Revision> {
+        let mut state = self.inner.lock("compacting")?;
+        if revision > state.revision {
+            return Err(StoreError::FutureRevision { op: "compacting", requested: revision, current: state.revision });
+        }
+        if revision <= state.compact_revision {
+            return Err(StoreError::Compacted {
+                op: "compacting",
+                requested: revision,
+                compact_revision: state.compact_revision,
+            });
+        }
+        state.index.compact(revision);
+        state.compact_revision = revision;
+        state.applied_index += 1;
+        debug!(revision, "compacted");
+        Ok(state.revision)
+    }
+
+    async fn watch(&self, req: WatchRequest) -> Result<Watcher> {
+        let (id, rx, needs_catch_up) = {
+            let mut state = self.inner.lock("starting a watch")?;
+            let current = state.revision;
+            state.hub.add(req, current)
+        };
+        if needs_catch_up {
+            spawn_catch_ups(&self.inner, vec![id]);
+        }
+        let inner = Arc::downgrade(&self.inner);
+        let cancel = Box::new(move || {
+            if let Some(inner) = inner.upgrade() {
+                match inner.lock("cancelling a watch") {
+                    Ok(mut state) => state.hub.remove(id),
+                    Err(e) => warn!(error = %e, watch = id, "could not cancel the watch"),
+                }
+            }
+        });
+        Ok(Watcher::new(id, rx, cancel))
+    }
+
+    async fn request_progress(&self, id: WatchId) -> Result<()> {
+        let behind = {
+            let mut state = self.inner.lock("requesting watch progress")?;
+            if !state.hub.contains(id) {
+                return Ok(());
+            }
+            let current = state.revision;
+            state.hub.request_progress(id, current)
+        };
+        if behind {
+            spawn_catch_ups(&self.inner, vec![id]);
+        }
+        Ok(())
+    }
+
+    async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<LeaseGrant> {
+        if ttl > MAX_LEASE_TTL {
+            return Err(StoreError::LeaseTtlTooLarge { ttl, max: MAX_LEASE_TTL });
+        }
+        let mut state = self.inner.lock("granting a lease")?;
+        let id = match id {
+            0 => state.leases.fresh_id(),
+            id if state.leases.contains(id) => return Err(StoreError::LeaseExists { id }),
+            id => id,
+        };
+        let ttl = state.leases.grant(id, ttl, Instant::now());
+        state.applied_index += 1;
+        Ok(LeaseGrant { id, ttl, revision: state.revision })
+    }
+
+    async fn lease_revoke(&self, id: LeaseId) -> Result<Revision> {
+        let (revision, behind) = {
+            let mut state = self.inner.lock("revoking a lease")?;
+            if !state.leases.contains(id) {
+                return Err(StoreError::LeaseNotFound { op: "revoking a lease", id });
+            }
+            let behind = state.revoke(id);
+            (state.revision, behind)
+        };
+        spawn_catch_ups(&self.inner, behind);
+        Ok(revision)
+    }
+
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
+        let mut state = self.inner.lock("renewing a lease")?;
+        state.leases.renew(id, Instant::now()).ok_or(StoreError::LeaseNotFound { op: "renewing a lease", id })
+    }
+
+    async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseTimeToLive> {
+        let state = self.inner.lock("reading a lease's time to live")?;
+        let (ttl, granted_ttl, attached) = state
+            .leases
+            .time_to_live(id, Instant::now())
+            .ok_or(StoreError::LeaseNotFound { op: "reading a lease's time to live", id })?;
+        Ok(LeaseTimeToLive { id, ttl, granted_ttl, keys: if keys { attached } else { Vec::new() } })
+    }
+
+    async fn lease_list(&self) -> Result<Vec<LeaseId>> {
+        Ok(self.inner.lock("listing leases")?.leases.ids())
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        let state = self.inner.lock("reading the status")?;
+        Ok(StoreStatus {
+            revision: state.revision,
+            compact_revision: state.compact_revision,
+            size_bytes: state.index.size_bytes(),
+            applied_index: state.applied_index,
+        })
+    }
+
+    async fn snapshot(&self) -> Result<Vec<u8>> {
+        let image = {
+            let state = self.inner.lock("taking a snapshot")?;
+            Image {
+                revision: state.revision,
+                compact_revision: state.revision,
+                kvs: state.index.all_live(),
+                leases: state
+                    .leases
+                    .export(Instant::now())
+                    .into_iter()
+                    .map(|(id, granted_ttl, remaining_ttl)| LeaseImage { id, granted_ttl, remaining_ttl })
+                    .collect(),
+            }
+        };
+        Ok(snapshot::encode(&image))
+    }
+}

@@ -1,0 +1,286 @@
+//! What happens to an object between the request and the store: metadata
+//! the server owns, defaulting, validation, and status rules.
+
+use serde_json::{Value, json};
+use waggle_api::{ResourceInfo, StatusError, defaults, meta, validation};
+
+/// Now, as upstream writes timestamps (RFC 3339, seconds, `Z`).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Random suffix for `generateName`, from upstream's alphabet (no vowels,
+/// no look-alikes).
+pub fn generate_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes().iter().take(5).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}
+
+/// Records (or refreshes) the managedFields entry of `manager`.
+pub fn record_manager(obj: &mut Value, manager: &str, operation: &str, api_version: &str) {
+    let entry = json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": now_rfc3339(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": {}},
+    });
+    let meta = meta::metadata_mut(obj);
+    let list = meta.entry("managedFields").or_insert_with(|| json!([]));
+    if !list.is_array() {
+        *list = json!([]);
+    }
+    if let Some(items) = list.as_array_mut() {
+        match items.iter_mut().find(|e| e["manager"] == manager && e["operation"] == operation) {
+            Some(existing) => *existing = entry,
+            None => items.push(entry),
+        }
+    }
+}
+
+/// Everything but metadata and status: what `generation` tracks.
+fn spec_part(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    v
+}
+
+/// The initial status of a new object, as upstream's PrepareForCreate sets it.
+fn initial_status(r: &ResourceInfo, obj: &mut Value) {
+    match (r.group, r.kind) {
+        ("", "Namespace") => obj["status"] = json!({"phase": "Active"}),
+        ("", "Pod") => {
+            let qos = qos_class(obj);
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
+        ("", "Service") => obj["status"] = json!({"loadBalancer": {}}),
+        ("", "PersistentVolume" | "PersistentVolumeClaim") => obj["status"] = json!({"phase": "Pending"}),
+        ("", "Node") => {}
+        _ if r.has_status_subresource() => {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// BestEffort, Burstable or Guaranteed, from the containers' resources.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|l| pod.pointer(&format!("/spec/{l}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        if req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty()) {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let l = lim.and_then(|m| m.get(res));
+            let r = req.and_then(|m| m.get(res)).or(l);
+            if l.is_none() || r != l {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Prepares a new object: server-owned metadata, defaults, status, validation.
+pub fn prepare_create(r: &ResourceInfo, obj: &mut Value, manager: &str) -> Result<(), StatusError> {
+    obj["apiVersion"] = json!(r.api_version());
+    obj["kind"] = json!(r.kind);
+    let name = meta::name(obj).unwrap_or_default().to_owned();
+    {
+        let m = meta::metadata_mut(obj);
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        m.insert("generation".into(), json!(1));
+        for server_owned in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+            m.remove(server_owned);
+        }
+        if !r.namespaced() {
+            m.remove("namespace");
+        }
+    }
+    if r.kind == "Namespace" && r.group.is_empty() {
+        let m = meta::metadata_mut(obj);
+        let labels = m.entry("labels").or_insert_with(|| json!({}));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+    defaults::apply(r.group, r.kind, obj);
+    initial_status(r, obj);
+    record_manager(obj, manager, "Update", &r.api_version());
+    let causes = validation::validate(r.group, r.kind, obj);
+    if !causes.is_empty() {
+        return Err(StatusError::invalid(r, &name, causes));
+    }
+    Ok(())
+}
+
+/// Which part of an object a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePart {
+    /// The main resource: everything but status (when there is a status subresource).
+    Main,
+    /// The status subresource: only status.
+    Status,
+}
+
+/// Merges a write into the current object: server-owned metadata is kept,
+/// status or the rest is kept depending on `part`, generation follows spec.
+pub fn prepare_update(
+    r: &ResourceInfo,
+    current: &Value,
+    mut new: Value,
+    part: WritePart,
+    manager: &str,
+) -> Result<Value, StatusError> {
+    let name = meta::name(current).unwrap_or_default().to_owned();
+    if part == WritePart::Status {
+        let mut merged = current.clone();
+        merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        // Status writers may also touch labels, annotations and finalizers? Upstream: no.
+        record_manager(&mut merged, manager, "Update", &r.api_version());
+        return Ok(merged);
+    }
+    new["apiVersion"] = json!(r.api_version());
+    new["kind"] = json!(r.kind);
+    {
+        let cur_meta = current.get("metadata").cloned().unwrap_or(Value::Null);
+        let m = meta::metadata_mut(&mut new);
+        for owned in
+            ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"]
+        {
+            match cur_meta.get(owned) {
+                Some(v) => {
+                    m.insert(owned.into(), v.clone());
+                }
+                None => {
+                    m.remove(owned);
+                }
+            }
+        }
+        m.insert("generation".into(), cur_meta.get("generation").cloned().unwrap_or(json!(1)));
+    }
+    if r.has_status_subresource() {
+        match current.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    if r.kind == "Namespace" && r.group.is_empty() {
+        let m = meta::metadata_mut(&mut new);
+        let labels = m.entry("labels").or_insert_with(|| json!({}));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+    defaults::apply(r.group, r.kind, &mut new);
+    if spec_part(&new) != spec_part(current) {
+        let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        meta::set_meta(&mut new, "generation", Some(json!(generation)));
+    }
+    record_manager(&mut new, manager, "Update", &r.api_version());
+    let mut causes = validation::validate(r.group, r.kind, &new);
+    causes.extend(validation::validate_update(r.group, r.kind, current, &new));
+    if !causes.is_empty() {
+        return Err(StatusError::invalid(r, &name, causes));
+    }
+    Ok(new)
+}
+
+/// True when nothing but managedFields times differ: the write is a no-op.
+pub fn unchanged(current: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("managedFields");
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    strip(current) == strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use waggle_api::registry::lookup;
+
+    #[test]
+    fn create_sets_server_owned_metadata_and_defaults() {
+        let deploy = lookup("apps", "v1", "deployments").expect("registered");
+        let mut d = json!({"metadata": {"name": "web", "resourceVersion": "9"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}},
+            "status": {"replicas": 9}});
+        prepare_create(deploy, &mut d, "kubectl").expect("valid");
+        assert_eq!(d["metadata"]["generation"], 1);
+        assert!(d["metadata"]["uid"].is_string());
+        assert!(d["metadata"].get("resourceVersion").is_none());
+        assert!(d.get("status").is_none());
+        assert_eq!(d["spec"]["replicas"], 1);
+    }
+
+    #[test]
+    fn update_bumps_generation_only_when_spec_changes_and_keeps_status() {
+        let deploy = lookup("apps", "v1", "deployments").expect("registered");
+        let mut cur = json!({"metadata": {"name": "web"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
+        prepare_create(deploy, &mut cur, "kubectl").expect("valid");
+        cur["status"] = json!({"replicas": 1});
+        let mut relabel = cur.clone();
+        relabel["metadata"]["labels"] = json!({"x": "y"});
+        relabel["status"] = json!({"replicas": 5});
+        let out = prepare_update(deploy, &cur, relabel, WritePart::Main, "kubectl").expect("valid");
+        assert_eq!(out["metadata"]["generation"], 1);
+        assert_eq!(out["status"]["replicas"], 1, "status is the subresource's to change");
+        let mut scaled = cur.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        let out = prepare_update(deploy, &cur, scaled, WritePart::Main, "kubectl").expect("valid");
+        assert_eq!(out["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn qos_follows_requests_and_limits() {
+        assert_eq!(qos_class(&json!({"spec": {"containers": [{}]}})), "BestEffort");
+        assert_eq!(
+            qos_class(&json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})),
+            "Guaranteed"
+        );
+        assert_eq!(
+            qos_class(&json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}})),
+            "Burstable"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! GET of one object and LIST of a collection (with selectors, paging and Tables).
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use waggle_api::selector::{FieldSelector, LabelSelector};
+use waggle_api::{ResourceInfo, StatusError};
+
+use super::table::{Include, table};
+use crate::objects::parse_rv;
+use crate::request::{Query, table_version};
+use crate::response::{ApiResult, json as respond};
+use crate::routes::Target;
+use crate::state::App;
+
+/// Page size used to scan when selectors filter a limited list.
+const SCAN_CHUNK: i64 = 500;
+
+pub async fn get(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult {
+    let name = t.name.as_deref().unwrap_or_default();
+    let obj = app.objects.get(t.resource, t.namespace.as_deref(), name).await?;
+    if let Some(version) = table_version(headers) {
+        let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+        let tbl = table(
+            t.resource,
+            &[obj],
+            json!({"resourceVersion": rv}),
+            Include::parse(q.get("includeObject")),
+            version,
+            true,
+        );
+        return Ok(respond(StatusCode::OK, &tbl));
+    }
+    Ok(respond(StatusCode::OK, &obj))
+}
+
+/// Field selectors each kind supports, besides metadata.name/namespace.
+pub fn supported_fields(r: &ResourceInfo) -> Vec<&'static str> {
+    let mut f = vec!["metadata.name", "metadata.namespace"];
+    match (r.group, r.kind) {
+        ("", "Pod") => f.extend([
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ]),
+        ("", "Event") => f.extend([
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ]),
+        ("", "Node") => f.push("spec.unschedulable"),
+        ("", "Secret") => f.push("type"),
+        ("", "Namespace") => f.push("status.phase"),
+        ("", "ReplicationController") => f.push("status.replicas"),
+        ("batch", "Job") => f.push("status.successful"),
+        _ => {}
+    }
+    f
+}
+
+/// Selectors of a list or watch.
+#[derive(Debug, Default)]
+pub struct Selectors {
+    pub label: LabelSelector,
+    pub field: FieldSelector,
+}
+
+impl Selectors {
+    pub fn parse(r: &ResourceInfo, q: &Query) -> Result<Self, StatusError> {
+        let label = LabelSelector::parse(q.get("labelSelector").unwrap_or_default())
+            .map_err(|e| StatusError::bad_request(e.to_string()))?;
+        let field = FieldSelector::parse(q.get("fieldSelector").unwrap_or_default())
+            .map_err(|e| StatusError::bad_request(e.to_string()))?;
+        field.check_supported(&supported_fields(r)).map_err(StatusError::bad_request)?;
+        Ok(Self { label, field })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.label.matches_object(obj) && self.field.matches_object(obj)
+    }
+}
+
+/// The opaque continue token: the revision the first page was read at and
+/// the last key returned.
+fn encode_continue(revision: i64, key: &[u8]) -> String {
+    let raw = json!({"rv": revision, "start": base64::engine::general_purpose::STANDARD.encode(key)});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(i64, Vec<u8>), StatusError> {
+    let bad = || StatusError::bad_request(format!("continue key is not valid: {token}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    let key = v
+        .get("start")
+        .and_then(Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(bad)?;
+    Ok((rv, key))
+}
+
+/// A list result before it is rendered.
+pub struct Listed {
+    pub items: Vec<Value>,
+    pub revision: i64,
+    pub continue_token: Option<String>,
+}
+
+/// Reads a list honouring selectors, `limit`/`continue` and `resourceVersion`.
+pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selectors) -> Result<Listed, StatusError> {
+    let ns = t.namespace.as_deref();
+    let limit = q.int("limit")?.unwrap_or(0).max(0);
+    let (mut revision, mut after) = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let (rv, key) = decode_continue(token)?;
+            (rv, Some(key))
+        }
+        None => (0, None),
+    };
+    if after.is_none()
+        && let Some(rv) = q.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0")
+    {
+        let rv = parse_rv(rv)?;
+        if q.get("resourceVersionMatch") == Some("Exact") {
+            revision = rv;
+        } else {
+            let current = app.objects.current_revision().await?;
+            if rv > current {
+                return Err(crate::objects::store_error(waggle_store::StoreError::FutureRevision {
+                    op: "list",
+                    requested: rv,
+                    current,
+                }));
+            }
+        }
+    }
+    // `metadata.name=x` reads one key.
+    if let Some(name) = selectors.field.exact_name()
+        && after.is_none()
+        && (ns.is_some() || !t.resource.namespaced())
+    {
+        let found = app.objects.try_get(t.resource, ns, name).await?;
+        let revision = app.objects.current_revision().await?;
+        let items = found.into_iter().filter(|o| selectors.matches(o)).collect();
+        return Ok(Listed { items, revision, continue_token: None });
+    }
+    let mut items = Vec::new();
+    loop {
+        let want = if limit == 0 { 0 } else { SCAN_CHUNK.max(limit) };
+        let page = app.objects.list(t.resource, ns, revision, want, after.as_deref()).await?;
+        revision = page.revision;
+        let count = page.items.len();
+        for (i, obj) in page.items.into_iter().enumerate() {
+            if !selectors.matches(&obj) {
+                continue;
+            }
+            let key = crate::objects::key(
+                t.resource,
+                waggle_api::meta::namespace(&obj),
+                waggle_api::meta::name(&obj).unwrap_or_default(),
+            );
+            items.push(obj);
+            if limit > 0 && items.len() as i64 == limit {
+                let more = i + 1 < count || page.next_key.is_some();
+                let token = more.then(|| encode_continue(revision, &key));
+                return Ok(Listed { items, revision, continue_token: token });
+            }
+        }
+        match page.next_key {
+            Some(k) => after = Some(k),
+            None => return Ok(Listed { items, revision, continue_token: None }),
+        }
+    }
+}
+
+pub async fn list(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult {
+    let selectors = Selectors::parse(t.resource, q)?;
+    let listed = list_objects(app, t, q, &selectors).await?;
+    let mut list_meta = json!({"resourceVersion": listed.revision.to_string()});
+    if let Some(c) = &listed.continue_token {
+        list_meta["continue"] = json!(c);
+    }
+    if let Some(version) = table_version(headers) {
+        let tbl = table(t.resource, &listed.items, list_meta, Include::parse(q.get("includeObject")), version, true);
+        return Ok(respond(StatusCode::OK, &tbl));
+    }
+    let body = json!({
+        "kind": t.resource.list_kind(),
+        "apiVersion": t.resource.api_version(),
+        "metadata": list_meta,
+        "items": listed.items,
+    });
+    Ok(respond(StatusCode::OK, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_continue(42, b"/registry/core/pods/ns/p");
+        assert_eq!(decode_continue(&t).expect("decodes"), (42, b"/registry/core/pods/ns/p".to_vec()));
+        assert!(decode_continue("!!").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! What a request asks for: query options, body decoding, Accept negotiation.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, header};
+use serde_json::Value;
+use waggle_api::{Reason, StatusError};
+
+/// Query parameters, first value wins.
+#[derive(Debug, Default, Clone)]
+pub struct Query(pub HashMap<String, String>);
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Self {
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded(query.unwrap_or_default()) {
+            map.entry(k).or_insert(v);
+        }
+        Self(map)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("true" | "1"))
+    }
+
+    pub fn int(&self, key: &str) -> Result<Option<i64>, StatusError> {
+        match self.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| StatusError::bad_request(format!("invalid value for {key}: {v:?}"))),
+        }
+    }
+
+    /// `dryRun=All`
+    pub fn dry_run(&self) -> Result<bool, StatusError> {
+        match self.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => {
+                Err(StatusError::bad_request(format!("Invalid dryRun value {other:?}: supported values are \"All\"")))
+            }
+        }
+    }
+}
+
+/// Minimal `application/x-www-form-urlencoded` decoding.
+fn form_urlencoded(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The media type of the request body (without parameters).
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Decodes a JSON object body. Protobuf bodies (kubectl ≥ 1.32 typed
+/// clients) are not decoded yet and get 415.
+pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, StatusError> {
+    let ct = content_type(headers);
+    match ct.as_str() {
+        "application/json" | "" | "*/*" => {}
+        "application/vnd.kubernetes.protobuf" => {
+            return Err(StatusError::new(
+                Reason::UnsupportedMediaType,
+                "the body of the request was in an unknown format - accepted media types include: application/json (protobuf request bodies are not supported yet)",
+            ));
+        }
+        "application/yaml" => {}
+        other => {
+            return Err(StatusError::new(
+                Reason::UnsupportedMediaType,
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json ({other})"
+                ),
+            ));
+        }
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| StatusError::bad_request(format!("error decoding request body: {e}")))?;
+    if !value.is_object() {
+        return Err(StatusError::bad_request("error decoding request body: the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Whether the client asked for a Table, and which `meta.k8s.io` version.
+pub fn table_version(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+    for part in accept.split(',') {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        if params.contains(&"as=Table") && params.contains(&"g=meta.k8s.io") {
+            if params.contains(&"v=v1") {
+                return Some("v1");
+            }
+            if params.contains(&"v=v1beta1") {
+                return Some("v1beta1");
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_kubectl_selectors() {
+        let q = Query::parse(Some("labelSelector=kubernetes.io%2Fcluster-service%3Dtrue&limit=500&watch=true"));
+        assert_eq!(q.get("labelSelector"), Some("kubernetes.io/cluster-service=true"));
+        assert_eq!(q.int("limit").expect("int"), Some(500));
+        assert!(q.flag("watch"));
+        assert!(Query::parse(Some("limit=x")).int("limit").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! Shared state of the request handlers.
+
+use std::sync::Arc;
+
+use crate::alloc::Allocator;
+use crate::config::ApiServerConfig;
+use crate::objects::Objects;
+use crate::system::Metrics;
+
+/// Everything a handler needs, built once at start.
+#[derive(Debug)]
+pub struct App {
+    pub objects: Objects,
+    pub config: ApiServerConfig,
+    pub metrics: Metrics,
+    pub allocator: Allocator,
+}
+
+pub type AppRef = Arc<App>;

@@ -1,13 +1,14 @@
 //! Command-line flags, defined apart from the code that runs them.
 
 mod images;
+mod store;
 
 use clap::{Parser, Subcommand};
 
 /// Kubernetes-compatible orchestrator with an eBPF-first dataplane.
 ///
-/// Only the subcommands listed below work so far; `server`, `agent` and
-/// `store` arrive with their issues.
+/// Only the subcommands listed below work so far; `server` and `agent`
+/// arrive with their issues.
 #[derive(Debug, Parser)]
 #[command(name = "waggle", version, about, long_about = None)]
 pub struct Cli {
@@ -20,6 +21,8 @@ pub enum Command {
     /// Manage images in the node's containerd.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Run one store member serving etcd's v3 API (etcd's flag names), or restore a snapshot.
+    Store(store::StoreCommand),
     /// Print the version.
     Version,
 }
@@ -27,6 +30,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Images(cmd) => images::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
         Command::Version => {
             println!("waggle {}", env!("CARGO_PKG_VERSION"));
             Ok(())

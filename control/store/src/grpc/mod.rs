@@ -28,6 +28,8 @@ use crate::store::Store;
 use crate::types::Revision;
 
 pub use status::to_status;
+/// The error a server ends with (binding, accepting, serving HTTP/2).
+pub use tonic::transport::Error as TransportError;
 
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;

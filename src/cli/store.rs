@@ -1,0 +1,357 @@
+//! `waggle store …`: one store member serving etcd's v3 gRPC API, with
+//! etcd's own flag names, and `waggle store restore` for saved snapshots.
+
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use waggle_store::grpc::{DEFAULT_MAX_REQUEST_BYTES, EtcdServer, MemberInfo, ServerInfo, TransportError};
+use waggle_store::{MemStore, MemStoreConfig};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct StoreCommand {
+    #[command(subcommand)]
+    pub action: Option<StoreAction>,
+    #[command(flatten)]
+    pub member: MemberArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreAction {
+    /// Restore a snapshot saved by `etcdctl snapshot save` into a new data dir.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file.
+    pub snapshot: PathBuf,
+    /// The data dir to create; it must not exist yet.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+/// etcd's flags for one member; the names, defaults and `ETCD_*` variables match etcd's.
+#[derive(Debug, Args)]
+pub struct MemberArgs {
+    /// Human-readable name of this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Where the member keeps its data (default: `<name>.etcd`).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to serve client traffic on (comma separated).
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub listen_client_urls: Vec<String>,
+    /// Client URLs advertised to the cluster (comma separated).
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+    /// URLs to serve peer traffic on (comma separated).
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380", value_delimiter = ',')]
+    pub listen_peer_urls: Vec<String>,
+    /// Peer URLs advertised to the cluster (comma separated).
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// The initial cluster, `name=peer-url,…`.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER", default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Distinguishes clusters bootstrapped from the same configuration.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Largest client request in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// Most operations in one branch of a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+}
+
+pub fn run(cmd: StoreCommand) -> anyhow::Result<()> {
+    match cmd.action {
+        Some(StoreAction::Restore(args)) => restore(&args),
+        None => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(serve_until_signal(cmd.member))
+        }
+    }
+}
+
+/// Where a member's state lives inside its data dir (etcd's layout).
+fn snapshot_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("snap").join("db")
+}
+
+fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.snapshot).with_context(|| format!("reading snapshot {}", args.snapshot.display()))?;
+    waggle_store::snapshot::decode(&bytes).with_context(|| format!("checking snapshot {}", args.snapshot.display()))?;
+    if args.data_dir.exists() {
+        bail!("restoring into {}: the data dir already exists", args.data_dir.display());
+    }
+    let target = snapshot_path(&args.data_dir);
+    let parent = target.parent().context("snapshot path has a parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    std::fs::write(&target, &bytes).with_context(|| format!("writing {}", target.display()))?;
+    println!("restored snapshot {} into {}", args.snapshot.display(), args.data_dir.display());
+    Ok(())
+}
+
+async fn serve_until_signal(args: MemberArgs) -> anyhow::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let member = start(args, stopped).await?;
+    shutdown_signal().await?;
+    info!("shutting down");
+    let _ = stop.send(true);
+    member.wait().await
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// A started member: its bound client addresses and its serving tasks.
+pub struct Member {
+    pub client_addrs: Vec<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), TransportError>>>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").field("client_addrs", &self.client_addrs).finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    pub async fn wait(self) -> anyhow::Result<()> {
+        for task in self.tasks {
+            task.await.context("joining a client listener")?.context("serving client requests")?;
+        }
+        Ok(())
+    }
+}
+
+/// The boot script of one member: check the flags, load the data dir, bind
+/// the client URLs, serve until `stop` turns true.
+pub async fn start(args: MemberArgs, stop: watch::Receiver<bool>) -> anyhow::Result<Member> {
+    check_single_member(&args)?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", args.name)));
+    let config = MemStoreConfig { max_txn_ops: args.max_txn_ops, ..MemStoreConfig::default() };
+    let store = open_store(&data_dir, config)?;
+    warn!(
+        data_dir = %data_dir.display(),
+        "data is NOT persisted: this member keeps its keys in memory only and loses every write when it stops \
+         (the durable raft + RocksDB store is not built yet); only a snapshot restored into the data dir is loaded at start"
+    );
+    if !args.listen_peer_urls.is_empty() {
+        info!(urls = ?args.listen_peer_urls, "peer URLs are not served: a single member has no peers");
+    }
+    let member =
+        MemberInfo::new(&args.name, args.initial_advertise_peer_urls.clone(), args.advertise_client_urls.clone());
+    let mut info = ServerInfo::single(member, &args.initial_cluster_token);
+    info.max_request_bytes = args.max_request_bytes;
+    info!(name = %args.name, member_id = format_args!("{:x}", info.member.id), cluster_id = format_args!("{:x}", info.cluster_id), "starting store member");
+    let server = EtcdServer::new(Arc::new(store), info);
+    let mut client_addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for url in &args.listen_client_urls {
+        let addr = socket_addr(url).with_context(|| format!("parsing --listen-client-urls entry {url:?}"))?;
+        let mut stop = stop.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        let (bound, task) =
+            server.clone().spawn(addr, shutdown).await.with_context(|| format!("listening for clients on {url}"))?;
+        info!(address = %bound, "ready to serve client requests");
+        client_addrs.push(bound);
+        tasks.push(task);
+    }
+    Ok(Member { client_addrs, tasks })
+}
+
+/// Only a single-member cluster naming this member can start until the
+/// replicated store exists.
+fn check_single_member(args: &MemberArgs) -> anyhow::Result<()> {
+    let members: Vec<&str> = args.initial_cluster.split(',').filter(|m| !m.is_empty()).collect();
+    let names: Vec<&str> = members.iter().filter_map(|m| m.split_once('=').map(|(n, _)| n)).collect();
+    if names.len() != members.len() {
+        bail!("--initial-cluster {:?}: every entry must be name=peer-url", args.initial_cluster);
+    }
+    let mut distinct = names.clone();
+    distinct.dedup();
+    if distinct.len() > 1 {
+        bail!(
+            "--initial-cluster {:?} names {} members: multi-member clusters need the replicated (raft) store, \
+             which is not built yet; run a single member",
+            args.initial_cluster,
+            distinct.len()
+        );
+    }
+    if !names.contains(&args.name.as_str()) {
+        bail!("--initial-cluster {:?} does not name this member ({:?})", args.initial_cluster, args.name);
+    }
+    Ok(())
+}
+
+/// Opens the data dir: empty or missing starts an empty store; a snapshot
+/// restored by `waggle store restore` is loaded; anything else is refused.
+fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Result<MemStore> {
+    if data_dir.join("member").join("wal").exists() {
+        bail!(
+            "data dir {} holds an etcd write-ahead log: waggle cannot read etcd's data dir; \
+             take an `etcdctl snapshot save` from waggle instead",
+            data_dir.display()
+        );
+    }
+    let snapshot = snapshot_path(data_dir);
+    if snapshot.exists() {
+        let bytes = std::fs::read(&snapshot).with_context(|| format!("reading {}", snapshot.display()))?;
+        let store = MemStore::from_snapshot(config, &bytes).with_context(|| {
+            format!("data dir {}: {} is not a waggle store snapshot", data_dir.display(), snapshot.display())
+        })?;
+        info!(snapshot = %snapshot.display(), "loaded the restored snapshot");
+        return Ok(store);
+    }
+    Ok(MemStore::new(config)?)
+}
+
+/// `http://host:port` to a socket address; `localhost` means 127.0.0.1, as for etcd.
+fn socket_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        bail!("TLS client URLs are not supported yet");
+    } else {
+        bail!("expected an http:// URL");
+    };
+    let host_port = rest.trim_end_matches('/');
+    let (host, port) = host_port.rsplit_once(':').context("the URL needs a port")?;
+    let port: u16 = port.parse().with_context(|| format!("port {port:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    (host, port).to_socket_addrs()?.next().with_context(|| format!("resolving {host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    fn parse(args: &[&str]) -> StoreCommand {
+        let mut all = vec!["waggle", "store"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).expect("flags parse").command {
+            Command::Store(cmd) => cmd,
+            other => panic!("expected the store command, got {other:?}"),
+        }
+    }
+
+    fn etcdctl(addr: SocketAddr, args: &[&str]) -> String {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={addr}"))
+            .args(args)
+            .output()
+            .expect("etcdctl runs");
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    #[test]
+    fn client_urls_resolve_like_etcd() {
+        assert_eq!(socket_addr("http://localhost:2379").expect("parses"), "127.0.0.1:2379".parse().expect("addr"));
+        assert_eq!(socket_addr("http://[::1]:4001/").expect("parses"), "[::1]:4001".parse().expect("addr"));
+        assert!(socket_addr("https://127.0.0.1:2379").is_err());
+        assert!(socket_addr("127.0.0.1:2379").is_err());
+    }
+
+    #[test]
+    fn a_multi_member_initial_cluster_is_refused_with_a_reason() {
+        let cmd = parse(&["--name", "a", "--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381"]);
+        let err = check_single_member(&cmd.member).expect_err("refused");
+        assert!(err.to_string().contains("multi-member clusters need the replicated"), "{err}");
+        let cmd = parse(&["--name", "x"]);
+        assert!(check_single_member(&cmd.member).is_err(), "the default cluster names `default`, not `x`");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_serves_etcdctl_and_loads_a_restored_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("first");
+        let data_dir_str = data_dir.to_str().expect("utf-8");
+        let args = ["--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380", "--data-dir", data_dir_str];
+        let mut flags = args.to_vec();
+        flags.extend(["--listen-client-urls", "http://127.0.0.1:0"]);
+        let (stop, stopped) = watch::channel(false);
+        let member = start(parse(&flags).member, stopped).await.expect("member starts");
+        let addr = member.client_addrs[0];
+        let out = tokio::task::spawn_blocking(move || {
+            etcdctl(addr, &["put", "kept", "yes"]);
+            let listed = etcdctl(addr, &["member", "list"]);
+            let snap = dir.path().join("snap.db");
+            etcdctl(addr, &["snapshot", "save", snap.to_str().expect("utf-8")]);
+            (listed, snap, dir)
+        })
+        .await
+        .expect("etcdctl thread");
+        let (listed, snap, dir) = out;
+        assert!(listed.contains("m1"), "{listed}");
+        stop.send(true).expect("stop");
+        member.wait().await.expect("clean stop");
+
+        let restored = dir.path().join("restored");
+        run(parse(&["restore", snap.to_str().expect("utf-8"), "--data-dir", restored.to_str().expect("utf-8")]))
+            .expect("restore");
+        assert!(
+            run(parse(&["restore", snap.to_str().expect("utf-8"), "--data-dir", restored.to_str().expect("utf-8")]))
+                .is_err(),
+            "restoring over an existing data dir is refused"
+        );
+        let flags = [
+            "--name",
+            "m1",
+            "--initial-cluster",
+            "m1=http://127.0.0.1:2380",
+            "--data-dir",
+            restored.to_str().expect("utf-8"),
+            "--listen-client-urls",
+            "http://127.0.0.1:0",
+        ];
+        let (stop, stopped) = watch::channel(false);
+        let member = start(parse(&flags).member, stopped).await.expect("restored member starts");
+        let addr = member.client_addrs[0];
+        let got = tokio::task::spawn_blocking(move || etcdctl(addr, &["get", "kept"])).await.expect("etcdctl thread");
+        assert_eq!(got, "kept\nyes\n");
+        stop.send(true).expect("stop");
+        member.wait().await.expect("clean stop");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_data_dir_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = snapshot_path(dir.path());
+        std::fs::create_dir_all(db.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&db, b"this is not a snapshot").expect("write");
+        let err = open_store(dir.path(), MemStoreConfig::default()).expect_err("refused");
+        assert!(format!("{err:#}").contains("is not a waggle store snapshot"), "{err:#}");
+        std::fs::create_dir_all(dir.path().join("member").join("wal")).expect("mkdir");
+        let err = open_store(dir.path(), MemStoreConfig::default()).expect_err("refused");
+        assert!(err.to_string().contains("etcd write-ahead log"), "{err}");
+    }
+}

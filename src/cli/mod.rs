@@ -1,14 +1,15 @@
 //! Command-line flags, defined apart from the code that runs them.
 
 mod images;
+mod server;
 mod store;
 
 use clap::{Parser, Subcommand};
 
 /// Kubernetes-compatible orchestrator with an eBPF-first dataplane.
 ///
-/// Only the subcommands listed below work so far; `server` and `agent`
-/// arrive with their issues.
+/// Only the subcommands listed below work so far; `agent` arrives with its
+/// issue.
 #[derive(Debug, Parser)]
 #[command(name = "waggle", version, about, long_about = None)]
 pub struct Cli {
@@ -21,6 +22,8 @@ pub enum Command {
     /// Manage images in the node's containerd.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Run the control plane: store and Kubernetes API server.
+    Server(server::ServerArgs),
     /// Run one store member serving etcd's v3 API (etcd's flag names), or restore a snapshot.
     Store(store::StoreCommand),
     /// Print the version.
@@ -30,6 +33,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Images(cmd) => images::run(cmd),
+        Command::Server(args) => server::run(args),
         Command::Store(cmd) => store::run(cmd),
         Command::Version => {
             println!("waggle {}", env!("CARGO_PKG_VERSION"));

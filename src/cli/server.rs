@@ -1,0 +1,96 @@
+//! `waggle server`: the control plane in one process. Boot order: store,
+//! API server (certificates, bootstrap objects), admin kubeconfig.
+//!
+//! Not yet here: scheduler, controllers and the node agent (their issues),
+//! and a durable store — the embedded store is in memory, so a restart
+//! starts from an empty cluster (the certificates in the data dir persist).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use waggle_apiserver::ApiServerConfig;
+use waggle_store::{MemStore, MemStoreConfig};
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Where certificates and cluster state live.
+    #[arg(long, env = "WAGGLE_DATA_DIR", default_value = "/var/lib/waggle")]
+    pub data_dir: PathBuf,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind_address: IpAddr,
+    /// Port of the HTTPS API (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// CIDR ClusterIPs are allocated from.
+    #[arg(long = "service-cluster-ip-range", default_value = "10.96.0.0/12")]
+    pub service_cidr: ipnet::Ipv4Net,
+    /// Inclusive NodePort range, `low-high`.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: (u16, u16),
+    /// Write the admin kubeconfig here (default: <data-dir>/admin.kubeconfig).
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s.split_once('-').ok_or_else(|| format!("{s:?} is not a range like 30000-32767"))?;
+    let lo: u16 = lo.trim().parse().map_err(|e| format!("{lo:?}: {e}"))?;
+    let hi: u16 = hi.trim().parse().map_err(|e| format!("{hi:?}: {e}"))?;
+    if lo == 0 || lo > hi {
+        return Err(format!("{s:?} is not a valid port range"));
+    }
+    Ok((lo, hi))
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    // 1. The store (embedded, single member).
+    tracing::warn!("the embedded store keeps cluster state in memory: it is lost when the server stops");
+    let store = Arc::new(MemStore::new(MemStoreConfig::default()).context("starting the embedded store")?);
+    // 2. The API server.
+    let config = ApiServerConfig {
+        bind_address: args.bind_address,
+        secure_port: args.secure_port,
+        data_dir: args.data_dir.clone(),
+        service_cidr: args.service_cidr,
+        node_port_range: args.service_node_port_range,
+        ..ApiServerConfig::default()
+    };
+    let server = waggle_apiserver::start(config, store).await.context("starting the API server")?;
+    // 3. The admin kubeconfig.
+    let path = args.write_kubeconfig.unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_private(&path, &server.admin_kubeconfig)?;
+    println!("waggle server listening on https://{}", server.addr);
+    println!("admin kubeconfig: {}", path.display());
+    tokio::select! {
+        _ = server.wait() => Ok(()),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted, stopping");
+            Ok(())
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, data: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}

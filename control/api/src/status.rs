@@ -78,12 +78,9 @@ pub struct Cause {
     pub field: String,
 }
 
-/// A failed API call, as a Kubernetes `Status`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{reason:?}: {message}")]
-pub struct StatusError {
-    pub reason: Reason,
-    pub message: String,
+/// `details` of a failed `Status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
     /// `details.name`
     pub name: Option<String>,
     /// `details.group`
@@ -95,23 +92,25 @@ pub struct StatusError {
     pub retry_after_seconds: Option<u32>,
 }
 
+/// A failed API call, as a Kubernetes `Status`. Small (details are boxed) so
+/// that `Result<_, StatusError>` stays cheap on every path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason:?}: {message}")]
+pub struct StatusError {
+    pub reason: Reason,
+    pub message: String,
+    pub details: Box<Details>,
+}
+
 impl StatusError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after_seconds: None,
-        }
+        Self { reason, message: message.into(), details: Box::default() }
     }
 
     fn about(mut self, resource: &ResourceInfo, name: &str) -> Self {
-        self.name = Some(name.to_owned());
-        self.group = Some(resource.group.to_owned());
-        self.kind = Some(resource.plural.to_owned());
+        self.details.name = Some(name.to_owned());
+        self.details.group = Some(resource.group.to_owned());
+        self.details.kind = Some(resource.plural.to_owned());
         self
     }
 
@@ -144,8 +143,8 @@ impl StatusError {
         let summary = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", ");
         let mut err = Self::new(Reason::Invalid, format!("{} \"{name}\" is invalid: {summary}", resource.kind))
             .about(resource, name);
-        err.kind = Some(resource.kind.to_owned());
-        err.causes = causes;
+        err.details.kind = Some(resource.kind.to_owned());
+        err.details.causes = causes;
         err
     }
 
@@ -178,24 +177,25 @@ impl StatusError {
             "code": self.code(),
         });
         let mut details = serde_json::Map::new();
-        if let Some(name) = &self.name {
+        if let Some(name) = &self.details.name {
             details.insert("name".into(), json!(name));
         }
-        if let Some(group) = &self.group {
+        if let Some(group) = &self.details.group {
             details.insert("group".into(), json!(group));
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &self.details.kind {
             details.insert("kind".into(), json!(kind));
         }
-        if !self.causes.is_empty() {
+        if !self.details.causes.is_empty() {
             let causes: Vec<Value> = self
+                .details
                 .causes
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(secs) = self.retry_after_seconds {
+        if let Some(secs) = self.details.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(secs));
         }
         if !details.is_empty() {

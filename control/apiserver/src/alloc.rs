@@ -223,9 +223,11 @@ mod tests {
     use super::*;
 
     fn alloc() -> Allocator {
-        let mut cfg = ApiServerConfig::default();
-        cfg.service_cidr = "10.96.0.0/29".parse().expect("cidr");
-        cfg.node_port_range = (30000, 30001);
+        let cfg = ApiServerConfig {
+            service_cidr: "10.96.0.0/29".parse().expect("cidr"),
+            node_port_range: (30000, 30001),
+            ..Default::default()
+        };
         Allocator::new(&cfg)
     }
 

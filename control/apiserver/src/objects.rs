@@ -68,7 +68,7 @@ pub fn store_error(err: StoreError) -> StatusError {
                 Reason::Timeout,
                 format!("Too large resource version: {requested}, current: {current}"),
             );
-            e.retry_after_seconds = Some(1);
+            e.details.retry_after_seconds = Some(1);
             e
         }
         other => StatusError::internal(format!("storage: {other}")),

@@ -1,0 +1,202 @@
+//! The real kubectl (1.33 and 1.29, by path) against waggle's API server.
+//! Each test starts its own server on a free port with its own data dir.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Kubectl, TestServer};
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports: [{containerPort: 80}]
+";
+
+fn ensure_contains(haystack: &str, needle: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+    Ok(())
+}
+
+async fn discovery_and_version(k: &Kubectl) -> anyhow::Result<()> {
+    ensure_contains(&k.ok(&["version"])?, "Server Version: v1.33.0-waggle")?;
+    // kubectl 1.29 colours this line; 1.33 does not.
+    let info = k.ok(&["cluster-info"])?;
+    ensure_contains(&info, "Kubernetes control plane")?;
+    ensure_contains(&info, "https://127.0.0.1:")?;
+    let resources = k.ok(&["api-resources"])?;
+    for line in ["deployments", "deploy", "apps/v1", "pods", "networkpolicies", "leases"] {
+        ensure_contains(&resources, line)?;
+    }
+    let namespaces = k.ok(&["get", "namespaces"])?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        ensure_contains(&namespaces, ns)?;
+    }
+    Ok(())
+}
+
+async fn apply_get_patch_scale_delete(k: &Kubectl) -> anyhow::Result<()> {
+    ensure_contains(&k.ok_stdin(&["apply", "-f", "-"], DEPLOYMENT)?, "deployment.apps/web created")?;
+    ensure_contains(&k.ok_stdin(&["apply", "-f", "-"], DEPLOYMENT)?, "deployment.apps/web unchanged")?;
+    ensure_contains(
+        &k.ok_stdin(&["apply", "-f", "-"], &DEPLOYMENT.replace("replicas: 2", "replicas: 3"))?,
+        "configured",
+    )?;
+    let fields = k.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.generation} {.spec.strategy.type}",
+    ])?;
+    anyhow::ensure!(fields == "3 2 RollingUpdate", "after apply: {fields}");
+
+    // Output formats.
+    let wide = k.ok(&["get", "deploy", "-o", "wide"])?;
+    ensure_contains(&wide, "CONTAINERS")?;
+    ensure_contains(&wide, "nginx:1.25")?;
+    ensure_contains(&k.ok(&["get", "deploy", "web", "-o", "yaml"])?, "kind: Deployment")?;
+    let json: serde_json::Value = serde_json::from_str(&k.ok(&["get", "deploy", "web", "-o", "json"])?)?;
+    anyhow::ensure!(json["metadata"]["uid"].is_string(), "no uid: {json}");
+    ensure_contains(&k.ok(&["get", "deploy", "-A"])?, "default")?;
+
+    // label, annotate, patches, scale, set image.
+    k.ok(&["label", "deploy", "web", "tier=frontend"])?;
+    ensure_contains(&k.ok(&["get", "deploy", "--show-labels"])?, "tier=frontend")?;
+    k.ok(&["annotate", "deploy", "web", "note=hello"])?;
+    k.ok(&["patch", "deploy", "web", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":1}]"#])?;
+    k.ok(&["patch", "deploy", "web", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":null}}}"#])?;
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=strategic",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.26"}]}}}}"#,
+    ])?;
+    k.ok(&["scale", "deploy", "web", "--replicas=4"])?;
+    let fields = k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.annotations.note} {.metadata.labels.tier}"])?;
+    anyhow::ensure!(fields == "4 nginx:1.26 hello ", "after patches: {fields:?}");
+    let ports =
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].ports[0].containerPort}"])?;
+    anyhow::ensure!(ports == "80", "strategic merge kept the container's other fields: {ports:?}");
+
+    // edit with a scripted editor.
+    let out =
+        k.command(&["edit", "deploy", "web"]).env("KUBE_EDITOR", "sed -i s/replicas:\\ 4/replicas:\\ 6/").output()?;
+    anyhow::ensure!(out.status.success(), "edit: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])? == "6",
+        "edit changed replicas"
+    );
+
+    // server-side apply (update of an existing object, then a new one).
+    ensure_contains(&k.ok_stdin(&["apply", "--server-side", "-f", "-"], DEPLOYMENT)?, "serverside-applied")?;
+    let ssa = DEPLOYMENT.replace("name: web\n", "name: web-ssa\n");
+    ensure_contains(
+        &k.ok_stdin(&["apply", "--server-side", "-f", "-"], &ssa)?,
+        "deployment.apps/web-ssa serverside-applied",
+    )?;
+
+    // delete waits for the object to go.
+    ensure_contains(&k.ok(&["delete", "deploy", "web", "web-ssa"])?, "deleted")?;
+    ensure_contains(&k.fails(&["get", "deploy", "web"])?, r#"deployments.apps "web" not found"#)?;
+    Ok(())
+}
+
+async fn watch_sees_a_change(k: &Kubectl) -> anyhow::Result<()> {
+    k.ok(&["create", "configmap", "watched", "--from-literal=a=1"]).or_else(|_| {
+        k.ok_stdin(
+            &["apply", "-f", "-"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {a: '1'}\n",
+        )
+    })?;
+    let mut child = k
+        .command(&["get", "configmap", "watched", "-w", "-o", "jsonpath={.data.a}{\"\\n\"}"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    k.ok(&["patch", "configmap", "watched", "--type=merge", "-p", r#"{"data":{"a":"2"}}"#])?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _ = child.kill();
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(text.lines().any(|l| l == "1") && text.lines().any(|l| l == "2"), "watch output: {text:?}");
+    Ok(())
+}
+
+async fn error_paths(k: &Kubectl) -> anyhow::Result<()> {
+    ensure_contains(
+        &k.fails(&["get", "deploy", "missing"])?,
+        r#"Error from server (NotFound): deployments.apps "missing" not found"#,
+    )?;
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {containers: [{name: c}]}\n";
+    let out = k
+        .command(&["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = out?;
+    {
+        use std::io::Write as _;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(bad.as_bytes())?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(!out.status.success(), "an invalid pod was accepted");
+    ensure_contains(
+        &String::from_utf8_lossy(&out.stderr),
+        r#"The Pod "bad" is invalid: spec.containers[0].image: Required value"#,
+    )?;
+    ensure_contains(&k.fails(&["get", "pods", "-l", "app in web"])?, "unable to parse requirement")?;
+    Ok(())
+}
+
+async fn run_all(minor: u32) -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let k = server.kubectl(minor);
+    discovery_and_version(&k).await?;
+    apply_get_patch_scale_delete(&k).await?;
+    watch_sees_a_change(&k).await?;
+    error_paths(&k).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_33_manages_deployments_end_to_end() -> anyhow::Result<()> {
+    run_all(33).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_29_manages_deployments_end_to_end() -> anyhow::Result<()> {
+    run_all(29).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_credentials_get_401_but_version_is_public() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let base = format!("https://{}", server.server.addr);
+    let curl = |path: &str| -> anyhow::Result<String> {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{base}{path}"))
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    anyhow::ensure!(curl("/api/v1/namespaces")? == "401", "anonymous list must be refused");
+    anyhow::ensure!(curl("/version")? == "200", "version is public");
+    anyhow::ensure!(curl("/healthz")? == "200", "healthz is public");
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Shared by the black-box tests: an API server on a free port with its own
+//! data dir, and the real kubectl pointed at it.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use waggle_apiserver::{ApiServerConfig, RunningApiServer};
+use waggle_store::{MemStore, MemStoreConfig};
+
+/// A `waggle` API server (in memory store) for one test.
+pub struct TestServer {
+    pub server: RunningApiServer,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl TestServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("wgt-api-").tempdir()?;
+        let store = Arc::new(MemStore::new(MemStoreConfig::default())?);
+        let config =
+            ApiServerConfig { secure_port: 0, data_dir: dir.path().to_path_buf(), ..ApiServerConfig::default() };
+        let server = waggle_apiserver::start(config, store).await?;
+        let kubeconfig = dir.path().join("admin.kubeconfig");
+        std::fs::write(&kubeconfig, &server.admin_kubeconfig)?;
+        Ok(Self { server, dir, kubeconfig })
+    }
+
+    pub fn kubectl(&self, minor: u32) -> Kubectl {
+        Kubectl::new(minor, &self.kubeconfig, &self.dir.path().join(format!("kube-cache-{minor}")))
+    }
+}
+
+/// One installed kubectl version, with its own discovery cache.
+pub struct Kubectl {
+    pub path: PathBuf,
+    kubeconfig: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Kubectl {
+    pub fn new(minor: u32, kubeconfig: &Path, cache_dir: &Path) -> Self {
+        Self {
+            path: PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}")),
+            kubeconfig: kubeconfig.to_path_buf(),
+            cache_dir: cache_dir.to_path_buf(),
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache_dir).args(args);
+        cmd.env_remove("KUBECONFIG");
+        cmd
+    }
+
+    /// Runs kubectl; returns the output whatever the exit status.
+    pub fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.command(args).output().with_context(|| format!("running {} {args:?}", self.path.display()))
+    }
+
+    /// Runs kubectl and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.output(args)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs kubectl with `stdin`, requiring success.
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.output(args)?;
+        anyhow::ensure!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

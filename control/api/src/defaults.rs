@@ -32,9 +32,6 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             pod_tolerations(obj);
         }
         ("", "Service") => service(obj),
-        ("", "Namespace") => {
-            default(obj, &["spec", "finalizers"], json!(["kubernetes"]));
-        }
         ("", "Secret") => default(obj, &["type"], json!("Opaque")),
         ("apps", "Deployment") => {
             default(obj, &["spec", "replicas"], json!(1));

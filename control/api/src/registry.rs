@@ -100,7 +100,10 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["ns"],
         categories: &[],
         verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
-        subresources: &[status_of!("", "v1", "Namespace")],
+        subresources: &[
+            status_of!("", "v1", "Namespace"),
+            Subresource { name: "finalize", group: "", version: "v1", kind: "Namespace", verbs: &["update"] },
+        ],
     },
     ResourceInfo {
         group: "",

@@ -108,8 +108,34 @@ fn qos_class(pod: &Value) -> &'static str {
     }
 }
 
+/// `metadata`, `spec` and `status` must be objects when present: everything
+/// after this relies on it (and bad input must never reach a panic).
+fn check_shape(r: &ResourceInfo, obj: &Value) -> Result<(), StatusError> {
+    if !obj.is_object() {
+        return Err(StatusError::bad_request(format!("the {} must be a JSON object, not {obj}", r.kind)));
+    }
+    for field in ["metadata", "spec", "status"] {
+        if let Some(v) = obj.get(field)
+            && !(v.is_object() || v.is_null())
+        {
+            let name = meta::name(obj).unwrap_or_default();
+            return Err(StatusError::invalid(
+                r,
+                name,
+                vec![waggle_api::status::Cause {
+                    reason: "FieldValueTypeInvalid".into(),
+                    message: format!("Invalid value: {v}: must be an object"),
+                    field: field.into(),
+                }],
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Prepares a new object: server-owned metadata, defaults, status, validation.
 pub fn prepare_create(r: &ResourceInfo, obj: &mut Value, manager: &str) -> Result<(), StatusError> {
+    check_shape(r, obj)?;
     obj["apiVersion"] = json!(r.api_version());
     obj["kind"] = json!(r.kind);
     let name = meta::name(obj).unwrap_or_default().to_owned();
@@ -130,6 +156,11 @@ pub fn prepare_create(r: &ResourceInfo, obj: &mut Value, manager: &str) -> Resul
         let labels = m.entry("labels").or_insert_with(|| json!({}));
         if let Some(l) = labels.as_object_mut() {
             l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+        // The namespace controller's finalizer: set on create only, so that
+        // removing it through `finalize` sticks.
+        if obj.pointer("/spec/finalizers").is_none_or(Value::is_null) {
+            obj["spec"]["finalizers"] = json!(["kubernetes"]);
         }
     }
     defaults::apply(r.group, r.kind, obj);
@@ -160,6 +191,7 @@ pub fn prepare_update(
     part: WritePart,
     manager: &str,
 ) -> Result<Value, StatusError> {
+    check_shape(r, &new)?;
     let name = meta::name(current).unwrap_or_default().to_owned();
     if part == WritePart::Status {
         let mut merged = current.clone();

@@ -235,6 +235,8 @@ fn view_of(t: &Target) -> Result<View, StatusError> {
         None => Ok(View::Whole(WritePart::Main)),
         Some("status") if t.resource.has_status_subresource() => Ok(View::Whole(WritePart::Status)),
         Some("scale") if t.resource.subresource("scale").is_some() => Ok(View::Scale),
+        // The namespace controller removes `spec.finalizers` through `finalize`.
+        Some("finalize") if t.resource.subresource("finalize").is_some() => Ok(View::Whole(WritePart::Main)),
         Some(other) => Err(StatusError::new(
             Reason::NotFound,
             format!("the server could not find the requested resource ({}/{other})", t.resource.plural),

@@ -34,6 +34,9 @@ pub struct ServerArgs {
     /// Write the admin kubeconfig here (default: <data-dir>/admin.kubeconfig).
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
+    /// Do not run the controllers (namespace, garbage collector).
+    #[arg(long)]
+    pub disable_controllers: bool,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -73,13 +76,34 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     write_private(&path, &server.admin_kubeconfig)?;
     println!("waggle server listening on https://{}", server.addr);
     println!("admin kubeconfig: {}", path.display());
+    // 4. The controllers, as clients of the API server with their own identity.
+    let controllers = if args.disable_controllers {
+        None
+    } else {
+        let client = client_for(&server, "system:kube-controller-manager").await?;
+        Some(tokio::spawn(waggle_controllers::run(client)))
+    };
     tokio::select! {
         _ = server.wait() => Ok(()),
+        Some(r) = async { match controllers { Some(c) => Some(c.await), None => None } } => {
+            match r {
+                Ok(Ok(())) => anyhow::bail!("the controllers stopped"),
+                Ok(Err(e)) => Err(e).context("running the controllers"),
+                Err(e) => Err(e).context("the controllers task"),
+            }
+        }
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted, stopping");
             Ok(())
         }
     }
+}
+
+/// A kube-rs client for a control-plane component, with a client certificate
+/// issued by the cluster CA.
+async fn client_for(server: &waggle_apiserver::RunningApiServer, user: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig = server.kubeconfig_for(user, &["system:masters"]).context("issuing a client certificate")?;
+    Ok(waggle_controllers::client_from_kubeconfig(&kubeconfig).await?)
 }
 
 fn write_private(path: &std::path::Path, data: &str) -> anyhow::Result<()> {

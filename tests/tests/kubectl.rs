@@ -200,3 +200,59 @@ async fn requests_without_credentials_get_401_but_version_is_public() -> anyhow:
     anyhow::ensure!(curl("/healthz")? == "200", "healthz is public");
     Ok(())
 }
+
+/// Polls `check` for up to 10 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if check()? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("timed out waiting until {what}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_removes_its_objects_and_then_the_namespace() -> anyhow::Result<()> {
+    let server = TestServer::with_controllers().await?;
+    let k = server.kubectl(31);
+    k.ok(&["create", "namespace", "demo"])?;
+    k.ok(&["-n", "demo", "create", "configmap", "c1", "--from-literal=a=b"])?;
+    k.ok_stdin(&["-n", "demo", "apply", "-f", "-"], DEPLOYMENT)?;
+    // kubectl waits until the namespace is gone.
+    ensure_contains(&k.ok(&["delete", "namespace", "demo", "--timeout=20s"])?, "namespace \"demo\" deleted")?;
+    ensure_contains(&k.fails(&["get", "namespace", "demo"])?, "not found")?;
+    k.ok(&["create", "namespace", "demo"])?;
+    let leftovers = k.ok(&["-n", "demo", "get", "configmaps,deployments", "-o", "name"])?;
+    anyhow::ensure!(leftovers.trim().is_empty(), "a recreated namespace starts empty: {leftovers}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_deletion_propagates_background_foreground_and_orphan() -> anyhow::Result<()> {
+    let server = TestServer::with_controllers().await?;
+    let k = server.kubectl(31);
+    for mode in ["background", "foreground", "orphan"] {
+        k.ok_stdin(&["apply", "-f", "-"], DEPLOYMENT)?;
+        let uid = k.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"])?;
+        let dependent = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep-{mode}\n  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: {uid}, controller: true, blockOwnerDeletion: true}}]\n"
+        );
+        k.ok_stdin(&["apply", "-f", "-"], &dependent)?;
+        k.ok(&["delete", "deploy", "web", &format!("--cascade={mode}"), "--timeout=20s"])?;
+        let name = format!("dep-{mode}");
+        if mode == "orphan" {
+            eventually("the orphan loses its owner reference", || {
+                Ok(k.ok(&["get", "cm", &name, "-o", "jsonpath={.metadata.ownerReferences}"])?.trim().is_empty())
+            })
+            .await?;
+        } else {
+            eventually(&format!("the {mode} dependent is collected"), || {
+                Ok(!k.output(&["get", "cm", &name])?.status.success())
+            })
+            .await?;
+        }
+        ensure_contains(&k.fails(&["get", "deploy", "web"])?, "not found")?;
+    }
+    Ok(())
+}

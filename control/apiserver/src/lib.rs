@@ -60,6 +60,17 @@ pub struct RunningApiServer {
 }
 
 impl RunningApiServer {
+    /// A kubeconfig for a component or user, with a client certificate
+    /// issued by the cluster CA (`user` as CN, `groups` as O).
+    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> Result<String, pki::PkiError> {
+        let pair = self.pki.issue_client(user, groups)?;
+        let url = match self.addr.ip() {
+            IpAddr::V6(ip) => format!("https://[{ip}]:{}", self.addr.port()),
+            IpAddr::V4(ip) => format!("https://{ip}:{}", self.addr.port()),
+        };
+        Ok(pki::kubeconfig(&url, &self.pki.ca.cert_pem, &pair, user))
+    }
+
     /// Serves until the listener fails (it does not, short of the process ending).
     pub async fn wait(mut self) {
         if let Some(task) = self.task.take() {

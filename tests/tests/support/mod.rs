@@ -14,6 +14,7 @@ use waggle_store::{MemStore, MemStoreConfig};
 /// A `waggle` API server (in memory store) for one test.
 pub struct TestServer {
     pub server: RunningApiServer,
+    controllers: Option<tokio::task::JoinHandle<Result<(), waggle_controllers::Error>>>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
 }
@@ -27,11 +28,28 @@ impl TestServer {
         let server = waggle_apiserver::start(config, store).await?;
         let kubeconfig = dir.path().join("admin.kubeconfig");
         std::fs::write(&kubeconfig, &server.admin_kubeconfig)?;
-        Ok(Self { server, dir, kubeconfig })
+        Ok(Self { server, controllers: None, dir, kubeconfig })
+    }
+
+    /// Also runs the controllers (namespace, garbage collector), as `waggle server` does.
+    pub async fn with_controllers() -> anyhow::Result<Self> {
+        let mut me = Self::start().await?;
+        let kubeconfig = me.server.kubeconfig_for("system:kube-controller-manager", &["system:masters"])?;
+        let client = waggle_controllers::client_from_kubeconfig(&kubeconfig).await?;
+        me.controllers = Some(tokio::spawn(waggle_controllers::run(client)));
+        Ok(me)
     }
 
     pub fn kubectl(&self, minor: u32) -> Kubectl {
         Kubectl::new(minor, &self.kubeconfig, &self.dir.path().join(format!("kube-cache-{minor}")))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(c) = &self.controllers {
+            c.abort();
+        }
     }
 }
 

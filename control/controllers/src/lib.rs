@@ -1,0 +1,57 @@
+//! waggle's controllers. Each is an API client (kube-rs): it never touches
+//! the store, so it works against waggle's API server or any Kubernetes one.
+//!
+//! - [`namespace`]: empties a deleted namespace, then finalizes it;
+//! - [`gc`]: the garbage collector (ownerReferences; Background, Foreground
+//!   and Orphan propagation).
+
+pub mod gc;
+pub mod namespace;
+pub mod resources;
+
+use kube::Client;
+
+/// What went wrong in a controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{reason}")]
+    Config { reason: String },
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let action = action.into();
+        move |source| Self::Kube { action, source }
+    }
+}
+
+/// A kube-rs client from a kubeconfig's text.
+pub async fn client_from_kubeconfig(text: &str) -> Result<Client, Error> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(text)
+        .map_err(|e| Error::Config { reason: format!("reading the kubeconfig: {e}") })?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Config { reason: format!("building a client configuration: {e}") })?;
+    Client::try_from(config).map_err(Error::kube("building a client"))
+}
+
+/// True when the API answered 404.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Runs every controller until one of them stops (they do not, short of the
+/// process ending).
+pub async fn run(client: Client) -> Result<(), Error> {
+    let resources = resources::discover(&client).await?;
+    tokio::select! {
+        r = namespace::run(client.clone(), resources.clone()) => r,
+        r = gc::run(client, resources) => r,
+    }
+}

@@ -27,9 +27,10 @@ pub(super) fn token_request(raw: &[u8]) -> Result<Map<String, Value>> {
             Obj::new()
                 .strings_always("audiences", audiences)
                 .int_ptr("expirationSeconds", expiration_seconds)
-                .object_ptr(
+                // `*BoundObjectReference` without omitempty: `null` when unset.
+                .object(
                     "boundObjectRef",
-                    bound_object_ref.map(|BoundObjectReference { kind, api_version, name, u_id }| {
+                    bound_object_ref.map_or(Value::Null, |BoundObjectReference { kind, api_version, name, u_id }| {
                         Obj::new()
                             .string("kind", kind)
                             .string("apiVersion", api_version)

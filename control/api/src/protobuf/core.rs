@@ -7,8 +7,8 @@ use k8s_pb::api::core::v1::{
 use serde_json::{Map, Value, json};
 
 use super::json::{Obj, Result, each};
-use super::meta::{int_or_string, object_meta};
 use super::message;
+use super::meta::{int_or_string, object_meta};
 use super::pod::{local_object_reference, pod_spec};
 
 pub(super) fn namespace(raw: &[u8]) -> Result<Map<String, Value>> {

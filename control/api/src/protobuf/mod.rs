@@ -117,11 +117,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         // Registered in every group version; the envelope says which one.
         meta::delete_options(message(&raw)?)?
     } else {
-        let convert = KINDS
-            .iter()
-            .find(|(v, k, _)| *v == api_version && *k == kind)
-            .map(|(_, _, convert)| *convert)
-            .ok_or_else(|| ProtobufError::UnsupportedKind { api_version: api_version.clone(), kind: kind.clone() })?;
+        let convert =
+            KINDS.iter().find(|(v, k, _)| *v == api_version && *k == kind).map(|(_, _, convert)| *convert).ok_or_else(
+                || ProtobufError::UnsupportedKind { api_version: api_version.clone(), kind: kind.clone() },
+            )?;
         convert(&raw)?
     };
     let mut object = Map::with_capacity(fields.len() + 2);

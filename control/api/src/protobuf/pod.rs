@@ -8,12 +8,11 @@
 
 use k8s_pb::api::core::v1::{
     ConfigMapEnvSource, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
-    DownwardAPIProjection, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource,
-    EnvVar, EnvVarSource, HostPathVolumeSource, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+    DownwardAPIProjection, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HostPathVolumeSource, KeyToPath, LocalObjectReference, ObjectFieldSelector,
     PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ProjectedVolumeSource, ResourceClaim,
     ResourceFieldSelector, ResourceRequirements, SecretEnvSource, SecretKeySelector, SecretProjection,
-    SecretVolumeSource, ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection,
-    VolumeSource,
+    SecretVolumeSource, ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection, VolumeSource,
 };
 use serde_json::Value;
 
@@ -466,8 +465,14 @@ fn projected_volume(p: ProjectedVolumeSource) -> Result<Value> {
 }
 
 fn volume_projection(p: VolumeProjection) -> Result<Value> {
-    let VolumeProjection { secret, downward_api, config_map, service_account_token, cluster_trust_bundle, pod_certificate } =
-        p;
+    let VolumeProjection {
+        secret,
+        downward_api,
+        config_map,
+        service_account_token,
+        cluster_trust_bundle,
+        pod_certificate,
+    } = p;
     reject_set!("VolumeProjection",
         cluster_trust_bundle => "clusterTrustBundle",
         pod_certificate => "podCertificate",

@@ -23,9 +23,6 @@ pub(super) fn pod_disruption_budget(raw: &[u8]) -> Result<Map<String, Value>> {
                 .build(),
         )
         // The status counters have no omitempty.
-        .object(
-            "status",
-            json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}),
-        )
+        .object("status", json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}))
         .into_map())
 }

@@ -66,7 +66,8 @@ fn template(labels_: &[(&str, &str)], spec: core::PodSpec) -> Option<core::PodTe
 
 #[test]
 fn create_namespace_decodes_to_the_json_kubectl_1_31_sends() {
-    let ns = core::Namespace { metadata: meta("demo"), spec: Some(Default::default()), status: Some(Default::default()) };
+    let ns =
+        core::Namespace { metadata: meta("demo"), spec: Some(Default::default()), status: Some(Default::default()) };
     assert_eq!(
         decoded("v1", "Namespace", &ns),
         json!({"kind":"Namespace","apiVersion":"v1","metadata":{"name":"demo","creationTimestamp":null},"spec":{},"status":{}})
@@ -124,7 +125,10 @@ fn deployment_strategy_keeps_int_or_string_surge_as_number_or_percentage() {
         status: None,
     };
     let v = decoded("apps/v1", "Deployment", &d);
-    assert_eq!(v["spec"]["strategy"], json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":0,"maxSurge":"25%"}}));
+    assert_eq!(
+        v["spec"]["strategy"],
+        json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":0,"maxSurge":"25%"}})
+    );
     // A pointer field set to zero is kept; an absent template is still written, as Go does.
     assert_eq!(v["spec"]["revisionHistoryLimit"], json!(0));
     assert_eq!(v["spec"]["template"], json!({"metadata":{"creationTimestamp":null},"spec":{"containers":null}}));
@@ -420,7 +424,10 @@ fn rbac_roles_and_bindings_decode_rules_subjects_and_role_ref() {
         metadata: meta("agg"),
         rules: vec![],
         aggregation_rule: Some(rbac::AggregationRule {
-            cluster_role_selectors: vec![LabelSelector { match_labels: labels(&[("foo", "bar")]), ..Default::default() }],
+            cluster_role_selectors: vec![LabelSelector {
+                match_labels: labels(&[("foo", "bar")]),
+                ..Default::default()
+            }],
         }),
     };
     assert_eq!(
@@ -434,7 +441,12 @@ fn rbac_roles_and_bindings_decode_rules_subjects_and_role_ref() {
     let binding = rbac::RoleBinding {
         metadata: meta("rb"),
         subjects: vec![
-            rbac::Subject { kind: s("User"), api_group: s("rbac.authorization.k8s.io"), name: s("alice"), namespace: s("") },
+            rbac::Subject {
+                kind: s("User"),
+                api_group: s("rbac.authorization.k8s.io"),
+                name: s("alice"),
+                namespace: s(""),
+            },
             rbac::Subject { kind: s("ServiceAccount"), api_group: s(""), name: s("sa"), namespace: s("default") },
         ],
         role_ref: role_ref("Role", "r"),
@@ -448,7 +460,12 @@ fn rbac_roles_and_bindings_decode_rules_subjects_and_role_ref() {
     );
     let cluster_binding = rbac::ClusterRoleBinding {
         metadata: meta("crb"),
-        subjects: vec![rbac::Subject { kind: s("Group"), api_group: s("rbac.authorization.k8s.io"), name: s("devs"), namespace: None }],
+        subjects: vec![rbac::Subject {
+            kind: s("Group"),
+            api_group: s("rbac.authorization.k8s.io"),
+            name: s("devs"),
+            namespace: None,
+        }],
         role_ref: role_ref("ClusterRole", "cr"),
     };
     assert_eq!(
@@ -546,7 +563,11 @@ fn auth_whoami_and_create_token_decode_their_reviews() {
     );
     let token = TokenRequest {
         metadata: None,
-        spec: Some(TokenRequestSpec { audiences: vec!["a1".into()], expiration_seconds: Some(3600), bound_object_ref: None }),
+        spec: Some(TokenRequestSpec {
+            audiences: vec!["a1".into()],
+            expiration_seconds: Some(3600),
+            bound_object_ref: None,
+        }),
         status: None,
     };
     assert_eq!(
@@ -580,14 +601,20 @@ fn a_zero_time_is_null_and_a_set_time_is_rfc3339_utc_seconds() {
     assert_eq!(time(None).ok(), Some(Value::Null));
     assert_eq!(time(Some(Time::default())).ok(), Some(Value::Null));
     assert_eq!(time(Some(Time { seconds: Some(0), nanos: Some(0) })).ok(), Some(json!("1970-01-01T00:00:00Z")));
-    assert_eq!(time(Some(Time { seconds: Some(86_401), nanos: Some(999_999_999) })).ok(), Some(json!("1970-01-02T00:00:01Z")));
+    assert_eq!(
+        time(Some(Time { seconds: Some(86_401), nanos: Some(999_999_999) })).ok(),
+        Some(json!("1970-01-02T00:00:01Z"))
+    );
     assert!(matches!(time(Some(Time { seconds: Some(i64::MAX), nanos: Some(i32::MAX) })), Err(ProtobufError::Time(_))));
 }
 
 #[test]
 fn an_int_or_string_of_unknown_type_is_an_error() {
     use super::meta::int_or_string;
-    assert_eq!(int_or_string(IntOrString { r#type: Some(1), int_val: None, str_val: s("http") }).ok(), Some(json!("http")));
+    assert_eq!(
+        int_or_string(IntOrString { r#type: Some(1), int_val: None, str_val: s("http") }).ok(),
+        Some(json!("http"))
+    );
     assert!(matches!(
         int_or_string(IntOrString { r#type: Some(7), int_val: None, str_val: None }),
         Err(ProtobufError::IntOrString(7))

@@ -1,14 +1,15 @@
-//! `core/v1`: Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod.
+//! `core/v1`: Namespace, ConfigMap, Secret, Service, ServiceAccount, Pod, ResourceQuota.
 
 use k8s_pb::api::core::v1::{
-    ClientIpConfig, ConfigMap, Namespace, NamespaceSpec, ObjectReference, Pod, Secret, Service, ServiceAccount,
-    ServicePort, ServiceSpec, SessionAffinityConfig,
+    ClientIpConfig, ConfigMap, Namespace, NamespaceSpec, ObjectReference, Pod, ResourceQuota, ResourceQuotaSpec,
+    ScopeSelector, ScopedResourceSelectorRequirement, Secret, Service, ServiceAccount, ServicePort, ServiceSpec,
+    SessionAffinityConfig,
 };
 use serde_json::{Map, Value, json};
 
 use super::json::{Obj, Result, each};
 use super::message;
-use super::meta::{int_or_string, object_meta};
+use super::meta::{int_or_string, object_meta, quantities};
 use super::pod::{local_object_reference, pod_spec};
 
 pub(super) fn namespace(raw: &[u8]) -> Result<Map<String, Value>> {
@@ -153,6 +154,37 @@ pub(super) fn pod(raw: &[u8]) -> Result<Map<String, Value>> {
     Ok(Obj::new()
         .object("metadata", object_meta(metadata.unwrap_or_default())?)
         .object("spec", pod_spec(spec.unwrap_or_default())?)
+        .object("status", json!({}))
+        .into_map())
+}
+
+pub(super) fn resource_quota(raw: &[u8]) -> Result<Map<String, Value>> {
+    let ResourceQuota { metadata, spec, status: _ } = message(raw)?;
+    let ResourceQuotaSpec { hard, scopes, scope_selector } = spec.unwrap_or_default();
+    let requirement = |ScopedResourceSelectorRequirement { scope_name, operator, values }| {
+        Obj::new()
+            .string_always("scopeName", scope_name)
+            .string_always("operator", operator)
+            .strings("values", values)
+            .build()
+    };
+    Ok(Obj::new()
+        .object("metadata", object_meta(metadata.unwrap_or_default())?)
+        .object(
+            "spec",
+            Obj::new()
+                .object_map("hard", quantities(hard))
+                .strings("scopes", scopes)
+                .object_ptr(
+                    "scopeSelector",
+                    scope_selector.map(|ScopeSelector { match_expressions }| {
+                        Obj::new()
+                            .list("matchExpressions", match_expressions.into_iter().map(requirement).collect())
+                            .build()
+                    }),
+                )
+                .build(),
+        )
         .object("status", json!({}))
         .into_map())
 }

@@ -1,11 +1,12 @@
-//! `policy/v1`: PodDisruptionBudget (`kubectl create poddisruptionbudget`).
+//! `policy/v1`: PodDisruptionBudget (`kubectl create poddisruptionbudget`) and
+//! Eviction (`kubectl drain`, through the typed client).
 
-use k8s_pb::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_pb::api::policy::v1::{Eviction, PodDisruptionBudget, PodDisruptionBudgetSpec};
 use serde_json::{Map, Value, json};
 
 use super::json::{Obj, Result};
 use super::message;
-use super::meta::{int_or_string, label_selector, object_meta};
+use super::meta::{delete_options, int_or_string, label_selector, object_meta};
 
 pub(super) fn pod_disruption_budget(raw: &[u8]) -> Result<Map<String, Value>> {
     let PodDisruptionBudget { metadata, spec, status: _ } = message(raw)?;
@@ -24,5 +25,15 @@ pub(super) fn pod_disruption_budget(raw: &[u8]) -> Result<Map<String, Value>> {
         )
         // The status counters have no omitempty.
         .object("status", json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}))
+        .into_map())
+}
+
+pub(super) fn eviction(raw: &[u8]) -> Result<Map<String, Value>> {
+    let Eviction { metadata, delete_options: options } = message(raw)?;
+    // Nested DeleteOptions carry no TypeMeta of their own.
+    let options = options.map(delete_options).transpose()?.map(Value::Object);
+    Ok(Obj::new()
+        .object("metadata", object_meta(metadata.unwrap_or_default())?)
+        .object_ptr("deleteOptions", options)
         .into_map())
 }

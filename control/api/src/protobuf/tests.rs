@@ -593,6 +593,21 @@ fn delete_options_decode_propagation_grace_period_and_preconditions() {
     );
 }
 
+#[test]
+fn a_drain_eviction_decodes_with_its_nested_delete_options() {
+    use k8s_pb::api::policy::v1::Eviction;
+    let eviction = Eviction {
+        metadata: Some(ObjectMeta { name: s("p"), namespace: s("default"), ..Default::default() }),
+        delete_options: Some(DeleteOptions { grace_period_seconds: Some(30), ..Default::default() }),
+    };
+    assert_eq!(
+        decoded("policy/v1", "Eviction", &eviction),
+        json!({"kind":"Eviction","apiVersion":"policy/v1",
+            "metadata":{"name":"p","namespace":"default","creationTimestamp":null},
+            "deleteOptions":{"gracePeriodSeconds":30}})
+    );
+}
+
 // ---- Scalars ----
 
 #[test]
@@ -762,7 +777,7 @@ fn fixture(name: &str) -> Value {
 #[test]
 fn every_captured_kubectl_1_33_body_decodes_to_exactly_the_json_kubectl_1_31_sent() {
     let all = fixtures();
-    assert!(all.len() >= 26, "only {} fixtures found", all.len());
+    assert!(all.len() >= 27, "only {} fixtures found", all.len());
     for (name, pb, expected) in all {
         let got = decode(&pb).unwrap_or_else(|e| panic!("decoding {name}: {e}"));
         assert_eq!(got, expected, "{name}");

@@ -6,11 +6,13 @@
 //! - [`selector`]: label and field selectors as upstream parses them;
 //! - [`status`]: the `Status` errors every API answer uses;
 //! - [`meta`]: object metadata helpers over JSON objects;
-//! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch.
+//! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch;
+//! - [`protobuf`]: kubectl 1.32+ protobuf request bodies decoded to JSON.
 
 pub mod defaults;
 pub mod meta;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod status;

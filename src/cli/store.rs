@@ -9,8 +9,10 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use tokio::sync::watch;
 use tracing::{info, warn};
+use waggle_store::durability::{Batch, Durability as _, Entry};
 use waggle_store::grpc::{DEFAULT_MAX_REQUEST_BYTES, EtcdServer, MemberInfo, ServerInfo, TransportError};
-use waggle_store::{MemStore, MemStoreConfig};
+use waggle_store::{EventKind, MemStore, MemStoreConfig};
+use waggle_store_rocks::RocksDisk;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -86,9 +88,14 @@ pub fn run(cmd: StoreCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Where a member's state lives inside its data dir (etcd's layout).
+/// Where a restored snapshot waits inside a data dir (etcd's layout).
 fn snapshot_path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("snap").join("db")
+}
+
+/// Where the member's RocksDB database lives inside its data dir.
+fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("rocks")
 }
 
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
@@ -155,8 +162,8 @@ pub async fn start(args: MemberArgs, stop: watch::Receiver<bool>) -> anyhow::Res
     let store = open_store(&data_dir, config)?;
     warn!(
         data_dir = %data_dir.display(),
-        "data is NOT persisted: this member keeps its keys in memory only and loses every write when it stops \
-         (the durable raft + RocksDB store is not built yet); only a snapshot restored into the data dir is loaded at start"
+        "single member without raft: writes are durable on this machine (RocksDB, fsync per commit) \
+         but not replicated"
     );
     if !args.listen_peer_urls.is_empty() {
         info!(urls = ?args.listen_peer_urls, "peer URLs are not served: a single member has no peers");
@@ -208,8 +215,9 @@ fn check_single_member(args: &MemberArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the data dir: empty or missing starts an empty store; a snapshot
-/// restored by `waggle store restore` is loaded; anything else is refused.
+/// Opens the data dir: its RocksDB database if there is one; else a
+/// snapshot restored by `waggle store restore` is imported first; else an
+/// empty store. An etcd data dir or a damaged one is refused.
 fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Result<MemStore> {
     if data_dir.join("member").join("wal").exists() {
         bail!(
@@ -218,16 +226,45 @@ fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Result<MemStor
             data_dir.display()
         );
     }
+    let database = database_path(data_dir);
     let snapshot = snapshot_path(data_dir);
-    if snapshot.exists() {
-        let bytes = std::fs::read(&snapshot).with_context(|| format!("reading {}", snapshot.display()))?;
-        let store = MemStore::from_snapshot(config, &bytes).with_context(|| {
-            format!("data dir {}: {} is not a waggle store snapshot", data_dir.display(), snapshot.display())
-        })?;
-        info!(snapshot = %snapshot.display(), "loaded the restored snapshot");
-        return Ok(store);
+    if !database.exists() && snapshot.exists() {
+        import_snapshot(data_dir, &snapshot, &database)?;
     }
-    Ok(MemStore::new(config)?)
+    std::fs::create_dir_all(&database).with_context(|| format!("creating {}", database.display()))?;
+    let (disk, recovered) =
+        RocksDisk::open(&database).with_context(|| format!("opening the data dir {}", data_dir.display()))?;
+    Ok(MemStore::durable(config, disk, recovered)?)
+}
+
+/// Writes a restored snapshot into a new database, as one synced batch.
+fn import_snapshot(data_dir: &Path, snapshot: &Path, database: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(snapshot).with_context(|| format!("reading {}", snapshot.display()))?;
+    let image = waggle_store::snapshot::decode(&bytes).with_context(|| {
+        format!("data dir {}: {} is not a waggle store snapshot", data_dir.display(), snapshot.display())
+    })?;
+    let mut kvs = image.kvs;
+    kvs.sort_by(|a, b| (a.mod_revision, &a.key).cmp(&(b.mod_revision, &b.key)));
+    let mut entries: Vec<Entry> = Vec::with_capacity(kvs.len());
+    for kv in kvs {
+        let sub = match entries.last() {
+            Some(prev) if prev.revision == kv.mod_revision => prev.sub + 1,
+            _ => 0,
+        };
+        entries.push(Entry { revision: kv.mod_revision, sub, kind: EventKind::Put, kv });
+    }
+    let batch = Batch {
+        revision: image.revision,
+        entries,
+        granted: image.leases.iter().map(|l| (l.id, l.granted_ttl)).collect(),
+        revoked: Vec::new(),
+        compacted: Some((image.compact_revision, Vec::new())),
+    };
+    std::fs::create_dir_all(database).with_context(|| format!("creating {}", database.display()))?;
+    let (disk, _) = RocksDisk::open(database).with_context(|| format!("creating {}", database.display()))?;
+    disk.write(&batch).with_context(|| format!("importing {} into {}", snapshot.display(), database.display()))?;
+    info!(snapshot = %snapshot.display(), revision = image.revision, "imported the restored snapshot");
+    Ok(())
 }
 
 /// `http://host:port` to a socket address; `localhost` means 127.0.0.1, as for etcd.
@@ -291,7 +328,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_member_serves_etcdctl_and_loads_a_restored_snapshot() {
+    async fn a_member_serves_etcdctl_keeps_writes_across_restarts_and_loads_a_restored_snapshot() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data_dir = dir.path().join("first");
         let data_dir_str = data_dir.to_str().expect("utf-8");
@@ -312,6 +349,16 @@ mod tests {
         .expect("etcdctl thread");
         let (listed, snap, dir) = out;
         assert!(listed.contains("m1"), "{listed}");
+        stop.send(true).expect("stop");
+        member.wait().await.expect("clean stop");
+        // The first member's store lets go of its database when its background tasks notice.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+        let (stop, stopped) = watch::channel(false);
+        let member = start(parse(&flags).member, stopped).await.expect("member restarts on its data dir");
+        let addr = member.client_addrs[0];
+        let got = tokio::task::spawn_blocking(move || etcdctl(addr, &["get", "kept"])).await.expect("etcdctl thread");
+        assert_eq!(got, "kept\nyes\n", "the write survived the restart");
         stop.send(true).expect("stop");
         member.wait().await.expect("clean stop");
 

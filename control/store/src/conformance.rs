@@ -3,7 +3,7 @@
 //! [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```ignore
-//! waggle_store::conformance_tests!(|| async { make_my_store().await });
+//! waggle_store::conformance_tests!(|| async { (make_my_store().await, ()) });
 //! ```
 //!
 //! The store handed to each function must be empty, grant leases of 1 s
@@ -20,7 +20,8 @@ use crate::types::{
 };
 
 /// Runs every conformance property as its own `#[tokio::test]`. The argument
-/// is a closure returning a future that yields a fresh, empty store.
+/// is a closure returning a future that yields a fresh, empty store and a
+/// guard kept alive for the test (e.g. its data dir; `()` if none).
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
@@ -65,7 +66,8 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let store = ($make)().await;
+                // The second value lives as long as the test (e.g. a temporary data dir).
+                let (store, _guard) = ($make)().await;
                 $crate::conformance::$name(&store).await;
             }
         )*

@@ -3,6 +3,7 @@
 //! suite every implementation passes, and the etcd v3 gRPC API ([`grpc`]).
 
 pub mod conformance;
+pub mod durability;
 pub mod error;
 pub mod grpc;
 mod lease;

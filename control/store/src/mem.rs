@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tracing::{debug, warn};
 
+use crate::durability::{Batch, Durability, Entry, Recovered};
 use crate::error::{Result, StoreError};
 use crate::lease::{Leases, MAX_LEASE_TTL};
 use crate::mvcc::Index;
@@ -60,6 +61,11 @@ struct State {
     leases: Leases,
     hub: Hub,
     applied_index: u64,
+    durability: Option<Arc<dyn Durability>>,
+    /// Set when a disk write failed: memory is then ahead of the disk, so
+    /// the store refuses every request until it is restarted (and recovers
+    /// from the disk), as etcd stops on a backend failure.
+    failed: Option<String>,
 }
 
 #[derive(Debug)]
@@ -95,7 +101,23 @@ impl MemStore {
     /// lease expiry and progress notifications run as background tasks,
     /// which end when the last clone of the store is dropped.
     pub fn new(config: MemStoreConfig) -> Result<Self> {
-        Self::from_parts(config, Index::default(), 1, 0, Vec::new())
+        Self::from_parts(config, Index::default(), 1, 0, Vec::new(), None)
+    }
+
+    /// A store that hands every commit to `durability` before acknowledging
+    /// it, starting from what that disk held.
+    pub fn durable(config: MemStoreConfig, durability: Arc<dyn Durability>, recovered: Recovered) -> Result<Self> {
+        let mut index = Index::default();
+        for entry in &recovered.entries {
+            index.replay(entry);
+        }
+        let leases = recovered
+            .leases
+            .iter()
+            .map(|&(id, granted_ttl)| LeaseImage { id, granted_ttl, remaining_ttl: granted_ttl })
+            .collect();
+        let revision = recovered.revision.max(1);
+        Self::from_parts(config, index, revision, recovered.compact_revision, leases, Some(durability))
     }
 
     /// A store holding the state of a snapshot made by [`Store::snapshot`].
@@ -105,7 +127,7 @@ impl MemStore {
         for kv in image.kvs {
             index.restore(kv);
         }
-        Self::from_parts(config, index, image.revision, image.compact_revision, image.leases)
+        Self::from_parts(config, index, image.revision, image.compact_revision, image.leases, None)
     }
 
     fn from_parts(
@@ -114,6 +136,7 @@ impl MemStore {
         revision: Revision,
         compact_revision: Revision,
         leases: Vec<LeaseImage>,
+        durability: Option<Arc<dyn Durability>>,
     ) -> Result<Self> {
         let handle = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Internal {
             op: "starting the in-memory store",
@@ -136,6 +159,8 @@ impl MemStore {
             leases: lease_table,
             hub: Hub::new(config.watch_channel_capacity),
             applied_index: 0,
+            durability,
+            failed: None,
         };
         let inner = Arc::new(Inner { state: Mutex::new(state), config });
         handle.spawn(expire_leases(Arc::downgrade(&inner)));
@@ -146,9 +171,17 @@ impl MemStore {
 
 impl Inner {
     fn lock(&self, op: &'static str) -> Result<MutexGuard<'_, State>> {
-        self.state
+        let state = self
+            .state
             .lock()
-            .map_err(|_| StoreError::Internal { op, reason: "the store's state lock is poisoned".to_owned() })
+            .map_err(|_| StoreError::Internal { op, reason: "the store's state lock is poisoned".to_owned() })?;
+        if let Some(reason) = &state.failed {
+            return Err(StoreError::Internal {
+                op,
+                reason: format!("the store stopped after a failed disk write: {reason}"),
+            });
+        }
+        Ok(state)
     }
 }
 
@@ -161,8 +194,13 @@ async fn expire_leases(inner: Weak<Inner>) {
         let Ok(mut state) = inner.lock("expiring leases") else { return };
         for id in state.leases.expired(Instant::now()) {
             debug!(lease = format_args!("{id:x}"), "lease expired");
-            let behind = state.revoke(id);
-            spawn_catch_ups(&inner, behind);
+            match state.revoke(id) {
+                Ok(behind) => spawn_catch_ups(&inner, behind),
+                Err(e) => {
+                    warn!(error = %e, "expiring a lease failed");
+                    return;
+                }
+            }
         }
     }
 }
@@ -441,14 +479,36 @@ impl State {
 
     /// Makes the pending writes the new revision and tells the watchers.
     /// Returns the watchers that need a catch-up task.
-    fn commit(&mut self, pending: Pending) -> (Revision, Vec<WatchId>) {
+    fn commit(&mut self, pending: Pending, revoked: Option<LeaseId>) -> Result<(Revision, Vec<WatchId>)> {
+        if pending.events.is_empty() && revoked.is_none() {
+            return Ok((self.revision, Vec::new()));
+        }
+        let revision = if pending.events.is_empty() { self.revision } else { pending.revision };
+        let entries = pending
+            .events
+            .iter()
+            .zip(0u32..)
+            .map(|(e, sub)| Entry { revision: pending.revision, sub, kind: e.kind, kv: e.kv.clone() })
+            .collect();
+        self.persist(&Batch { revision, entries, revoked: revoked.into_iter().collect(), ..Batch::default() })?;
+        self.applied_index += 1;
         if pending.events.is_empty() {
-            return (self.revision, Vec::new());
+            return Ok((self.revision, Vec::new()));
         }
         self.revision = pending.revision;
-        self.applied_index += 1;
         let behind = self.hub.notify(pending.revision, &pending.events);
-        (self.revision, behind)
+        Ok((self.revision, behind))
+    }
+
+    /// Hands a batch to the disk, if there is one; a failure stops the store.
+    fn persist(&mut self, batch: &Batch) -> Result<()> {
+        let Some(durability) = &self.durability else { return Ok(()) };
+        if let Err(e) = durability.write(batch) {
+            tracing::error!(error = %e, revision = batch.revision, "a disk write failed; the store stops serving");
+            self.failed = Some(e.to_string());
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn pending(&self) -> Pending {
@@ -465,20 +525,19 @@ impl State {
         self.validate(branch, max_ops, &mut HashSet::new(), &mut Vec::new())?;
         let mut pending = self.pending();
         let mut responses = self.apply(branch, &mut pending)?;
-        let (revision, behind) = self.commit(pending);
+        let (revision, behind) = self.commit(pending, None)?;
         fix_revisions(&mut responses, revision);
         Ok((TxnResponse { revision, succeeded, responses }, behind))
     }
 
     /// Removes a lease and deletes its keys in one revision.
-    fn revoke(&mut self, id: LeaseId) -> Vec<WatchId> {
-        let Some(keys) = self.leases.remove(id) else { return Vec::new() };
+    fn revoke(&mut self, id: LeaseId) -> Result<Vec<WatchId>> {
+        let Some(keys) = self.leases.remove(id) else { return Ok(Vec::new()) };
         let mut pending = self.pending();
         for key in keys {
             self.delete(&KeyRange::key(key), false, &mut pending);
         }
-        self.applied_index += 1;
-        self.commit(pending).1
+        Ok(self.commit(pending, Some(id))?.1)
     }
 }
 
@@ -528,7 +587,7 @@ impl Store for MemStore {
             state.validate_put(&req)?;
             let mut pending = state.pending();
             let resp = state.put(&req, &mut pending);
-            let (_, behind) = state.commit(pending);
+            let (_, behind) = state.commit(pending, None)?;
             (resp, behind)
         };
         spawn_catch_ups(&self.inner, behind);
@@ -543,7 +602,7 @@ impl Store for MemStore {
             let mut state = self.inner.lock("deleting")?;
             let mut pending = state.pending();
             let resp = state.delete(&req.range, req.prev_kv, &mut pending);
-            let (revision, behind) = state.commit(pending);
+            let (revision, behind) = state.commit(pending, None)?;
             (resp, revision, behind)
         };
         resp.revision = revision;
@@ -572,7 +631,9 @@ impl Store for MemStore {
                 compact_revision: state.compact_revision,
             });
         }
-        state.index.compact(revision);
+        let dropped = state.index.compact(revision);
+        let current = state.revision;
+        state.persist(&Batch { revision: current, compacted: Some((revision, dropped)), ..Batch::default() })?;
         state.compact_revision = revision;
         state.applied_index += 1;
         debug!(revision, "compacted");
@@ -626,6 +687,8 @@ impl Store for MemStore {
             id => id,
         };
         let ttl = state.leases.grant(id, ttl, Instant::now());
+        let current = state.revision;
+        state.persist(&Batch { revision: current, granted: vec![(id, ttl)], ..Batch::default() })?;
         state.applied_index += 1;
         Ok(LeaseGrant { id, ttl, revision: state.revision })
     }
@@ -636,7 +699,7 @@ impl Store for MemStore {
             if !state.leases.contains(id) {
                 return Err(StoreError::LeaseNotFound { op: "revoking a lease", id });
             }
-            let behind = state.revoke(id);
+            let behind = state.revoke(id)?;
             (state.revision, behind)
         };
         spawn_catch_ups(&self.inner, behind);

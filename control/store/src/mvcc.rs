@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use crate::durability::Entry;
 use crate::types::{Event, EventKind, KeyRange, KeyValue, LeaseId, Revision};
 
 /// One version of a key; `value == None` is a deletion (tombstone).
@@ -149,8 +150,10 @@ impl Index {
     /// Drops every version that no read at or after `revision` can see.
     /// A tombstone written exactly at `revision` is kept so that the events
     /// of that revision stay complete for watchers starting there.
-    pub(crate) fn compact(&mut self, revision: Revision) {
+    /// Returns the (revision, sub) of every dropped version.
+    pub(crate) fn compact(&mut self, revision: Revision) -> Vec<(Revision, u32)> {
         let mut freed = 0;
+        let mut dropped = Vec::new();
         self.keys.retain(|key, history| {
             let Some(pos) = history.position_at(revision) else { return true };
             let keep_from = match &history.versions[pos] {
@@ -159,10 +162,30 @@ impl Index {
             };
             for v in history.versions.drain(..keep_from) {
                 freed += version_size(key, &v);
+                dropped.push((v.mod_revision, v.sub));
             }
             !history.versions.is_empty()
         });
         self.size_bytes -= freed;
+        dropped
+    }
+
+    /// Re-applies a version read back from disk; entries come in (revision, sub) order.
+    pub(crate) fn replay(&mut self, entry: &Entry) {
+        let kv = &entry.kv;
+        let v = Version {
+            mod_revision: entry.revision,
+            sub: entry.sub,
+            create_revision: kv.create_revision,
+            version: kv.version,
+            value: match entry.kind {
+                EventKind::Put => Some(kv.value.clone()),
+                EventKind::Delete => None,
+            },
+            lease: kv.lease,
+        };
+        self.size_bytes += version_size(&kv.key, &v);
+        self.keys.entry(kv.key.clone()).or_default().versions.push(v);
     }
 
     /// Every event in `[from, to]` on keys of `range`, grouped by revision

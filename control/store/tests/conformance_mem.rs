@@ -15,4 +15,4 @@ fn config() -> MemStoreConfig {
     }
 }
 
-waggle_store::conformance_tests!(|| async { MemStore::new(config()).expect("a store inside a tokio runtime") });
+waggle_store::conformance_tests!(|| async { (MemStore::new(config()).expect("a store inside a tokio runtime"), ()) });

@@ -1,9 +1,9 @@
 //! `waggle server`: the control plane in one process. Boot order: store,
 //! API server (certificates, bootstrap objects), admin kubeconfig.
 //!
-//! Not yet here: scheduler, controllers and the node agent (their issues),
-//! and a durable store — the embedded store is in memory, so a restart
-//! starts from an empty cluster (the certificates in the data dir persist).
+//! The embedded store is durable on this machine (RocksDB under
+//! `<data-dir>/store`), not replicated. Not yet here: the scheduler and the
+//! node agent (their issues).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 use waggle_apiserver::ApiServerConfig;
-use waggle_store::{MemStore, MemStoreConfig};
+use waggle_store::MemStoreConfig;
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -55,9 +55,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
-    // 1. The store (embedded, single member).
-    tracing::warn!("the embedded store keeps cluster state in memory: it is lost when the server stops");
-    let store = Arc::new(MemStore::new(MemStoreConfig::default()).context("starting the embedded store")?);
+    // 1. The store: embedded, single member, durable in <data-dir>/store.
+    let store = Arc::new(super::store::open_store(&args.data_dir.join("store"), MemStoreConfig::default())?);
     // 2. The API server.
     let config = ApiServerConfig {
         bind_address: args.bind_address,

@@ -218,7 +218,7 @@ fn check_single_member(args: &MemberArgs) -> anyhow::Result<()> {
 /// Opens the data dir: its RocksDB database if there is one; else a
 /// snapshot restored by `waggle store restore` is imported first; else an
 /// empty store. An etcd data dir or a damaged one is refused.
-fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Result<MemStore> {
+pub(crate) fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Result<MemStore> {
     if data_dir.join("member").join("wal").exists() {
         bail!(
             "data dir {} holds an etcd write-ahead log: waggle cannot read etcd's data dir; \

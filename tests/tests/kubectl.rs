@@ -164,10 +164,39 @@ async fn error_paths(k: &Kubectl) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kubectl create …` generators: protobuf bodies from 1.32 on, JSON before.
+async fn typed_creates(k: &Kubectl) -> anyhow::Result<()> {
+    ensure_contains(&k.ok(&["create", "namespace", "demo"])?, "namespace/demo created")?;
+    ensure_contains(
+        &k.ok(&["create", "deployment", "hello", "--image=nginx:1.25", "--replicas=2", "-n", "demo"])?,
+        "deployment.apps/hello created",
+    )?;
+    let fields = k.ok(&[
+        "-n",
+        "demo",
+        "get",
+        "deploy",
+        "hello",
+        "-o",
+        "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.strategy.type}",
+    ])?;
+    anyhow::ensure!(fields == "2 nginx:1.25 RollingUpdate", "created deployment: {fields:?}");
+    k.ok(&["-n", "demo", "create", "service", "clusterip", "hello", "--tcp=80:8080"])?;
+    let ip = k.ok(&["-n", "demo", "get", "svc", "hello", "-o", "jsonpath={.spec.clusterIP}"])?;
+    anyhow::ensure!(ip.starts_with("10.9"), "a ClusterIP from the service CIDR: {ip:?}");
+    k.ok(&["-n", "demo", "create", "secret", "generic", "s", "--from-literal=k=v"])?;
+    k.ok(&["-n", "demo", "create", "serviceaccount", "robot"])?;
+    anyhow::ensure!(k.ok(&["auth", "can-i", "create", "deployments"])?.trim() == "yes", "can-i");
+    ensure_contains(&k.fails(&["create", "namespace", "demo"])?, "AlreadyExists")?;
+    k.ok(&["delete", "-n", "demo", "deploy", "hello"])?;
+    Ok(())
+}
+
 async fn run_all(minor: u32) -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let k = server.kubectl(minor);
     discovery_and_version(&k).await?;
+    typed_creates(&k).await?;
     apply_get_patch_scale_delete(&k).await?;
     watch_sees_a_change(&k).await?;
     error_paths(&k).await?;

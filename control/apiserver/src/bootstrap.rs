@@ -15,10 +15,16 @@ pub async fn ensure(app: &App) -> Result<(), StatusError> {
     let namespaces =
         lookup("", "v1", "namespaces").ok_or_else(|| StatusError::internal("namespaces not registered"))?;
     for ns in SYSTEM_NAMESPACES {
+        if app.objects.try_get(namespaces, None, ns).await?.is_some() {
+            continue;
+        }
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         ignore_exists(create_object(app, namespaces, obj, "waggle-apiserver", false).await)?;
     }
     let services = lookup("", "v1", "services").ok_or_else(|| StatusError::internal("services not registered"))?;
+    if app.objects.try_get(services, Some("default"), "kubernetes").await?.is_some() {
+        return Ok(());
+    }
     let svc = json!({
         "apiVersion": "v1",
         "kind": "Service",

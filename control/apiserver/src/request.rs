@@ -104,10 +104,12 @@ pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, StatusEr
     match ct.as_str() {
         "application/json" | "" | "*/*" => {}
         "application/vnd.kubernetes.protobuf" => {
-            return Err(StatusError::new(
-                Reason::UnsupportedMediaType,
-                "the body of the request was in an unknown format - accepted media types include: application/json (protobuf request bodies are not supported yet)",
-            ));
+            return waggle_api::protobuf::decode(body).map_err(|e| match e {
+                waggle_api::protobuf::ProtobufError::UnsupportedKind { .. } => {
+                    StatusError::new(Reason::UnsupportedMediaType, e.to_string())
+                }
+                other => StatusError::bad_request(format!("error decoding protobuf request body: {other}")),
+            });
         }
         "application/yaml" => {}
         other => {

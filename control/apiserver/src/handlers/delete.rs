@@ -14,7 +14,7 @@ use super::read::{Selectors, list_objects};
 use super::write::{has_spec_finalizers, release_service};
 use crate::admission::now_rfc3339;
 use crate::objects::parse_rv;
-use crate::request::Query;
+use crate::request::{Query, decode_object};
 use crate::response::{ApiResult, json as respond};
 use crate::routes::Target;
 use crate::state::App;
@@ -29,13 +29,8 @@ struct DeleteOptions {
     dry_run: bool,
 }
 
-fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, StatusError> {
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| StatusError::bad_request(format!("error decoding DeleteOptions: {e}")))?
-    };
+fn delete_options(q: &Query, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOptions, StatusError> {
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode_object(headers, body)? };
     let mut opts = DeleteOptions {
         grace_period: body.get("gracePeriodSeconds").and_then(Value::as_i64),
         propagation: body.get("propagationPolicy").and_then(Value::as_str).map(str::to_owned),
@@ -60,14 +55,14 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions, StatusError> 
     Ok(opts)
 }
 
-pub async fn delete(app: &App, t: &Target, q: &Query, _headers: &HeaderMap, body: &[u8]) -> ApiResult {
+pub async fn delete(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult {
     let r = t.resource;
     if !r.has_verb("delete") {
         return Err(
             StatusError::new(Reason::MethodNotAllowed, format!("delete is not supported on {}", r.plural)).into()
         );
     }
-    let opts = delete_options(q, body)?;
+    let opts = delete_options(q, headers, body)?;
     let name = t.name.as_deref().unwrap_or_default();
     let (code, obj) = delete_one(app, r, t.namespace.as_deref(), name, &opts).await?;
     Ok(respond(code, &obj))
@@ -183,7 +178,7 @@ fn pod_grace(r: &ResourceInfo, pod: &Value, requested: Option<i64>) -> i64 {
     }
 }
 
-pub async fn delete_collection(app: &App, t: &Target, q: &Query, body: &[u8]) -> ApiResult {
+pub async fn delete_collection(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult {
     let r = t.resource;
     if !r.has_verb("deletecollection") {
         return Err(StatusError::new(
@@ -192,7 +187,7 @@ pub async fn delete_collection(app: &App, t: &Target, q: &Query, body: &[u8]) ->
         )
         .into());
     }
-    let opts = delete_options(q, body)?;
+    let opts = delete_options(q, headers, body)?;
     let selectors = Selectors::parse(r, q)?;
     let listed = list_objects(app, t, &Query::default(), &selectors).await?;
     let mut items = Vec::new();

@@ -108,7 +108,7 @@ async fn resource(
         (Method::PUT, Some(_), _) => write::update(&app, t, q, headers, body).await,
         (Method::PATCH, Some(_), _) => write::patch(&app, t, q, headers, body).await,
         (Method::DELETE, Some(_), None) => delete::delete(&app, t, q, headers, body).await,
-        (Method::DELETE, None, None) => delete::delete_collection(&app, t, q, body).await,
+        (Method::DELETE, None, None) => delete::delete_collection(&app, t, q, headers, body).await,
         (m, _, sub) => Err(StatusError::new(
             Reason::MethodNotAllowed,
             format!("{m} is not supported on {}{}", r.plural, sub.map(|s| format!("/{s}")).unwrap_or_default()),

@@ -16,6 +16,9 @@ pub struct ApiServerConfig {
     pub node_port_range: (u16, u16),
     /// Request bodies larger than this get 413.
     pub max_body_bytes: usize,
+    /// Events the watch cache keeps per resource type for watches that
+    /// resume from an older resourceVersion (older ones get 410 Expired).
+    pub watch_cache_history: usize,
 }
 
 impl Default for ApiServerConfig {
@@ -27,6 +30,7 @@ impl Default for ApiServerConfig {
             service_cidr: Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default(),
             node_port_range: (30000, 32767),
             max_body_bytes: 3 * 1024 * 1024,
+            watch_cache_history: 10_000,
         }
     }
 }

@@ -21,6 +21,7 @@ mod serve;
 mod state;
 mod system;
 mod tls;
+mod watchcache;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -98,8 +99,10 @@ pub async fn start(config: ApiServerConfig, store: Arc<dyn Store>) -> Result<Run
     // 2. TLS.
     let tls = tls::server_config(&pki)?;
     // 3. State.
+    let objects = objects::Objects::new(store);
     let app = Arc::new(state::App {
-        objects: objects::Objects::new(store),
+        caches: watchcache::WatchCaches::new(objects.clone(), config.watch_cache_history),
+        objects,
         allocator: alloc::Allocator::new(&config),
         metrics: system::Metrics::default(),
         config: config.clone(),

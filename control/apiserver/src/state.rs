@@ -6,6 +6,7 @@ use crate::alloc::Allocator;
 use crate::config::ApiServerConfig;
 use crate::objects::Objects;
 use crate::system::Metrics;
+use crate::watchcache::WatchCaches;
 
 /// Everything a handler needs, built once at start.
 #[derive(Debug)]
@@ -14,6 +15,7 @@ pub struct App {
     pub config: ApiServerConfig,
     pub metrics: Metrics,
     pub allocator: Allocator,
+    pub caches: WatchCaches,
 }
 
 pub type AppRef = Arc<App>;

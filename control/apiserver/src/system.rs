@@ -46,14 +46,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn render(&self) -> Response {
+    pub fn render(&self, store_watches: u64) -> Response {
         let body = format!(
             "# HELP apiserver_request_total Requests served.\n# TYPE apiserver_request_total counter\napiserver_request_total {}\n\
              # HELP apiserver_request_errors_total Requests answered with an error Status.\n# TYPE apiserver_request_errors_total counter\napiserver_request_errors_total {}\n\
-             # HELP apiserver_registered_watchers Watches currently open.\n# TYPE apiserver_registered_watchers gauge\napiserver_registered_watchers {}\n",
+             # HELP apiserver_registered_watchers Watches currently open.\n# TYPE apiserver_registered_watchers gauge\napiserver_registered_watchers {}\n\
+             # HELP apiserver_watch_cache_store_watches_total Store watches the watch cache opened.\n# TYPE apiserver_watch_cache_store_watches_total counter\napiserver_watch_cache_store_watches_total {}\n",
             self.requests.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
             self.watches.load(Ordering::Relaxed),
+            store_watches,
         );
         let mut resp = Response::new(axum::body::Body::from(body));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

@@ -21,10 +21,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a configuration adjusted by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut ApiServerConfig)) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("wgt-api-").tempdir()?;
         let store = Arc::new(MemStore::new(MemStoreConfig::default())?);
-        let config =
+        let mut config =
             ApiServerConfig { secure_port: 0, data_dir: dir.path().to_path_buf(), ..ApiServerConfig::default() };
+        tune(&mut config);
         let server = waggle_apiserver::start(config, store).await?;
         let kubeconfig = dir.path().join("admin.kubeconfig");
         std::fs::write(&kubeconfig, &server.admin_kubeconfig)?;
@@ -38,6 +44,11 @@ impl TestServer {
         let client = waggle_controllers::client_from_kubeconfig(&kubeconfig).await?;
         me.controllers = Some(tokio::spawn(waggle_controllers::run(client)));
         Ok(me)
+    }
+
+    /// A kube-rs client with the admin's credentials.
+    pub async fn kube_client(&self) -> anyhow::Result<kube::Client> {
+        Ok(waggle_controllers::client_from_kubeconfig(&self.server.admin_kubeconfig).await?)
     }
 
     pub fn kubectl(&self, minor: u32) -> Kubectl {

@@ -59,7 +59,7 @@ async fn handle(app: AppRef, req: Request) -> Response {
     let method = parts.method;
     let result: ApiResult = match route {
         Route::Version | Route::Health => unreachable_public(),
-        Route::Metrics => Ok(app.metrics.render()),
+        Route::Metrics => Ok(app.metrics.render(app.caches.store_watches.load(std::sync::atomic::Ordering::Relaxed))),
         Route::CoreRoot => Ok(discovery::core_root(&headers)),
         Route::GroupsRoot => Ok(discovery::groups_root(&headers)),
         Route::Group(g) => Ok(discovery::group(&g)),

@@ -148,6 +148,24 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
             }
         }
     }
+    // Unpaginated lists come from the watch cache: "0" as it is, "" once it
+    // has caught up with the store, "N" once it has reached N.
+    if after.is_none() && (limit == 0 || q.get("resourceVersion") == Some("0")) && revision == 0 {
+        let rv = q.get("resourceVersion").unwrap_or_default();
+        let cache = match rv {
+            "0" => Some(app.caches.get(t.resource).await?),
+            "" => app.caches.consistent(t.resource).await?,
+            n => {
+                let cache = app.caches.get(t.resource).await?;
+                cache.wait_for(parse_rv(n)?, std::time::Duration::from_secs(3)).await.then_some(cache)
+            }
+        };
+        if let Some(cache) = cache {
+            let (objects, revision) = cache.list_prefix(&crate::objects::prefix(t.resource, ns)).await;
+            let items = objects.iter().filter(|o| selectors.matches(o)).map(|o| (**o).clone()).collect();
+            return Ok(Listed { items, revision, continue_token: None });
+        }
+    }
     // `metadata.name=x` reads one key.
     if let Some(name) = selectors.field.exact_name()
         && after.is_none()

@@ -1,7 +1,7 @@
 //! WATCH: newline-delimited JSON events over a chunked response, from a
 //! resourceVersion, with selectors, bookmarks, timeouts and Tables.
 //!
-//! Not yet: a watch cache — each watch opens its own store watch.
+//! Served from the watch cache: N watches of a type share one store watch.
 
 use std::time::Duration;
 
@@ -11,19 +11,22 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use waggle_api::{ResourceInfo, StatusError};
-use waggle_store::{EventKind, KeyRange, WatchMessage, WatchRequest};
+use waggle_store::EventKind;
 
-use super::read::{Selectors, list_objects};
+use super::read::Selectors;
 use super::table::{Include, table};
-use crate::objects::{decode, parse_rv, prefix};
+use crate::objects::parse_rv;
 use crate::request::{Query, table_version};
 use crate::response::ApiResult;
 use crate::routes::Target;
 use crate::state::AppRef;
+use crate::watchcache::CachedEvent;
 
 /// How long a watch without `timeoutSeconds` stays open (upstream's
 /// --min-request-timeout is 1800 s).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
 struct Rendering {
     resource: &'static ResourceInfo,
@@ -80,76 +83,84 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
     target.name = None;
 
     // "" and "0": start with the current state as ADDED events.
-    let mut initial = Vec::new();
-    let start = if rv.is_empty() || rv == "0" {
-        let listed = list_objects(&app, &target, &Query::default(), &selectors).await?;
-        for obj in &listed.items {
-            initial.push(render.event("ADDED", obj));
-        }
-        listed.revision + 1
-    } else {
-        parse_rv(&rv)? + 1
-    };
-    let range = KeyRange::prefix(prefix(t.resource, target.namespace.as_deref()));
-    let watcher = app
-        .objects
-        .store()
-        .watch(WatchRequest {
-            range,
-            start_revision: start,
-            prev_kv: true,
-            progress_notify: bookmarks,
-            ..Default::default()
-        })
-        .await
-        .map_err(crate::objects::store_error)?;
-
+    let after = if rv.is_empty() || rv == "0" { None } else { Some(parse_rv(&rv)?) };
+    let cache = app.caches.get(t.resource).await?;
+    if let Some(after) = after
+        && after > cache.revision()
+        && !cache.wait_for(after, Duration::from_secs(3)).await
+    {
+        return Err(StatusError::new(
+            waggle_api::Reason::Timeout,
+            format!("Too large resource version: {after}, current: {}", cache.revision()),
+        )
+        .into());
+    }
+    let namespace = target.namespace.clone();
+    let in_scope =
+        move |obj: &Value| namespace.as_deref().is_none_or(|ns| waggle_api::meta::namespace(obj) == Some(ns));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let resource = t.resource;
     app.metrics.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let app_for_task = app.clone();
+    let started = cache.watch_from(after).await;
     tokio::spawn(async move {
-        let mut watcher = watcher;
-        for line in initial {
-            if tx.send(Ok(line)).await.is_err() {
+        let start = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // Upstream sends a too-old resourceVersion as an ERROR event in a 200.
+                let _ = tx.send(Ok(render.event("ERROR", &e.to_status()))).await;
+                app_for_task.metrics.watches.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        };
+        // What the watch starts with: the current state as ADDED, or the
+        // kept events after the requested resourceVersion.
+        for ev in &start.initial {
+            if in_scope(&ev.obj)
+                && let Some((ty, obj)) = convert(&selectors, ev)
+                && tx.send(Ok(render.event(ty, obj))).await.is_err()
+            {
+                app_for_task.metrics.watches.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
         }
+        // Live events at or below this revision are already reflected above.
+        let mut last = start.revision.max(after.unwrap_or(0));
+        let mut live = start.live;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+        ticker.tick().await;
         loop {
-            let msg = tokio::select! {
+            let ev = tokio::select! {
                 _ = &mut deadline => break,
                 _ = tx.closed() => break,
-                msg = watcher.next() => msg,
-            };
-            let Some(msg) = msg else { break };
-            let lines = match msg {
-                WatchMessage::Events { events, .. } => {
-                    let mut lines = Vec::new();
-                    for ev in events {
-                        if let Some((ty, obj)) = convert(resource, &selectors, &ev) {
-                            lines.push(render.event(ty, &obj));
+                _ = ticker.tick() => {
+                    if bookmarks {
+                        let obj = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": cache.revision().max(last).to_string()}});
+                        if tx.send(Ok(render.event("BOOKMARK", &obj))).await.is_err() {
+                            break;
                         }
                     }
-                    lines
+                    continue;
                 }
-                WatchMessage::Progress { revision } if bookmarks => {
-                    let obj = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": revision.to_string()}});
-                    vec![render.event("BOOKMARK", &obj)]
-                }
-                WatchMessage::Progress { .. } => Vec::new(),
-                WatchMessage::Compacted { compact_revision } => {
-                    let err =
-                        StatusError::expired(format!("too old resource version: {} ({compact_revision})", start - 1));
-                    let _ = tx.send(Ok(render.event("ERROR", &err.to_status()))).await;
-                    break;
-                }
+                ev = live.recv() => match ev {
+                    Ok(ev) => ev,
+                    // Too slow: end the watch; the client re-watches from its last resourceVersion.
+                    Err(_) => break,
+                },
             };
-            for line in lines {
-                if tx.send(Ok(line)).await.is_err() {
-                    break;
-                }
+            if ev.revision <= last {
+                continue;
+            }
+            last = ev.revision;
+            if !in_scope(&ev.obj) {
+                continue;
+            }
+            if let Some((ty, obj)) = convert(&selectors, &ev)
+                && tx.send(Ok(render.event(ty, obj))).await.is_err()
+            {
+                break;
             }
         }
         app_for_task.metrics.watches.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -162,30 +173,17 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
     Ok(resp)
 }
 
-/// One store event as a watch event, with upstream's selector semantics: an
-/// object that starts matching is ADDED, one that stops matching is DELETED.
-fn convert(resource: &ResourceInfo, selectors: &Selectors, ev: &waggle_store::Event) -> Option<(&'static str, Value)> {
-    let _ = resource;
-    let prev = ev.prev_kv.as_ref().and_then(|kv| decode(kv).ok());
-    let prev_matched = prev.as_ref().is_some_and(|p| selectors.matches(p));
+/// One cached event as a watch event, with upstream's selector semantics:
+/// an object that starts matching is ADDED, one that stops matching is DELETED.
+fn convert<'a>(selectors: &Selectors, ev: &'a CachedEvent) -> Option<(&'static str, &'a Value)> {
+    let prev_matched = ev.prev.as_deref().is_some_and(|p| selectors.matches(p));
     match ev.kind {
-        EventKind::Put => {
-            let obj = decode(&ev.kv).ok()?;
-            let matches = selectors.matches(&obj);
-            match (prev.is_some() && prev_matched, matches) {
-                (false, true) => Some(("ADDED", obj)),
-                (true, true) => Some(("MODIFIED", obj)),
-                (true, false) => Some(("DELETED", obj)),
-                (false, false) => None,
-            }
-        }
-        EventKind::Delete => {
-            let mut obj = prev?;
-            if !prev_matched {
-                return None;
-            }
-            waggle_api::meta::set_meta(&mut obj, "resourceVersion", Some(json!(ev.kv.mod_revision.to_string())));
-            Some(("DELETED", obj))
-        }
+        EventKind::Put => match (prev_matched, selectors.matches(&ev.obj)) {
+            (false, true) => Some(("ADDED", &ev.obj)),
+            (true, true) => Some(("MODIFIED", &ev.obj)),
+            (true, false) => Some(("DELETED", &ev.obj)),
+            (false, false) => None,
+        },
+        EventKind::Delete => prev_matched.then_some(("DELETED", &*ev.obj)),
     }
 }

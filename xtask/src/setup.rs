@@ -55,6 +55,7 @@ pub fn run() -> anyhow::Result<()> {
     step("rust-src", rust_src)?;
     step("bpf-linker", bpf_linker)?;
     step("bpffs", bpffs)?;
+    step("python client", python_client)?;
     step("nextest", nextest)?;
     Ok(())
 }
@@ -177,6 +178,25 @@ fn bpffs() -> anyhow::Result<String> {
     fs::create_dir_all("/sys/fs/bpf")?;
     exec(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
     Ok("mounted /sys/fs/bpf".into())
+}
+
+/// The Python `kubernetes` client (from PyPI) the black-box tests drive, in
+/// a venv of its own so the system Python stays untouched.
+pub const PYTHON_VENV: &str = "/var/tmp/waggle-venv";
+const PYTHON_KUBERNETES: &str = "kubernetes==33.1.0";
+
+fn python_client() -> anyhow::Result<String> {
+    let python = Path::new(PYTHON_VENV).join("bin").join("python");
+    if succeeds(
+        Command::new(&python).args(["-c", "import kubernetes, sys; sys.exit(kubernetes.__version__ != '33.1.0')"]),
+    ) {
+        return Ok("present".into());
+    }
+    if !python.exists() {
+        exec(Command::new("python3").args(["-m", "venv", PYTHON_VENV]))?;
+    }
+    exec(Command::new(&python).args(["-m", "pip", "install", "--quiet", PYTHON_KUBERNETES]))?;
+    Ok(format!("installed {PYTHON_KUBERNETES} in {PYTHON_VENV}"))
 }
 
 fn nextest() -> anyhow::Result<String> {

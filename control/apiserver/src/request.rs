@@ -23,8 +23,10 @@ impl Query {
         self.0.get(key).map(String::as_str)
     }
 
+    /// A boolean parameter, read as Go's strconv.ParseBool reads it
+    /// (the Python client sends `watch=True`).
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1"))
+        matches!(self.get(key), Some("1" | "t" | "T" | "true" | "True" | "TRUE"))
     }
 
     pub fn int(&self, key: &str) -> Result<Option<i64>, StatusError> {
@@ -156,6 +158,8 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("kubernetes.io/cluster-service=true"));
         assert_eq!(q.int("limit").expect("int"), Some(500));
         assert!(q.flag("watch"));
+        assert!(Query::parse(Some("watch=True")).flag("watch"));
+        assert!(!Query::parse(Some("watch=false")).flag("watch"));
         assert!(Query::parse(Some("limit=x")).int("limit").is_err());
     }
 }

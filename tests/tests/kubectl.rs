@@ -142,25 +142,22 @@ async fn error_paths(k: &Kubectl) -> anyhow::Result<()> {
         r#"Error from server (NotFound): deployments.apps "missing" not found"#,
     )?;
     let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {containers: [{name: c}]}\n";
-    let out = k
-        .command(&["apply", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = out?;
-    {
-        use std::io::Write as _;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(bad.as_bytes())?;
-        }
-    }
-    let out = child.wait_with_output()?;
+    let out = k.output_stdin(&["apply", "-f", "-"], bad)?;
     anyhow::ensure!(!out.status.success(), "an invalid pod was accepted");
     ensure_contains(
         &String::from_utf8_lossy(&out.stderr),
         r#"The Pod "bad" is invalid: spec.containers[0].image: Required value"#,
     )?;
     ensure_contains(&k.fails(&["get", "pods", "-l", "app in web"])?, "unable to parse requirement")?;
+    // fieldValidation: kubectl asks for Strict by default; --validate=warn gets a warning and the field dropped.
+    let typo = DEPLOYMENT.replace("replicas: 2", "replica: 2").replace("name: web\n", "name: typo\n");
+    let out = k.output_stdin(&["apply", "-f", "-"], &typo)?;
+    anyhow::ensure!(!out.status.success(), "a misspelt field was accepted under Strict");
+    ensure_contains(&String::from_utf8_lossy(&out.stderr), r#"strict decoding error: unknown field "spec.replica""#)?;
+    let out = k.output_stdin(&["apply", "--validate=warn", "-f", "-"], &typo)?;
+    anyhow::ensure!(out.status.success(), "warn mode accepts: {}", String::from_utf8_lossy(&out.stderr));
+    ensure_contains(&String::from_utf8_lossy(&out.stderr), r#"unknown field "spec.replica""#)?;
+    k.ok(&["delete", "deploy", "typo"])?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod meta;
 pub mod patch;
 pub mod protobuf;
 pub mod registry;
+pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod table;

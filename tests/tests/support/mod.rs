@@ -105,8 +105,8 @@ impl Kubectl {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Runs kubectl with `stdin`, requiring success.
-    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    /// Runs kubectl with `stdin`; returns the output whatever the exit status.
+    pub fn output_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
         use std::io::Write as _;
         let mut child = self
             .command(args)
@@ -115,7 +115,12 @@ impl Kubectl {
             .stderr(std::process::Stdio::piped())
             .spawn()?;
         child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
-        let out = child.wait_with_output()?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// Runs kubectl with `stdin`, requiring success.
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+        let out = self.output_stdin(args, stdin)?;
         anyhow::ensure!(
             out.status.success(),
             "kubectl {args:?} failed ({}):\nstdout: {}\nstderr: {}",

@@ -54,6 +54,64 @@ fn check_type_meta(r: &ResourceInfo, obj: &Value) -> Result<(), StatusError> {
     Ok(())
 }
 
+/// `fieldValidation`: what to do with fields the type does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    pub fn from_query(q: &Query) -> Result<Self, StatusError> {
+        match q.get("fieldValidation") {
+            // Upstream's default since 1.23.
+            None | Some("") | Some("Warn") => Ok(Self::Warn),
+            Some("Strict") => Ok(Self::Strict),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some(other) => Err(StatusError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\" or \"Strict\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Decodes `obj` against its built-in type: a type error is a 400; unknown
+/// fields are rejected (Strict) or dropped, with a warning each (Warn).
+pub fn check_fields(r: &ResourceInfo, mode: FieldValidation, obj: &mut Value) -> Result<Vec<String>, StatusError> {
+    let decoded = waggle_api::schema::decode(r.group, r.kind, obj).map_err(StatusError::bad_request)?;
+    let Some(decoded) = decoded.filter(|d| !d.unknown.is_empty()) else { return Ok(Vec::new()) };
+    let messages: Vec<String> = decoded.unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    match mode {
+        FieldValidation::Strict => Err(StatusError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            r.kind,
+            r.version,
+            r.kind,
+            messages.join(", ")
+        ))),
+        FieldValidation::Warn => {
+            waggle_api::schema::drop_fields(obj, &decoded.unknown);
+            Ok(messages)
+        }
+        FieldValidation::Ignore => {
+            waggle_api::schema::drop_fields(obj, &decoded.unknown);
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// Adds one `Warning: 299 - "…"` header per warning, as kubectl prints them.
+pub fn with_warnings(mut resp: axum::response::Response, warnings: &[String]) -> axum::response::Response {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(axum::http::header::WARNING, v);
+        }
+    }
+    resp
+}
+
 /// Upstream's answer when a namespaced object names another namespace.
 fn check_namespace(r: &ResourceInfo, obj: &mut Value, ns: Option<&str>) -> Result<(), StatusError> {
     if !r.namespaced() {
@@ -107,9 +165,10 @@ pub async fn create(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body:
     let mut obj = decode_object(headers, body)?;
     check_type_meta(r, &obj)?;
     check_namespace(r, &mut obj, t.namespace.as_deref())?;
+    let warnings = check_fields(r, FieldValidation::from_query(q)?, &mut obj)?;
     let dry_run = q.dry_run()?;
     let created = create_object(app, r, obj, &field_manager(q, headers), dry_run).await?;
-    Ok(respond(StatusCode::CREATED, &created))
+    Ok(with_warnings(respond(StatusCode::CREATED, &created), &warnings))
 }
 
 /// Creates `obj` (already namespaced): name generation, admission, allocation, store.
@@ -299,7 +358,8 @@ pub async fn update(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body:
     let requested_rv = meta::resource_version(&incoming).map(parse_rv).transpose()?;
     let manager = field_manager(q, headers);
     let dry_run = q.dry_run()?;
-    write_loop(app, t, &view, requested_rv, &manager, dry_run, |_current, view_obj| {
+    let validation = FieldValidation::from_query(q)?;
+    write_loop(app, t, &view, requested_rv, &manager, dry_run, validation, |_current, view_obj| {
         let _ = view_obj;
         Ok(incoming.clone())
     })
@@ -329,15 +389,17 @@ pub async fn patch(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: 
             check_type_meta(r, &obj)?;
             check_namespace(r, &mut obj, t.namespace.as_deref())?;
             meta::set_meta(&mut obj, "name", Some(json!(t.name.clone().unwrap_or_default())));
+            let warnings = check_fields(r, FieldValidation::from_query(q)?, &mut obj)?;
             let mut created = create_object(app, r, obj, &manager, dry_run).await?;
             crate::admission::record_manager(&mut created, &manager, "Apply", &r.api_version());
-            return Ok(respond(StatusCode::CREATED, &created));
+            return Ok(with_warnings(respond(StatusCode::CREATED, &created), &warnings));
         }
     }
     // A patch that names a resourceVersion makes it a precondition.
     let precondition =
         patch_body.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(parse_rv).transpose()?;
-    write_loop(app, t, &view, precondition, &manager, dry_run, |_current, view_obj| {
+    let validation = FieldValidation::from_query(q)?;
+    write_loop(app, t, &view, precondition, &manager, dry_run, validation, |_current, view_obj| {
         let mut target = view_obj.clone();
         match ty {
             PatchType::Json => patch::json_patch(&mut target, &patch_body)
@@ -353,6 +415,7 @@ pub async fn patch(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: 
 
 /// Read, transform, write with the resourceVersion as guard; retries on a
 /// conflict unless the client asked for a specific resourceVersion.
+#[expect(clippy::too_many_arguments, reason = "one call site per verb; a struct would only rename them")]
 async fn write_loop(
     app: &App,
     t: &Target,
@@ -360,6 +423,25 @@ async fn write_loop(
     precondition: Option<i64>,
     manager: &str,
     dry_run: bool,
+    validation: FieldValidation,
+    transform: impl Fn(&Value, &Value) -> Result<Value, StatusError>,
+) -> ApiResult {
+    let mut warnings = Vec::new();
+    let result =
+        write_loop_inner(app, t, view, precondition, manager, dry_run, validation, &mut warnings, transform).await;
+    result.map(|resp| with_warnings(resp, &warnings))
+}
+
+#[expect(clippy::too_many_arguments, reason = "the body of write_loop")]
+async fn write_loop_inner(
+    app: &App,
+    t: &Target,
+    view: &View,
+    precondition: Option<i64>,
+    manager: &str,
+    dry_run: bool,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
     transform: impl Fn(&Value, &Value) -> Result<Value, StatusError>,
 ) -> ApiResult {
     let r = t.resource;
@@ -372,7 +454,10 @@ async fn write_loop(
             View::Scale => scale_of(&current),
             View::Whole(_) => current.clone(),
         };
-        let changed = transform(&current, &view_obj)?;
+        let mut changed = transform(&current, &view_obj)?;
+        if let View::Whole(_) = view {
+            *warnings = check_fields(r, validation, &mut changed)?;
+        }
         // A resourceVersion in the result (from the body or the patch) is a precondition.
         let wanted_rv = match meta::resource_version(&changed) {
             Some(rv) if Some(rv) != meta::resource_version(&view_obj) => Some(parse_rv(rv)?),

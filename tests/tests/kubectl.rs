@@ -39,6 +39,8 @@ async fn discovery_and_version(k: &Kubectl) -> anyhow::Result<()> {
     for line in ["deployments", "deploy", "apps/v1", "pods", "networkpolicies", "leases"] {
         ensure_contains(&resources, line)?;
     }
+    ensure_contains(&k.ok(&["explain", "deployment.spec.replicas"])?, "Number of desired pods")?;
+    ensure_contains(&k.ok(&["explain", "pods.spec.containers"])?, "<[]Container>")?;
     let namespaces = k.ok(&["get", "namespaces"])?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         ensure_contains(&namespaces, ns)?;

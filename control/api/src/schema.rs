@@ -15,51 +15,92 @@ pub struct Decoded {
     pub unknown: Vec<String>,
 }
 
+/// Calls `$m!(group, kind, Type)` for every built-in kind with a typed schema.
+macro_rules! built_in_kinds {
+    ($m:ident) => {{
+        use k8s_openapi::api::{
+            apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz, autoscaling::v2 as autoscaling,
+            batch::v1 as batch, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+            events::v1 as events, networking::v1 as networking, rbac::v1 as rbac, scheduling::v1 as scheduling,
+        };
+        $m!("", "Namespace", core::Namespace);
+        $m!("", "Pod", core::Pod);
+        $m!("", "Service", core::Service);
+        $m!("", "Endpoints", core::Endpoints);
+        $m!("", "Node", core::Node);
+        $m!("", "ConfigMap", core::ConfigMap);
+        $m!("", "Secret", core::Secret);
+        $m!("", "ServiceAccount", core::ServiceAccount);
+        $m!("", "Event", core::Event);
+        $m!("", "PersistentVolume", core::PersistentVolume);
+        $m!("", "PersistentVolumeClaim", core::PersistentVolumeClaim);
+        $m!("apps", "Deployment", apps::Deployment);
+        $m!("apps", "ReplicaSet", apps::ReplicaSet);
+        $m!("apps", "StatefulSet", apps::StatefulSet);
+        $m!("apps", "DaemonSet", apps::DaemonSet);
+        $m!("batch", "Job", batch::Job);
+        $m!("batch", "CronJob", batch::CronJob);
+        $m!("networking.k8s.io", "NetworkPolicy", networking::NetworkPolicy);
+        $m!("networking.k8s.io", "Ingress", networking::Ingress);
+        $m!("discovery.k8s.io", "EndpointSlice", discovery::EndpointSlice);
+        $m!("coordination.k8s.io", "Lease", coordination::Lease);
+        $m!("autoscaling", "HorizontalPodAutoscaler", autoscaling::HorizontalPodAutoscaler);
+        $m!("rbac.authorization.k8s.io", "Role", rbac::Role);
+        $m!("rbac.authorization.k8s.io", "RoleBinding", rbac::RoleBinding);
+        $m!("rbac.authorization.k8s.io", "ClusterRole", rbac::ClusterRole);
+        $m!("rbac.authorization.k8s.io", "ClusterRoleBinding", rbac::ClusterRoleBinding);
+        $m!("events.k8s.io", "Event", events::Event);
+        $m!("scheduling.k8s.io", "PriorityClass", scheduling::PriorityClass);
+        $m!("authorization.k8s.io", "SelfSubjectAccessReview", authz::SelfSubjectAccessReview);
+        $m!("authentication.k8s.io", "SelfSubjectReview", authn::SelfSubjectReview);
+    }};
+}
+
 /// Decodes `obj` as the built-in type of `group`/`kind`; `Ok(None)` when no
 /// typed schema is known for it. Err carries upstream's wording of a type error.
 pub fn decode(group: &str, kind: &str, obj: &Value) -> Result<Option<Decoded>, String> {
-    use k8s_openapi::api::{
-        apps::v1 as apps, authentication::v1 as authn, authorization::v1 as authz, autoscaling::v2 as autoscaling,
-        batch::v1 as batch, coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-        events::v1 as events, networking::v1 as networking, rbac::v1 as rbac, scheduling::v1 as scheduling,
-    };
-    let typed = match (group, kind) {
-        ("", "Namespace") => round_trip::<core::Namespace>(obj),
-        ("", "Pod") => round_trip::<core::Pod>(obj),
-        ("", "Service") => round_trip::<core::Service>(obj),
-        ("", "Endpoints") => round_trip::<core::Endpoints>(obj),
-        ("", "Node") => round_trip::<core::Node>(obj),
-        ("", "ConfigMap") => round_trip::<core::ConfigMap>(obj),
-        ("", "Secret") => round_trip::<core::Secret>(obj),
-        ("", "ServiceAccount") => round_trip::<core::ServiceAccount>(obj),
-        ("", "Event") => round_trip::<core::Event>(obj),
-        ("", "PersistentVolume") => round_trip::<core::PersistentVolume>(obj),
-        ("", "PersistentVolumeClaim") => round_trip::<core::PersistentVolumeClaim>(obj),
-        ("apps", "Deployment") => round_trip::<apps::Deployment>(obj),
-        ("apps", "ReplicaSet") => round_trip::<apps::ReplicaSet>(obj),
-        ("apps", "StatefulSet") => round_trip::<apps::StatefulSet>(obj),
-        ("apps", "DaemonSet") => round_trip::<apps::DaemonSet>(obj),
-        ("batch", "Job") => round_trip::<batch::Job>(obj),
-        ("batch", "CronJob") => round_trip::<batch::CronJob>(obj),
-        ("networking.k8s.io", "NetworkPolicy") => round_trip::<networking::NetworkPolicy>(obj),
-        ("networking.k8s.io", "Ingress") => round_trip::<networking::Ingress>(obj),
-        ("discovery.k8s.io", "EndpointSlice") => round_trip::<discovery::EndpointSlice>(obj),
-        ("coordination.k8s.io", "Lease") => round_trip::<coordination::Lease>(obj),
-        ("autoscaling", "HorizontalPodAutoscaler") => round_trip::<autoscaling::HorizontalPodAutoscaler>(obj),
-        ("rbac.authorization.k8s.io", "Role") => round_trip::<rbac::Role>(obj),
-        ("rbac.authorization.k8s.io", "RoleBinding") => round_trip::<rbac::RoleBinding>(obj),
-        ("rbac.authorization.k8s.io", "ClusterRole") => round_trip::<rbac::ClusterRole>(obj),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => round_trip::<rbac::ClusterRoleBinding>(obj),
-        ("events.k8s.io", "Event") => round_trip::<events::Event>(obj),
-        ("scheduling.k8s.io", "PriorityClass") => round_trip::<scheduling::PriorityClass>(obj),
-        ("authorization.k8s.io", "SelfSubjectAccessReview") => round_trip::<authz::SelfSubjectAccessReview>(obj),
-        ("authentication.k8s.io", "SelfSubjectReview") => round_trip::<authn::SelfSubjectReview>(obj),
-        _ => return Ok(None),
-    };
+    let mut typed = None;
+    macro_rules! try_kind {
+        ($g:expr, $k:expr, $t:ty) => {
+            if typed.is_none() && group == $g && kind == $k {
+                typed = Some(round_trip::<$t>(obj));
+            }
+        };
+    }
+    built_in_kinds!(try_kind);
+    let Some(typed) = typed else { return Ok(None) };
     let typed = typed.map_err(|e| format!("{kind} in version \"v1\" cannot be handled as a {kind}: {e}"))?;
     let mut unknown = Vec::new();
     diff(obj, &typed, "", &mut unknown);
     Ok(Some(Decoded { unknown }))
+}
+
+/// OpenAPI v3 `components.schemas` for the built-in kinds of one
+/// group-version (and every type they refer to), named as upstream names them
+/// (`io.k8s.api.apps.v1.Deployment`), each kind tagged with
+/// `x-kubernetes-group-version-kind`. This is what `kubectl explain` reads.
+pub fn openapi_schemas(group: &str, version: &str, kinds: &[&str]) -> serde_json::Map<String, Value> {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut roots: Vec<(String, &str)> = Vec::new();
+    macro_rules! add_kind {
+        ($g:expr, $k:expr, $t:ty) => {
+            if group == $g && kinds.contains(&$k) {
+                let _ = generator.subschema_for::<$t>();
+                roots.push((<$t as schemars::JsonSchema>::schema_name().into_owned(), $k));
+            }
+        };
+    }
+    built_in_kinds!(add_kind);
+    let mut defs = generator.take_definitions(true);
+    for (name, kind) in roots {
+        if let Some(schema) = defs.get_mut(&name).and_then(Value::as_object_mut) {
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                serde_json::json!([{"group": group, "version": version, "kind": kind}]),
+            );
+        }
+    }
+    defs
 }
 
 fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, serde_json::Error> {
@@ -163,6 +204,16 @@ mod tests {
         let cm = json!({"metadata": {"name": "c", "labels": {"x": "y"}, "annotations": {"k": "v"}}, "data": {"any-key": "v"}});
         assert_eq!(decode("", "ConfigMap", &cm).expect("ok").expect("typed").unknown, Vec::<String>::new());
         assert!(decode("example.com", "Widget", &cm).expect("ok").is_none());
+    }
+
+    #[test]
+    fn schemas_carry_upstream_names_references_and_the_group_version_kind() {
+        let defs = openapi_schemas("apps", "v1", &["Deployment"]);
+        let d = &defs["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(d["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
+        assert!(defs.contains_key("io.k8s.api.apps.v1.DeploymentSpec"), "{:?}", defs.keys().collect::<Vec<_>>());
+        let spec_ref = d["properties"]["spec"].to_string();
+        assert!(spec_ref.contains("#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"), "{spec_ref}");
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //! leave validation to the server (`?fieldValidation=Strict`) for apply,
 //! create -f and edit.
 //!
-//! Not yet: component schemas (kubectl explain, client-side strategic merge
-//! computation — kubectl falls back to its compiled-in types for built-in
-//! kinds) and OpenAPI v2 protobuf (kubectl 1.27/1.28 need `--validate=false`).
+//! `components.schemas` come from the compiled-in types (k8s-openapi's
+//! schemars schemas, upstream's names), which is what `kubectl explain` reads.
+//! PATCH operations do not list strategic merge patch as a request body, so
+//! kubectl computes its patches from its compiled-in types.
+//!
+//! Not yet: OpenAPI v2 protobuf (kubectl 1.27/1.28 need `--validate=false`).
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -22,13 +27,26 @@ fn gv_path(g: &str, v: &str) -> String {
     if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") }
 }
 
+/// Every group-version document and its hash, built once: they depend only
+/// on the registry and the compiled-in types.
+fn documents() -> &'static HashMap<String, (Value, String)> {
+    static DOCS: OnceLock<HashMap<String, (Value, String)>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        registry::group_versions()
+            .into_iter()
+            .map(|(g, v)| {
+                let doc = document(g, v);
+                let hash = hash_of(&doc);
+                (gv_path(g, v), (doc, hash))
+            })
+            .collect()
+    })
+}
+
 /// `GET /openapi/v3`
 pub fn index() -> Response {
     let mut paths = serde_json::Map::new();
-    for (g, v) in registry::group_versions() {
-        let doc = document(g, v);
-        let hash = hash_of(&doc);
-        let p = gv_path(g, v);
+    for (p, (_, hash)) in documents() {
         paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
     }
     json(StatusCode::OK, &json!({"paths": paths}))
@@ -36,16 +54,8 @@ pub fn index() -> Response {
 
 /// `GET /openapi/v3/<api/v1 | apis/g/v>`
 pub fn group_version(path: &str) -> Response {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (g, v) = match parts.as_slice() {
-        ["api", v] => ("", *v),
-        ["apis", g, v] => (*g, *v),
-        _ => return not_found(),
-    };
-    if registry::resources_of(g, v).next().is_none() {
-        return not_found();
-    }
-    let mut resp = json(StatusCode::OK, &document(g, v));
+    let Some((doc, _)) = documents().get(path.trim_matches('/')) else { return not_found() };
+    let mut resp = json(StatusCode::OK, doc);
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, immutable"));
     resp
 }
@@ -133,11 +143,13 @@ fn document(g: &str, v: &str) -> Value {
             }
         }
     }
+    let kinds: Vec<&str> = registry::resources_of(g, v).map(|r| r.kind).collect();
+    let schemas = waggle_api::schema::openapi_schemas(g, v, &kinds);
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": crate::system::GIT_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas},
     })
 }
 

@@ -16,6 +16,16 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("eBPF map {name} is full ({capacity} entries): raise its capacity flag")]
+    MapFull { name: &'static str, capacity: u32 },
+    #[error("pinned eBPF map {path}: {problem}; remove the pin (or raise/lower the flag to match) to start afresh")]
+    PinnedMapMismatch { path: std::path::PathBuf, problem: String },
+    #[error("creating the pin directory {path}")]
+    PinDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("eBPF map {name}: {action}")]
     Map {
         name: &'static str,

@@ -136,7 +136,7 @@ pub const CT_DIR_REPLY: u8 = 1;
 
 /// A flow's 5-tuple as seen in one direction.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CtKeyV1 {
     pub saddr_be: u32,
     pub daddr_be: u32,
@@ -186,7 +186,7 @@ pub const CT_TIMEOUT_UDP_NS: u64 = 60 * 1_000_000_000;
 
 /// Session affinity: which client is pinned to which Service.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AffinityKeyV1 {
     pub client_addr_be: u32,
     /// [`ServiceValueV1::maglev_row`] of the Service port.

@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod image;
 pub mod names;
 pub mod netns;
+pub mod packet;
 
 pub use containerd::Containerd;
 pub use netns::{NetNs, VethPair};

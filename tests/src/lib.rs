@@ -4,6 +4,7 @@
 //! Everything here cleans up in `Drop`, so a failing test leaves nothing
 //! behind, and every name is unique, so tests run in parallel.
 
+pub mod bpffs;
 pub mod containerd;
 pub mod image;
 pub mod names;

@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use waggle_dataplane::lb::{
-    self, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
+    self, ApplyStats, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
 };
 use waggle_dataplane::lb_abi::{CT_DIR_REPLY, CT_DIR_SERVICE, ReasonV1};
 use waggle_dataplane::maps::KvMap as _;
-use waggle_dataplane::{Dataplane, TestRunResult};
+use waggle_dataplane::{Dataplane, LbCapacity, LoadConfig, TestRunResult};
 use waggle_tests::is_root;
 use waggle_tests::packet::{self, ACK, RST, SYN};
 
@@ -260,5 +260,39 @@ fn a_removed_backend_keeps_its_flows_and_gets_no_new_ones() -> anyhow::Result<()
         let (_, out) = run(&mut dp, &packet::tcp(client(port), vip(80), SYN, 1, b""))?;
         assert_ne!(*packet::parse(&out)?.dst.ip(), leaving, "a new flow from port {port} avoided it");
     }
+    Ok(())
+}
+
+#[test]
+fn reloading_with_the_same_pin_dir_keeps_services_and_open_flows_without_rewriting() -> anyhow::Result<()> {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let pins = waggle_tests::bpffs::PinDir::new("lb")?;
+    let config = LoadConfig { pin_dir: Some(pins.path().to_path_buf()), capacity: LbCapacity::default() };
+    let cluster = Cluster::web(&BACKENDS, None);
+
+    let backend = {
+        let mut dp = Dataplane::load_with(&config)?;
+        cluster.apply(&mut dp, &mut Current::default())?;
+        let (_, out) = run(&mut dp, &packet::tcp(client(41000), vip(80), SYN, 1, b""))?;
+        packet::parse(&out)?.dst
+        // The first "agent" goes away here; its maps stay pinned.
+    };
+
+    let mut dp = Dataplane::load_with(&config)?;
+    let mut current = Current::read(&dp.lb_maps().writers())?;
+    assert_eq!(current.frontend_count(), 3, "VIP:80, VIP:53 and the NodePort survived");
+    let node = Node { name: "n1".into(), addresses: vec![NODE_IP] };
+    let desired = lb::desired_state(&node, &cluster.services, &cluster.slices);
+    let stats = lb::apply_diff(&mut current, &desired, &mut dp.lb_maps().writers())?;
+    assert_eq!(stats, ApplyStats::default(), "an unchanged cluster costs no write after a restart");
+
+    let (_, out) = run(&mut dp, &packet::tcp(client(41000), vip(80), ACK, 2, b"still here"))?;
+    assert_eq!(packet::parse(&out)?.dst, backend, "the open flow kept its backend across the reload");
+    assert_eq!(reason_count(&mut dp, ReasonV1::CtHit)?, 1);
+
+    let other = LoadConfig { capacity: LbCapacity { services: 1024, ..LbCapacity::default() }, ..config };
+    drop(dp);
+    let err = Dataplane::load_with(&other).expect_err("a pinned map of another size is refused");
+    assert!(err.to_string().contains("LB4_SVC_V1"), "{err}");
     Ok(())
 }

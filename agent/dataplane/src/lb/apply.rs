@@ -76,9 +76,11 @@ impl Current {
     /// Reads the maps as a previous agent left them. Maglev rows are read
     /// lazily, when a desired Service port adopts the row its frontend uses.
     pub fn read(writers: &LbWriters<'_>) -> Result<Self, Error> {
-        let mut cur = Current::default();
-        cur.frontends = writers.services.entries()?.into_iter().collect();
-        cur.rev_nat = writers.rev_nat.entries()?.into_iter().collect();
+        let mut cur = Current {
+            frontends: writers.services.entries()?.into_iter().collect(),
+            rev_nat: writers.rev_nat.entries()?.into_iter().collect(),
+            ..Current::default()
+        };
         for (id, b) in writers.backends.entries()? {
             if let Some(backend) = backend_of(&b) {
                 cur.backends.insert(backend, id);

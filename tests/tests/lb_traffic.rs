@@ -22,11 +22,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use waggle_dataplane::Dataplane;
 use waggle_dataplane::lb::{
     self, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
 };
 use waggle_dataplane::lb_abi::ReasonV1;
+use waggle_dataplane::{Dataplane, LoadConfig};
 use waggle_tests::{NetNs, is_root};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -352,5 +352,71 @@ fn cluster_ip_and_node_port_balance_real_tcp_and_udp_traffic_without_iptables() 
     for rules in &rules_after {
         assert!(!rules.lines().any(|l| l.starts_with("-A ") || l.contains("rule")), "unexpected rules:\n{rules}");
     }
+    Ok(())
+}
+
+#[test]
+fn an_open_connection_survives_the_agent_dying_and_restarting() -> anyhow::Result<()> {
+    assert!(is_root(), "this test loads eBPF programs and creates namespaces: run it as root");
+    let node = NetNs::new("node")?;
+    let client = NetNs::new("cli")?;
+    let backends: Vec<(NetNs, String)> =
+        (1..=3).map(|i| Ok((NetNs::new(&format!("be{i}"))?, format!("backend-{i}")))).collect::<anyhow::Result<_>>()?;
+    node.ip(&["link", "add", "br0", "type", "bridge"])?;
+    node.ip(&["addr", "add", "10.244.0.1/24", "dev", "br0"])?;
+    node.ip(&["link", "set", "br0", "up"])?;
+    attach_pod(&node, &client, "hcli", "10.244.0.100/24")?;
+    for (i, (ns, _)) in backends.iter().enumerate() {
+        attach_pod(&node, ns, &format!("hbe{}", i + 1), &format!("{}/24", BACKEND_IPS[i]))?;
+    }
+    sysctl(
+        &node,
+        &[
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.br0.send_redirects=0",
+        ],
+    )?;
+    let _servers = Servers::start(&backends)?;
+    let pins = waggle_tests::bpffs::PinDir::new("lbrs")?;
+    let config = LoadConfig { pin_dir: Some(pins.path().to_path_buf()), ..LoadConfig::default() };
+    let agent = |config: &LoadConfig| {
+        node.run(|| -> anyhow::Result<Dataplane> {
+            let mut dp = Dataplane::load_with(config)?;
+            for iface in ["hcli", "hbe1", "hbe2", "hbe3"] {
+                dp.attach_tc_lb_pinned(iface)?;
+            }
+            Ok(dp)
+        })?
+    };
+    let cluster = Cluster::new();
+    let web = SocketAddrV4::new(VIP, 80);
+
+    let mut dp = agent(&config)?;
+    cluster.apply(&mut dp, &mut Current::default())?;
+    let mut open = Conn::open(&client, web)?;
+    let backend = open.who()?;
+
+    // The agent dies: every fd it held is closed.
+    drop(dp);
+    assert_eq!(open.who()?, backend, "the open connection survived the agent");
+    let fresh = ask_once(&client, web)?;
+    assert!(fresh.starts_with("backend-"), "the VIP still answers new connections without an agent: {fresh}");
+
+    // A new agent adopts the pinned maps and links without flushing them.
+    let mut dp = agent(&config)?;
+    let mut current = Current::read(&dp.lb_maps().writers())?;
+    let node_info = Node { name: "node".into(), addresses: vec![NODE_IP] };
+    let desired = lb::desired_state(&node_info, &cluster.services, std::slice::from_ref(&cluster.slice));
+    let stats = lb::apply_diff(&mut current, &desired, &mut dp.lb_maps().writers())?;
+    assert_eq!(stats.total(), 0, "nothing rewritten after the restart: {stats:?}");
+    assert_eq!(open.who()?, backend, "the open connection survived the restart");
+    let fresh = ask_once(&client, web)?;
+    assert!(fresh.starts_with("backend-"), "{fresh}");
+    let ct_hits = dp.lb_maps().reasons.read(ReasonV1::CtHit)?.packets;
+    assert!(ct_hits >= 1, "the new program instance served the open flow from the pinned conntrack");
+    let hooked = node.run(|| waggle_dataplane::tcx_ingress_programs("hcli"))??;
+    assert_eq!(hooked, 1, "the restart replaced the program in place instead of stacking a second one");
     Ok(())
 }

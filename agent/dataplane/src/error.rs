@@ -26,6 +26,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("eBPF link: {action}")]
+    Link {
+        action: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinning an eBPF link at {path}")]
+    LinkPin {
+        path: std::path::PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
     #[error("eBPF map {name}: {action}")]
     Map {
         name: &'static str,

@@ -11,5 +11,5 @@ mod object;
 
 pub use aya::programs::TestRunResult;
 pub use error::Error;
-pub use object::{Dataplane, LbCapacity, LbMaps, LoadConfig, TcDirection};
+pub use object::{Dataplane, LbCapacity, LbMaps, LoadConfig, TcDirection, tcx_ingress_programs};
 pub use waggle_ebpf_common::{Counter, CounterSlot, lb as lb_abi};

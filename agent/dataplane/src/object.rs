@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TestRunResult, Xdp, XdpMode},
+    programs::{
+        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TestRunResult, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+    },
 };
 use waggle_ebpf_common::{lb, lb::MAGLEV_M, names};
 
@@ -39,6 +43,10 @@ impl From<TcDirection> for TcAttachType {
 pub struct Dataplane {
     ebpf: Ebpf,
     lb: LbMaps,
+    /// Where LB maps and links are pinned, if anywhere.
+    pin_dir: Option<PathBuf>,
+    /// Attachments that outlive this process (closing them detaches nothing).
+    pinned_links: Vec<PinnedLink>,
 }
 
 /// Capacities of the LB maps (agent flags). A pinned map keeps the capacity
@@ -149,7 +157,7 @@ impl Dataplane {
             conntrack: ConntrackTable::new(lb::names::CONNTRACK, take(lb::names::CONNTRACK)?)?,
             reasons: ReasonTable::new(take(lb::names::REASONS)?)?,
         };
-        Ok(Self { ebpf, lb })
+        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Vec::new() })
     }
 
     /// The LB maps.
@@ -168,6 +176,55 @@ impl Dataplane {
             source,
         })?;
         tracing::info!(program = name, iface, "attached tc LB program");
+        Ok(())
+    }
+
+    /// Attaches the Service load balancer to `iface`'s ingress (TCX) through a
+    /// link pinned in the pin dir, so the program stays attached when this
+    /// process dies. If a previous agent left a pinned link for `iface`, the
+    /// new program replaces the old one in it atomically: no packet sees an
+    /// interface without a program. Needs a [`LoadConfig::pin_dir`].
+    pub fn attach_tc_lb_pinned(&mut self, iface: &str) -> Result<(), Error> {
+        let name = lb::names::TC_LB;
+        let dir = self.pin_dir.clone().ok_or_else(|| Error::PinnedMapMismatch {
+            path: PathBuf::from(iface),
+            problem: "pinned attachment without a pin dir".into(),
+        })?;
+        let path = dir.join(format!("link_{name}_ingress_{iface}"));
+        let prog = self.classifier(name)?;
+        let link_id = match PinnedLink::from_pin(&path) {
+            Ok(old) => {
+                let link: SchedClassifierLink = FdLink::from(old).try_into().map_err(|source| Error::Link {
+                    action: format!("reusing the pinned link {}", path.display()),
+                    source,
+                })?;
+                let id = prog.attach_to_link(link).map_err(|source| Error::Program {
+                    name,
+                    action: format!("replacing the program in the pinned link on {iface}"),
+                    source,
+                })?;
+                // The link is held by our fd now; re-pinned below.
+                std::fs::remove_file(&path).map_err(|source| Error::PinDir { path: path.clone(), source })?;
+                tracing::info!(program = name, iface, "replaced the tc LB program in its pinned link");
+                id
+            }
+            Err(_) => prog.attach(iface, TcAttachType::Ingress).map_err(|source| Error::Program {
+                name,
+                action: format!("attaching to {iface} (ingress)"),
+                source,
+            })?,
+        };
+        let link = prog.take_link(link_id).map_err(|source| Error::Program {
+            name,
+            action: format!("taking the link on {iface}"),
+            source,
+        })?;
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|source| Error::Link { action: format!("TCX link on {iface} as an fd link"), source })?;
+        let pinned = fd_link.pin(&path).map_err(|source| Error::LinkPin { path: path.clone(), source })?;
+        self.pinned_links.push(pinned);
+        tracing::info!(program = name, iface, pin = %path.display(), "attached tc LB program (pinned link)");
         Ok(())
     }
 
@@ -302,4 +359,15 @@ fn check_pinned_sizes(ebpf: &Ebpf, dir: &Path, sizes: &[(&'static str, u32)]) ->
         }
     }
     Ok(())
+}
+
+/// How many TCX programs are attached to `iface`'s ingress (in the calling
+/// thread's network namespace).
+pub fn tcx_ingress_programs(iface: &str) -> Result<usize, Error> {
+    let (_, programs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).map_err(|source| Error::Program {
+        name: lb::names::TC_LB,
+        action: format!("querying the TCX programs on {iface}"),
+        source,
+    })?;
+    Ok(programs.len())
 }

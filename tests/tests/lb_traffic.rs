@@ -416,7 +416,7 @@ fn an_open_connection_survives_the_agent_dying_and_restarting() -> anyhow::Resul
     assert!(fresh.starts_with("backend-"), "{fresh}");
     let ct_hits = dp.lb_maps().reasons.read(ReasonV1::CtHit)?.packets;
     assert!(ct_hits >= 1, "the new program instance served the open flow from the pinned conntrack");
-    let hooked = node.run(|| waggle_dataplane::tcx_ingress_programs("hcli"))??;
+    let hooked = node.run(|| waggle_dataplane::tcx_ingress_programs("hcli").map_err(anyhow::Error::from))??;
     assert_eq!(hooked, 1, "the restart replaced the program in place instead of stacking a second one");
     Ok(())
 }

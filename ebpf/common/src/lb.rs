@@ -286,3 +286,56 @@ mod pod {
     unsafe impl aya::Pod for super::AffinityKeyV1 {}
     unsafe impl aya::Pod for super::AffinityV1 {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flow_hash_is_pinned_so_every_node_and_version_agrees() {
+        let a = flow_hash_v1(
+            u32::from_ne_bytes([10, 244, 1, 5]),
+            u32::from_ne_bytes([10, 96, 0, 10]),
+            40000u16.to_be(),
+            80u16.to_be(),
+            IPPROTO_TCP,
+        );
+        assert_eq!(
+            a,
+            flow_hash_v1(
+                u32::from_ne_bytes([10, 244, 1, 5]),
+                u32::from_ne_bytes([10, 96, 0, 10]),
+                40000u16.to_be(),
+                80u16.to_be(),
+                IPPROTO_TCP
+            )
+        );
+        assert_eq!(a, PINNED_FLOW_HASH);
+    }
+
+    #[test]
+    fn every_field_of_the_tuple_moves_the_hash() {
+        let base = flow_hash_v1(1, 2, 3, 4, 6);
+        assert_ne!(base, flow_hash_v1(9, 2, 3, 4, 6));
+        assert_ne!(base, flow_hash_v1(1, 9, 3, 4, 6));
+        assert_ne!(base, flow_hash_v1(1, 2, 9, 4, 6));
+        assert_ne!(base, flow_hash_v1(1, 2, 3, 9, 6));
+        assert_ne!(base, flow_hash_v1(1, 2, 3, 4, 17));
+        assert_ne!(flow_hash_v1(1, 2, 3, 4, 6), flow_hash_v1(2, 1, 4, 3, 6), "direction matters");
+    }
+
+    #[test]
+    fn consecutive_source_ports_spread_over_maglev_slots() {
+        let mut buckets = [0u32; 8];
+        for port in 30000u16..38000 {
+            let h = flow_hash_v1(0x0a00_0001, 0x0a60_000a, port.to_be(), 80u16.to_be(), IPPROTO_TCP);
+            buckets[((h % MAGLEV_M) % 8) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((900..1100).contains(&b), "{buckets:?}");
+        }
+    }
+
+    // Little-endian hosts, like the bpfel programs (fields are raw wire bytes).
+    const PINNED_FLOW_HASH: u32 = 3_080_444_950;
+}

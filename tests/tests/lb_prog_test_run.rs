@@ -201,7 +201,7 @@ fn client_ip_affinity_sends_every_flow_of_a_client_to_one_backend() -> anyhow::R
 }
 
 #[test]
-fn a_service_without_endpoints_answers_a_syn_with_a_reset_and_drops_udp() -> anyhow::Result<()> {
+fn a_service_without_endpoints_answers_tcp_with_a_reset_and_udp_with_port_unreachable() -> anyhow::Result<()> {
     let (mut dp, _) = loaded(&Cluster::web(&[], None))?;
     let syn = packet::tcp(client(40002), vip(80), SYN, 5000, b"");
     let (res, out) = run(&mut dp, &syn)?;
@@ -214,11 +214,24 @@ fn a_service_without_endpoints_answers_a_syn_with_a_reset_and_drops_udp() -> any
     assert_eq!(p.dst_mac, syn[6..12], "addressed to the client's MAC");
     assert_eq!(reason_count(&mut dp, ReasonV1::NoBackendsRst)?, 1);
 
-    let (res, _) = run(&mut dp, &packet::udp(client(5000), vip(53), b"q", true))?;
-    assert_eq!(res.return_value, TC_ACT_SHOT);
+    let query = packet::udp(client(5000), vip(53), b"query for nobody", true);
+    let (res, out) = run(&mut dp, &query)?;
+    assert_eq!(res.return_value, TC_ACT_REDIRECT, "the ICMP error goes back out of the interface");
+    assert_eq!(out.len(), 14 + 20 + 8 + 28, "Ethernet + IPv4 + ICMP + quoted IPv4 header and 8 bytes");
+    let ip = &out[14..34];
+    assert_eq!(packet::checksum(ip), 0, "IPv4 header checksum");
+    assert_eq!(ip[9], 1, "ICMP");
+    assert_eq!((&ip[12..16], &ip[16..20]), (&VIP.octets()[..], &client(5000).ip().octets()[..]));
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 3), "destination unreachable, port unreachable");
+    assert_eq!(packet::checksum(icmp), 0, "ICMP checksum");
+    assert_eq!(&icmp[8..], &query[14..14 + 28], "quotes the datagram's IPv4 header and UDP header");
+    assert_eq!(&out[0..6], &query[6..12], "addressed to the client's MAC");
+    assert_eq!(reason_count(&mut dp, ReasonV1::NoBackendsIcmp)?, 1);
+
     let (res, _) = run(&mut dp, &packet::tcp(client(40003), vip(80), ACK, 1, b"late"))?;
-    assert_eq!(res.return_value, TC_ACT_SHOT, "only a SYN is answered");
-    assert_eq!(reason_count(&mut dp, ReasonV1::NoBackendsDrop)?, 2);
+    assert_eq!(res.return_value, TC_ACT_SHOT, "a segment of no known flow is dropped, not answered");
+    assert_eq!(reason_count(&mut dp, ReasonV1::NoBackendsDrop)?, 1);
     Ok(())
 }
 

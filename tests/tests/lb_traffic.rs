@@ -201,7 +201,10 @@ impl Cluster {
             namespace: "default".into(),
             name: "empty".into(),
             cluster_ips: vec![EMPTY_VIP],
-            ports: vec![ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port: None }],
+            ports: vec![
+                ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port: None },
+                ServicePort { name: "dns".into(), protocol: Protocol::Udp, port: 53, node_port: None },
+            ],
             ..Default::default()
         };
         let slice = EndpointSlice {
@@ -304,6 +307,9 @@ fn cluster_ip_and_node_port_balance_real_tcp_and_udp_traffic_without_iptables() 
     let refused =
         client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(EMPTY_VIP, 80)), TIMEOUT))?;
     assert_eq!(refused.err().map(|e| e.kind()), Some(ErrorKind::ConnectionRefused), "answered with a RST");
+    let udp_refused = ask_udp(&client, SocketAddrV4::new(EMPTY_VIP, 53)).expect_err("nobody answers");
+    let kind = udp_refused.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+    assert_eq!(kind, Some(ErrorKind::ConnectionRefused), "answered with ICMP port unreachable: {udp_refused:#}");
 
     // NodePort from outside the node.
     let np_seen: BTreeSet<String> =
@@ -335,9 +341,13 @@ fn cluster_ip_and_node_port_balance_real_tcp_and_udp_traffic_without_iptables() 
 
     // The eBPF program did the work (and said so).
     let reasons = &dp.lb_maps().reasons;
-    for (reason, at_least) in
-        [(ReasonV1::NewFlow, 60), (ReasonV1::CtHit, 60), (ReasonV1::RevNat, 100), (ReasonV1::NoBackendsRst, 1)]
-    {
+    for (reason, at_least) in [
+        (ReasonV1::NewFlow, 60),
+        (ReasonV1::CtHit, 60),
+        (ReasonV1::RevNat, 100),
+        (ReasonV1::NoBackendsRst, 1),
+        (ReasonV1::NoBackendsIcmp, 1),
+    ] {
         let n = reasons.read(reason)?.packets;
         assert!(n >= at_least, "{reason:?} counted {n} packets, expected at least {at_least}");
     }

@@ -230,7 +230,7 @@ pub enum ReasonV1 {
     RevNat = 7,
     /// A Service with no ready endpoints: a TCP SYN was answered with a RST.
     NoBackendsRst = 8,
-    /// A Service with no ready endpoints: dropped (not a TCP SYN).
+    /// A Service with no ready endpoints: dropped (neither a TCP SYN nor UDP).
     NoBackendsDrop = 9,
     /// The Maglev slot named a backend that is not in the backend map.
     BackendMissing = 10,
@@ -241,11 +241,14 @@ pub enum ReasonV1 {
     RewriteFailed = 12,
     /// A reply whose reverse-NAT entry is gone (Service deleted): passed.
     RevNatMissing = 13,
+    /// A Service with no ready endpoints: a UDP datagram was answered with an
+    /// ICMP port unreachable.
+    NoBackendsIcmp = 14,
 }
 
 impl ReasonV1 {
     /// Number of reason codes (size of the reason counter array).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 }
 
 /// Seed of the flow hash. Every node uses the same one, so every node sends a

@@ -12,7 +12,7 @@ use super::maps::REASONS;
 pub fn finish(ctx: &TcContext, reason: ReasonV1) -> i32 {
     count(reason, u64::from(ctx.len()));
     match reason {
-        ReasonV1::NoBackendsRst => TC_ACT_REDIRECT,
+        ReasonV1::NoBackendsRst | ReasonV1::NoBackendsIcmp => TC_ACT_REDIRECT,
         ReasonV1::NoBackendsDrop | ReasonV1::BackendMissing | ReasonV1::MapUpdateFailed | ReasonV1::RewriteFailed => {
             TC_ACT_SHOT
         }

@@ -70,6 +70,7 @@ pub struct Current {
     rows_in_use: BTreeSet<u32>,
     next_backend_id: u32,
     next_rev_nat: u32,
+    next_row: u32,
 }
 
 impl Current {
@@ -174,11 +175,11 @@ fn apply_inner(
 
     // 2. New backends in.
     let wanted_backends = desired.backends();
+    let mut ids: BTreeSet<u32> = cur.backends.values().copied().collect();
     for b in &wanted_backends {
         if cur.backends.contains_key(b) {
             continue;
         }
-        let ids: BTreeSet<u32> = cur.backends.values().copied().collect();
         let id = alloc_id(|id| ids.contains(&id), &mut cur.next_backend_id, w.backends.capacity())
             .ok_or(Error::MapFull { name: names::BACKENDS, capacity: w.backends.capacity() })?;
         let value = BackendV1 {
@@ -189,13 +190,21 @@ fn apply_inner(
         };
         w.backends.upsert(id, value)?;
         cur.backends.insert(*b, id);
+        ids.insert(id);
         stats.backends += 1;
     }
 
     // 3. Maglev rows.
+    let mut frontends_of: BTreeMap<&GroupKey, Vec<ServiceKeyV1>> = BTreeMap::new();
+    for (fe, spec) in &desired.frontends {
+        frontends_of.entry(&spec.group).or_default().push(key_of(fe));
+    }
+    // Rows current frontends point at stay reserved until reconciled.
+    let referenced: BTreeSet<u32> = cur.frontends.values().map(|v| v.maglev_row).collect();
     for (gk, backends) in &desired.groups {
         if !cur.groups.contains_key(gk) {
-            let group = adopt_or_allocate_row(cur, desired, gk, w)?;
+            let keys = frontends_of.get(gk).map(Vec::as_slice).unwrap_or_default();
+            let group = adopt_or_allocate_row(cur, keys, &referenced, w)?;
             cur.groups.insert(gk.clone(), group);
         }
         let Some(group) = cur.groups.get_mut(gk) else { continue };
@@ -285,28 +294,26 @@ fn apply_inner(
 /// changed slots get written, or else the lowest free row.
 fn adopt_or_allocate_row(
     cur: &mut Current,
-    desired: &DesiredMaps,
-    gk: &GroupKey,
+    frontends: &[ServiceKeyV1],
+    referenced: &BTreeSet<u32>,
     w: &LbWriters<'_>,
 ) -> Result<Group, Error> {
-    let claimed: BTreeSet<u32> = cur.groups.values().map(|g| g.row).collect();
-    let adoptable = desired
-        .frontends
+    let adoptable = frontends
         .iter()
-        .filter(|(_, spec)| spec.group == *gk)
-        .filter_map(|(fe, _)| cur.frontends.get(&key_of(fe)))
+        .filter_map(|key| cur.frontends.get(key))
         .map(|v| v.maglev_row)
-        .find(|row| !claimed.contains(row) && *row < w.maglev.rows());
+        .find(|row| !cur.rows_in_use.contains(row) && *row < w.maglev.rows());
     if let Some(row) = adoptable {
         let table = w.maglev.read_row(row)?;
         cur.rows_in_use.insert(row);
         return Ok(Group { row, backends: Vec::new(), table: Some(table) });
     }
-    // Rows referenced by frontends not yet reconciled stay reserved.
-    let referenced: BTreeSet<u32> = cur.frontends.values().map(|v| v.maglev_row).collect();
-    let row = (0..w.maglev.rows())
-        .find(|r| !claimed.contains(r) && !cur.rows_in_use.contains(r) && !referenced.contains(r))
-        .ok_or(Error::MapFull { name: names::MAGLEV, capacity: w.maglev.rows() })?;
+    let rows = w.maglev.rows();
+    let in_use = &cur.rows_in_use;
+    // Rows are 0-based; alloc_id hands out 1..=rows, hence the shifts.
+    let row = alloc_id(|r| in_use.contains(&(r - 1)) || referenced.contains(&(r - 1)), &mut cur.next_row, rows)
+        .map(|r| r - 1)
+        .ok_or(Error::MapFull { name: names::MAGLEV, capacity: rows })?;
     cur.rows_in_use.insert(row);
     Ok(Group { row, backends: Vec::new(), table: None })
 }

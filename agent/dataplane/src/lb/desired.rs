@@ -78,11 +78,15 @@ pub fn desired_state(node: &Node, services: &[Service], slices: &[EndpointSlice]
     let mut out = DesiredMaps::default();
     let mut sorted: Vec<&Service> = services.iter().collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut slices_of: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in slices {
+        slices_of.entry((&s.namespace, &s.service_name)).or_default().push(s);
+    }
     for svc in sorted {
-        let svc_slices: Vec<&EndpointSlice> =
-            slices.iter().filter(|s| s.namespace == svc.namespace && s.service_name == svc.name).collect();
+        let svc_slices =
+            slices_of.get(&(svc.namespace.as_str(), svc.name.as_str())).map(Vec::as_slice).unwrap_or_default();
         for port in &svc.ports {
-            let (all, local) = endpoints_of(node, &svc_slices, &port.name, port.protocol);
+            let (all, local) = endpoints_of(node, svc_slices, &port.name, port.protocol);
             let group = |local_only: bool| GroupKey {
                 namespace: svc.namespace.clone(),
                 service: svc.name.clone(),

@@ -4,10 +4,12 @@
 //! Everything here cleans up in `Drop`, so a failing test leaves nothing
 //! behind, and every name is unique, so tests run in parallel.
 
+pub mod bpffs;
 pub mod containerd;
 pub mod image;
 pub mod names;
 pub mod netns;
+pub mod packet;
 
 pub use containerd::Containerd;
 pub use netns::{NetNs, VethPair};

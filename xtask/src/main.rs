@@ -5,7 +5,9 @@
 //! - `image`  builds the busybox OCI image tarball tests and users import
 //! - `test`   setup + build (eBPF included) + lint + every test
 //! - `up`     setup + build + a single-node cluster in the foreground
+//! - `bench`  one benchmark in release mode, figures to the target dir
 
+mod bench;
 mod image;
 mod setup;
 mod test;
@@ -32,6 +34,8 @@ enum Command {
     Test(test::TestArgs),
     /// Set up, build, and start a single-node cluster in the foreground.
     Up,
+    /// Run a benchmark (`lb`) in release mode.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::Image(args) => image::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Up => up::run(),
+        Command::Bench(args) => bench::run(&args),
     }
 }

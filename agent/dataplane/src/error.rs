@@ -16,6 +16,28 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("eBPF map {name} is full ({capacity} entries): raise its capacity flag")]
+    MapFull { name: &'static str, capacity: u32 },
+    #[error("pinned eBPF map {path}: {problem}; remove the pin (or raise/lower the flag to match) to start afresh")]
+    PinnedMapMismatch { path: std::path::PathBuf, problem: String },
+    #[error("creating the pin directory {path}")]
+    PinDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("eBPF link: {action}")]
+    Link {
+        action: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("pinning an eBPF link at {path}")]
+    LinkPin {
+        path: std::path::PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
     #[error("eBPF map {name}: {action}")]
     Map {
         name: &'static str,

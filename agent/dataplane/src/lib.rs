@@ -5,10 +5,11 @@
 //! direction of a link) and hands out one typed wrapper per map.
 
 mod error;
+pub mod lb;
 pub mod maps;
 mod object;
 
 pub use aya::programs::TestRunResult;
 pub use error::Error;
-pub use object::{Dataplane, TcDirection};
-pub use waggle_ebpf_common::{Counter, CounterSlot};
+pub use object::{Dataplane, LbCapacity, LbMaps, LoadConfig, TcDirection, tcx_ingress_programs};
+pub use waggle_ebpf_common::{Counter, CounterSlot, lb as lb_abi};

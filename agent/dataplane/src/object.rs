@@ -1,12 +1,21 @@
 //! The eBPF object: load, attach, test-run.
 
-use aya::{
-    Ebpf,
-    programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TestRunResult, Xdp, XdpMode},
-};
-use waggle_ebpf_common::names;
+use std::path::{Path, PathBuf};
 
-use crate::{Error, maps::CounterTable};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TestRunResult, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+    },
+};
+use waggle_ebpf_common::{lb, lb::MAGLEV_M, names};
+
+use crate::{
+    Error,
+    maps::{AffinityMap, BackendMap, ConntrackTable, CounterTable, MaglevMap, ReasonTable, RevNatMap, ServiceMap},
+};
 
 /// Built by `build.rs` (aya-build) from `ebpf/programs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/waggle-ebpf-programs"));
@@ -33,6 +42,65 @@ impl From<TcDirection> for TcAttachType {
 /// caller that drives another namespace enters it before calling.
 pub struct Dataplane {
     ebpf: Ebpf,
+    lb: LbMaps,
+    /// Where LB maps and links are pinned, if anywhere.
+    pin_dir: Option<PathBuf>,
+    /// Attachments that outlive this process (closing them detaches nothing).
+    pinned_links: Vec<PinnedLink>,
+}
+
+/// Capacities of the LB maps (agent flags). A pinned map keeps the capacity
+/// it was created with; loading with different ones is an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LbCapacity {
+    /// Frontends (ClusterIP, externalIP, NodePort × node address, per port).
+    pub services: u32,
+    pub backends: u32,
+    /// Maglev rows: one per Service port (two with a Local traffic policy).
+    pub maglev_rows: u32,
+    pub conntrack: u32,
+    pub affinity: u32,
+}
+
+impl Default for LbCapacity {
+    fn default() -> Self {
+        Self { services: 65_536, backends: 65_536, maglev_rows: 1024, conntrack: 262_144, affinity: 65_536 }
+    }
+}
+
+/// How to load the object.
+#[derive(Clone, Debug, Default)]
+pub struct LoadConfig {
+    /// bpffs directory for the LB maps (the agent uses `/sys/fs/bpf/waggle`).
+    /// Maps already pinned there are reused as they are, contents included.
+    /// `None`: unpinned maps that die with the [`Dataplane`].
+    pub pin_dir: Option<PathBuf>,
+    pub capacity: LbCapacity,
+}
+
+/// The LB maps, owned by their typed wrappers.
+#[derive(Debug)]
+pub struct LbMaps {
+    pub services: ServiceMap,
+    pub backends: BackendMap,
+    pub maglev: MaglevMap,
+    pub rev_nat: RevNatMap,
+    pub affinity: AffinityMap,
+    pub conntrack: ConntrackTable,
+    pub reasons: ReasonTable,
+}
+
+impl LbMaps {
+    /// The writers the LB reconciler drives.
+    pub fn writers(&mut self) -> crate::lb::LbWriters<'_> {
+        crate::lb::LbWriters {
+            services: &mut self.services,
+            backends: &mut self.backends,
+            maglev: &mut self.maglev,
+            rev_nat: &mut self.rev_nat,
+            affinity: &mut self.affinity,
+        }
+    }
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -45,8 +113,151 @@ impl Dataplane {
     /// Loads the object into the kernel: maps are created, programs are loaded
     /// (verified) when first attached or run.
     pub fn load() -> Result<Self, Error> {
-        let ebpf = Ebpf::load(OBJECT).map_err(Error::LoadObject)?;
-        Ok(Self { ebpf })
+        Self::load_with(&LoadConfig::default())
+    }
+
+    /// Loads the object with the LB maps sized by `config.capacity` and, when
+    /// `config.pin_dir` is set, pinned there (or reused from there).
+    pub fn load_with(config: &LoadConfig) -> Result<Self, Error> {
+        let cap = config.capacity;
+        let maglev_slots = cap.maglev_rows.checked_mul(MAGLEV_M).ok_or_else(|| Error::PinnedMapMismatch {
+            path: PathBuf::from(lb::names::MAGLEV),
+            problem: format!("{} Maglev rows overflow the array", cap.maglev_rows),
+        })?;
+        let sizes = [
+            (lb::names::SERVICES, cap.services),
+            (lb::names::BACKENDS, cap.backends),
+            (lb::names::MAGLEV, maglev_slots),
+            // One rev-NAT entry per frontend.
+            (lb::names::REV_NAT, cap.services),
+            (lb::names::CONNTRACK, cap.conntrack),
+            (lb::names::AFFINITY, cap.affinity),
+        ];
+        let mut loader = EbpfLoader::new();
+        for (name, size) in sizes {
+            loader.map_max_entries(name, size);
+        }
+        if let Some(dir) = &config.pin_dir {
+            std::fs::create_dir_all(dir).map_err(|source| Error::PinDir { path: dir.clone(), source })?;
+            for name in lb::names::PINNED {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(Error::LoadObject)?;
+        if let Some(dir) = &config.pin_dir {
+            check_pinned_sizes(&ebpf, dir, &sizes)?;
+        }
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap { name });
+        let lb = LbMaps {
+            services: ServiceMap::new(lb::names::SERVICES, take(lb::names::SERVICES)?)?,
+            backends: BackendMap::new(lb::names::BACKENDS, take(lb::names::BACKENDS)?)?,
+            maglev: MaglevMap::new(take(lb::names::MAGLEV)?)?,
+            rev_nat: RevNatMap::new(lb::names::REV_NAT, take(lb::names::REV_NAT)?)?,
+            affinity: AffinityMap::new(lb::names::AFFINITY, take(lb::names::AFFINITY)?)?,
+            conntrack: ConntrackTable::new(lb::names::CONNTRACK, take(lb::names::CONNTRACK)?)?,
+            reasons: ReasonTable::new(take(lb::names::REASONS)?)?,
+        };
+        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Vec::new() })
+    }
+
+    /// The LB maps.
+    pub fn lb_maps(&mut self) -> &mut LbMaps {
+        &mut self.lb
+    }
+
+    /// Attaches the Service load balancer to `iface`'s ingress (TCX): the host
+    /// side of a pod veth, or a node interface for NodePort.
+    pub fn attach_tc_lb(&mut self, iface: &str) -> Result<(), Error> {
+        let name = lb::names::TC_LB;
+        let prog = self.classifier(name)?;
+        prog.attach(iface, TcAttachType::Ingress).map_err(|source| Error::Program {
+            name,
+            action: format!("attaching to {iface} (ingress)"),
+            source,
+        })?;
+        tracing::info!(program = name, iface, "attached tc LB program");
+        Ok(())
+    }
+
+    /// Attaches the Service load balancer to `iface`'s ingress (TCX) through a
+    /// link pinned in the pin dir, so the program stays attached when this
+    /// process dies. If a previous agent left a pinned link for `iface`, the
+    /// new program replaces the old one in it atomically: no packet sees an
+    /// interface without a program. Needs a [`LoadConfig::pin_dir`].
+    pub fn attach_tc_lb_pinned(&mut self, iface: &str) -> Result<(), Error> {
+        let name = lb::names::TC_LB;
+        let dir = self.pin_dir.clone().ok_or_else(|| Error::PinnedMapMismatch {
+            path: PathBuf::from(iface),
+            problem: "pinned attachment without a pin dir".into(),
+        })?;
+        let path = dir.join(format!("link_{name}_ingress_{iface}"));
+        let prog = self.classifier(name)?;
+        let link_id = match PinnedLink::from_pin(&path) {
+            Ok(old) => {
+                let link: SchedClassifierLink = FdLink::from(old).try_into().map_err(|source| Error::Link {
+                    action: format!("reusing the pinned link {}", path.display()),
+                    source,
+                })?;
+                let id = prog.attach_to_link(link).map_err(|source| Error::Program {
+                    name,
+                    action: format!("replacing the program in the pinned link on {iface}"),
+                    source,
+                })?;
+                // The link is held by our fd now; re-pinned below.
+                std::fs::remove_file(&path).map_err(|source| Error::PinDir { path: path.clone(), source })?;
+                tracing::info!(program = name, iface, "replaced the tc LB program in its pinned link");
+                id
+            }
+            Err(_) => prog.attach(iface, TcAttachType::Ingress).map_err(|source| Error::Program {
+                name,
+                action: format!("attaching to {iface} (ingress)"),
+                source,
+            })?,
+        };
+        let link = prog.take_link(link_id).map_err(|source| Error::Program {
+            name,
+            action: format!("taking the link on {iface}"),
+            source,
+        })?;
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|source| Error::Link { action: format!("TCX link on {iface} as an fd link"), source })?;
+        let pinned = fd_link.pin(&path).map_err(|source| Error::LinkPin { path: path.clone(), source })?;
+        self.pinned_links.push(pinned);
+        tracing::info!(program = name, iface, pin = %path.display(), "attached tc LB program (pinned link)");
+        Ok(())
+    }
+
+    /// Runs the LB program once on `frame` with BPF_PROG_TEST_RUN and returns
+    /// its verdict and the frame as the program left it.
+    pub fn test_run_tc_lb(&mut self, frame: &[u8]) -> Result<(TestRunResult, Vec<u8>), Error> {
+        let name = lb::names::TC_LB;
+        let prog = self.classifier(name)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let result = prog.test_run(opts).map_err(|source| Error::Program {
+            name,
+            action: format!("test-running on a {}-byte frame", frame.len()),
+            source,
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result, out))
+    }
+
+    /// Runs the LB program `repeat` times on `frame`; for per-packet cost.
+    pub fn bench_tc_lb(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunResult, Error> {
+        let name = lb::names::TC_LB;
+        let prog = self.classifier(name)?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat;
+        prog.test_run(opts).map_err(|source| Error::Program {
+            name,
+            action: format!("test-running {repeat} times"),
+            source,
+        })
     }
 
     /// Attaches the counting XDP program to `iface` (native mode).
@@ -125,4 +336,38 @@ impl Dataplane {
         }
         Ok(prog)
     }
+}
+
+/// aya reuses a pinned map without comparing its shape with the object's:
+/// a map pinned by an older build or with other capacities must be refused
+/// here, or the program would index past its end.
+fn check_pinned_sizes(ebpf: &Ebpf, dir: &Path, sizes: &[(&'static str, u32)]) -> Result<(), Error> {
+    for &(name, want) in sizes {
+        let map = ebpf.map(name).ok_or(Error::MissingMap { name })?;
+        let data = match map {
+            aya::maps::Map::HashMap(d) | aya::maps::Map::LruHashMap(d) | aya::maps::Map::Array(d) => d,
+            _ => {
+                return Err(Error::PinnedMapMismatch { path: dir.join(name), problem: "unexpected map type".into() });
+            }
+        };
+        let info = data.info().map_err(|source| Error::Map { name, action: "reading its info".into(), source })?;
+        if info.max_entries() != want {
+            return Err(Error::PinnedMapMismatch {
+                path: dir.join(name),
+                problem: format!("holds {} entries, the configured capacity is {want}", info.max_entries()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How many TCX programs are attached to `iface`'s ingress (in the calling
+/// thread's network namespace).
+pub fn tcx_ingress_programs(iface: &str) -> Result<usize, Error> {
+    let (_, programs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).map_err(|source| Error::Program {
+        name: lb::names::TC_LB,
+        action: format!("querying the TCX programs on {iface}"),
+        source,
+    })?;
+    Ok(programs.len())
 }

@@ -57,3 +57,5 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const IPPROTO_UDP: u8 = 17;
 /// Length of an Ethernet header without VLAN tags.
 pub const ETH_HDR_LEN: usize = 14;
+
+pub mod lb;

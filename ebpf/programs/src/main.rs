@@ -1,12 +1,12 @@
 //! waggle's eBPF programs.
 //!
 //! Each entry point is a one-line wrapper around a `try_` function; the stages
-//! those call live in their own modules. Only the counting programs that prove
-//! the toolchain exist so far: the Service and policy stages join them here.
+//! those call live in their own modules (`lb/` for Service load balancing).
 #![no_std]
 #![no_main]
 
 mod counters;
+mod lb;
 mod parse;
 
 use aya_ebpf::{
@@ -40,6 +40,19 @@ pub fn tc_count(ctx: TcContext) -> i32 {
 fn try_tc_count(ctx: &TcContext) {
     let class = parse::classify(ctx.data(), ctx.data_end());
     counters::record(&counters::TC_COUNTERS, class, u64::from(ctx.len()));
+}
+
+/// Service load balancing on the host side of pod veths and on node
+/// interfaces (tc ingress): DNAT to a backend, reverse NAT of replies.
+#[classifier]
+pub fn tc_lb(ctx: TcContext) -> i32 {
+    try_tc_lb(&ctx)
+}
+
+#[inline(always)]
+fn try_tc_lb(ctx: &TcContext) -> i32 {
+    let reason = lb::process(ctx);
+    lb::verdict::finish(ctx, reason)
 }
 
 #[cfg(not(test))]

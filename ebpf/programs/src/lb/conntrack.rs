@@ -1,0 +1,93 @@
+//! Connection tracking: one LRU entry per direction of every Service flow.
+//!
+//! The service-direction entry remembers the backend (address and port, not
+//! only its id), so a flow stays on its backend after the backend left the
+//! Service. The reply-direction entry says which frontend the backend's
+//! replies must appear to come from.
+
+use waggle_ebpf_common::lb::{
+    CT_DIR_REPLY, CT_DIR_SERVICE, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV1, CtKeyV1, IPPROTO_TCP,
+};
+
+use super::{maps::CONNTRACK, select::Chosen};
+use crate::parse::{Ipv4Flow, TCP_ACK, TCP_SYN};
+
+/// Where a tracked flow goes.
+pub struct Tracked {
+    pub addr_be: u32,
+    pub port_be: u16,
+}
+
+#[inline(always)]
+fn timeout_ns(proto: u8) -> u64 {
+    if proto == IPPROTO_TCP { CT_TIMEOUT_TCP_NS } else { CT_TIMEOUT_UDP_NS }
+}
+
+#[inline(always)]
+fn service_key(flow: &Ipv4Flow) -> CtKeyV1 {
+    CtKeyV1 {
+        saddr_be: flow.saddr_be,
+        daddr_be: flow.daddr_be,
+        sport_be: flow.sport_be,
+        dport_be: flow.dport_be,
+        proto: flow.proto,
+        dir: CT_DIR_SERVICE,
+        _pad: [0; 2],
+    }
+}
+
+/// The backend of a live flow. A TCP SYN without ACK opens a new connection
+/// (the client may reuse a port), so it is never matched: selection runs
+/// again, and Maglev or affinity give a retransmitted SYN the same backend.
+#[inline(always)]
+pub fn lookup_service(flow: &Ipv4Flow, now: u64) -> Option<Tracked> {
+    if flow.proto == IPPROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return None;
+    }
+    let entry = CONNTRACK.get_ptr_mut(service_key(flow))?;
+    // SAFETY: the pointer is the map value's; concurrent writers only touch
+    // `last_seen_ns`, a racy timestamp that is fine to lose.
+    unsafe {
+        if now.wrapping_sub((*entry).last_seen_ns) > timeout_ns(flow.proto) {
+            return None;
+        }
+        (*entry).last_seen_ns = now;
+        Some(Tracked { addr_be: (*entry).backend_addr_be, port_be: (*entry).backend_port_be })
+    }
+}
+
+/// The rev-NAT index of the flow this packet is a reply of, if any.
+#[inline(always)]
+pub fn lookup_reply(flow: &Ipv4Flow) -> Option<u32> {
+    let key = CtKeyV1 { dir: CT_DIR_REPLY, ..service_key(flow) };
+    // SAFETY: copied out at once.
+    unsafe { CONNTRACK.get(key) }.map(|entry| entry.rev_nat_index)
+}
+
+/// Records a new flow in both directions.
+#[inline(always)]
+pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64) -> Result<(), ()> {
+    let entry = CtEntryV1 {
+        backend_addr_be: chosen.backend.addr_be,
+        backend_port_be: chosen.backend.port_be,
+        flags: 0,
+        _pad: 0,
+        backend_id: chosen.backend_id,
+        rev_nat_index,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    let reply_key = CtKeyV1 {
+        saddr_be: chosen.backend.addr_be,
+        daddr_be: flow.saddr_be,
+        sport_be: chosen.backend.port_be,
+        dport_be: flow.sport_be,
+        proto: flow.proto,
+        dir: CT_DIR_REPLY,
+        _pad: [0; 2],
+    };
+    // Reply entry first: once the service entry exists, packets take the fast
+    // path and rely on replies being translated.
+    CONNTRACK.insert(reply_key, entry, 0).map_err(|_| ())?;
+    CONNTRACK.insert(service_key(flow), entry, 0).map_err(|_| ())
+}

@@ -1,0 +1,311 @@
+//! The Service load balancer's packet logic under BPF_PROG_TEST_RUN: crafted
+//! frames through `tc_lb`, one test per branch (hit, miss, reply, conntrack,
+//! affinity, no endpoints, NodePort), with every checksum recomputed from
+//! scratch. No interface, no namespace: each test loads its own unpinned maps.
+//!
+//! Privileged (loads eBPF): CI runs as root.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use waggle_dataplane::lb::{
+    self, ApplyStats, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
+};
+use waggle_dataplane::lb_abi::{CT_DIR_REPLY, CT_DIR_SERVICE, ReasonV1};
+use waggle_dataplane::maps::KvMap as _;
+use waggle_dataplane::{Dataplane, LbCapacity, LoadConfig, TestRunResult};
+use waggle_tests::is_root;
+use waggle_tests::packet::{self, ACK, RST, SYN};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+const BACKENDS: [Ipv4Addr; 3] =
+    [Ipv4Addr::new(10, 244, 0, 11), Ipv4Addr::new(10, 244, 0, 12), Ipv4Addr::new(10, 244, 0, 13)];
+
+fn client(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 5), port)
+}
+
+fn vip(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(VIP, port)
+}
+
+/// A Service `default/web` on VIP:80/TCP, VIP:53/UDP and NodePort 30080,
+/// with the given endpoints (target ports 8080/TCP and 5353/UDP).
+struct Cluster {
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+}
+
+impl Cluster {
+    fn web(backends: &[Ipv4Addr], affinity: Option<u32>) -> Self {
+        let svc = Service {
+            namespace: "default".into(),
+            name: "web".into(),
+            cluster_ips: vec![VIP],
+            ports: vec![
+                ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port: Some(30080) },
+                ServicePort { name: "dns".into(), protocol: Protocol::Udp, port: 53, node_port: None },
+            ],
+            affinity_timeout_s: affinity,
+            ..Default::default()
+        };
+        let slice = EndpointSlice {
+            namespace: "default".into(),
+            service_name: "web".into(),
+            ports: vec![
+                EndpointPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 },
+                EndpointPort { name: "dns".into(), protocol: Protocol::Udp, port: 5353 },
+            ],
+            endpoints: backends.iter().map(|&a| Endpoint::ready(a, "n1")).collect(),
+        };
+        Self { services: vec![svc], slices: vec![slice] }
+    }
+
+    fn apply(&self, dp: &mut Dataplane, current: &mut Current) -> anyhow::Result<()> {
+        let node = Node { name: "n1".into(), addresses: vec![NODE_IP] };
+        let desired = lb::desired_state(&node, &self.services, &self.slices);
+        lb::apply_diff(current, &desired, &mut dp.lb_maps().writers())?;
+        Ok(())
+    }
+}
+
+fn loaded(cluster: &Cluster) -> anyhow::Result<(Dataplane, Current)> {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let mut dp = Dataplane::load()?;
+    let mut current = Current::default();
+    cluster.apply(&mut dp, &mut current)?;
+    Ok((dp, current))
+}
+
+fn run(dp: &mut Dataplane, frame: &[u8]) -> anyhow::Result<(TestRunResult, Vec<u8>)> {
+    Ok(dp.test_run_tc_lb(frame)?)
+}
+
+fn reason_count(dp: &mut Dataplane, reason: ReasonV1) -> anyhow::Result<u64> {
+    Ok(dp.lb_maps().reasons.read(reason)?.packets)
+}
+
+#[test]
+fn a_syn_to_a_cluster_ip_is_dnated_to_a_backend_with_valid_checksums() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    let syn = packet::tcp(client(40000), vip(80), SYN, 1000, b"");
+    let (res, out) = run(&mut dp, &syn)?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let p = packet::parse(&out)?;
+    assert!(BACKENDS.contains(p.dst.ip()), "DNAT to a backend, got {}", p.dst);
+    assert_eq!(p.dst.port(), 8080, "to the target port");
+    assert_eq!(p.src, client(40000), "the source is untouched");
+    assert_eq!((p.tcp_flags, p.seq), (SYN, 1000));
+    assert_eq!(reason_count(&mut dp, ReasonV1::NewFlow)?, 1);
+
+    let ct = dp.lb_maps().conntrack.entries()?;
+    assert_eq!(ct.len(), 2, "one entry per direction: {ct:?}");
+    assert!(ct.iter().any(|(k, _)| k.dir == CT_DIR_SERVICE) && ct.iter().any(|(k, _)| k.dir == CT_DIR_REPLY));
+    Ok(())
+}
+
+#[test]
+fn packets_to_no_service_pass_unchanged() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    for frame in [
+        packet::tcp(client(40000), SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 99), 80), SYN, 1, b""),
+        packet::tcp(client(40000), vip(81), SYN, 1, b""),
+        packet::udp(client(40000), vip(80), b"x", true),
+    ] {
+        let (res, out) = run(&mut dp, &frame)?;
+        assert_eq!(res.return_value, TC_ACT_OK);
+        assert_eq!(out, frame, "a miss leaves every byte alone");
+    }
+    assert_eq!(reason_count(&mut dp, ReasonV1::NoService)?, 3);
+    Ok(())
+}
+
+#[test]
+fn replies_are_reverse_nated_back_to_the_vip_and_the_flow_sticks_to_its_backend() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    let (_, out) = run(&mut dp, &packet::tcp(client(40001), vip(80), SYN, 7, b""))?;
+    let backend = packet::parse(&out)?.dst;
+
+    let syn_ack = packet::tcp(backend, client(40001), SYN | ACK, 90, b"");
+    let (res, out) = run(&mut dp, &syn_ack)?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let p = packet::parse(&out)?;
+    assert_eq!(p.src, vip(80), "the reply comes from the VIP");
+    assert_eq!(p.dst, client(40001));
+    assert_eq!(reason_count(&mut dp, ReasonV1::RevNat)?, 1);
+
+    for i in 0..5 {
+        let data = packet::tcp(client(40001), vip(80), ACK, 8 + i, b"GET / HTTP/1.0\r\n\r\n");
+        let (res, out) = run(&mut dp, &data)?;
+        assert_eq!(res.return_value, TC_ACT_OK);
+        let p = packet::parse(&out)?;
+        assert_eq!(p.dst, backend, "every packet of the flow goes to its backend");
+        assert_eq!(p.payload, b"GET / HTTP/1.0\r\n\r\n");
+    }
+    assert_eq!(reason_count(&mut dp, ReasonV1::CtHit)?, 5);
+    Ok(())
+}
+
+#[test]
+fn udp_is_balanced_and_a_zero_checksum_stays_zero() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    let (res, out) = run(&mut dp, &packet::udp(client(5000), vip(53), b"query", true))?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let p = packet::parse(&out)?;
+    assert!(BACKENDS.contains(p.dst.ip()) && p.dst.port() == 5353, "got {}", p.dst);
+    assert!(!p.udp_no_checksum);
+    let (_, out) = run(&mut dp, &packet::udp(client(5001), vip(53), b"query", false))?;
+    let p = packet::parse(&out)?;
+    assert!(p.udp_no_checksum, "a datagram without checksum keeps none");
+    let (_, reply) = run(&mut dp, &packet::udp(p.dst, client(5001), b"answer", false))?;
+    assert_eq!(packet::parse(&reply)?.src, vip(53));
+    Ok(())
+}
+
+#[test]
+fn new_flows_spread_over_every_backend() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    let mut seen = BTreeSet::new();
+    for port in 20000..20060 {
+        let (_, out) = run(&mut dp, &packet::tcp(client(port), vip(80), SYN, 1, b""))?;
+        seen.insert(*packet::parse(&out)?.dst.ip());
+    }
+    assert_eq!(seen.len(), BACKENDS.len(), "60 flows reached {seen:?}");
+    Ok(())
+}
+
+#[test]
+fn client_ip_affinity_sends_every_flow_of_a_client_to_one_backend() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, Some(60)))?;
+    let mut seen = BTreeSet::new();
+    for port in 20000..20030 {
+        let (_, out) = run(&mut dp, &packet::tcp(client(port), vip(80), SYN, 1, b""))?;
+        seen.insert(packet::parse(&out)?.dst);
+    }
+    assert_eq!(seen.len(), 1, "one client, one backend: {seen:?}");
+    assert_eq!(reason_count(&mut dp, ReasonV1::AffinityHit)?, 29);
+    // Another client may land elsewhere, but sticks too.
+    let other = |port| SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 77), port);
+    let mut seen_other = BTreeSet::new();
+    for port in 20000..20010 {
+        let (_, out) = run(&mut dp, &packet::tcp(other(port), vip(80), SYN, 1, b""))?;
+        seen_other.insert(packet::parse(&out)?.dst);
+    }
+    assert_eq!(seen_other.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_service_without_endpoints_answers_tcp_with_a_reset_and_udp_with_port_unreachable() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&[], None))?;
+    let syn = packet::tcp(client(40002), vip(80), SYN, 5000, b"");
+    let (res, out) = run(&mut dp, &syn)?;
+    assert_eq!(res.return_value, TC_ACT_REDIRECT, "the RST goes back out of the interface");
+    assert_eq!(out.len(), 54, "Ethernet + IPv4 + TCP headers, nothing else");
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (vip(80), client(40002)));
+    assert_eq!(p.tcp_flags, RST | ACK);
+    assert_eq!(p.ack, 5001, "acknowledges the SYN");
+    assert_eq!(p.dst_mac, syn[6..12], "addressed to the client's MAC");
+    assert_eq!(reason_count(&mut dp, ReasonV1::NoBackendsRst)?, 1);
+
+    let query = packet::udp(client(5000), vip(53), b"query for nobody", true);
+    let (res, out) = run(&mut dp, &query)?;
+    assert_eq!(res.return_value, TC_ACT_REDIRECT, "the ICMP error goes back out of the interface");
+    assert_eq!(out.len(), 14 + 20 + 8 + 28, "Ethernet + IPv4 + ICMP + quoted IPv4 header and 8 bytes");
+    let ip = &out[14..34];
+    assert_eq!(packet::checksum(ip), 0, "IPv4 header checksum");
+    assert_eq!(ip[9], 1, "ICMP");
+    assert_eq!((&ip[12..16], &ip[16..20]), (&VIP.octets()[..], &client(5000).ip().octets()[..]));
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 3), "destination unreachable, port unreachable");
+    assert_eq!(packet::checksum(icmp), 0, "ICMP checksum");
+    assert_eq!(&icmp[8..], &query[14..14 + 28], "quotes the datagram's IPv4 header and UDP header");
+    assert_eq!(&out[0..6], &query[6..12], "addressed to the client's MAC");
+    assert_eq!(reason_count(&mut dp, ReasonV1::NoBackendsIcmp)?, 1);
+
+    let (res, _) = run(&mut dp, &packet::tcp(client(40003), vip(80), ACK, 1, b"late"))?;
+    assert_eq!(res.return_value, TC_ACT_SHOT, "a segment of no known flow is dropped, not answered");
+    assert_eq!(reason_count(&mut dp, ReasonV1::NoBackendsDrop)?, 1);
+    Ok(())
+}
+
+#[test]
+fn a_node_port_on_a_node_address_reaches_a_backend() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    let external = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 200), 33000);
+    let (res, out) = run(&mut dp, &packet::tcp(external, SocketAddrV4::new(NODE_IP, 30080), SYN, 1, b""))?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let p = packet::parse(&out)?;
+    assert!(BACKENDS.contains(p.dst.ip()) && p.dst.port() == 8080, "got {}", p.dst);
+    assert_eq!(p.src, external, "the client address is preserved");
+    let (_, reply) = run(&mut dp, &packet::tcp(p.dst, external, SYN | ACK, 1, b""))?;
+    assert_eq!(packet::parse(&reply)?.src, SocketAddrV4::new(NODE_IP, 30080), "replies come from the node port");
+    Ok(())
+}
+
+#[test]
+fn a_removed_backend_keeps_its_flows_and_gets_no_new_ones() -> anyhow::Result<()> {
+    let mut cluster = Cluster::web(&BACKENDS, None);
+    let (mut dp, mut current) = loaded(&cluster)?;
+    // Open flows until one lands on the backend that will leave.
+    let leaving = BACKENDS[1];
+    let mut open = None;
+    for port in 30000..30100 {
+        let (_, out) = run(&mut dp, &packet::tcp(client(port), vip(80), SYN, 1, b""))?;
+        if *packet::parse(&out)?.dst.ip() == leaving {
+            open = Some(port);
+            break;
+        }
+    }
+    let open = open.expect("Maglev sends some of 100 flows to each backend");
+    cluster.slices[0].endpoints[1] = Endpoint::terminating(leaving, "n1");
+    cluster.apply(&mut dp, &mut current)?;
+
+    let (_, out) = run(&mut dp, &packet::tcp(client(open), vip(80), ACK, 2, b"more"))?;
+    assert_eq!(*packet::parse(&out)?.dst.ip(), leaving, "the open flow stays on its (terminating) backend");
+    for port in 31000..31060 {
+        let (_, out) = run(&mut dp, &packet::tcp(client(port), vip(80), SYN, 1, b""))?;
+        assert_ne!(*packet::parse(&out)?.dst.ip(), leaving, "a new flow from port {port} avoided it");
+    }
+    Ok(())
+}
+
+#[test]
+fn reloading_with_the_same_pin_dir_keeps_services_and_open_flows_without_rewriting() -> anyhow::Result<()> {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let pins = waggle_tests::bpffs::PinDir::new("lb")?;
+    let config = LoadConfig { pin_dir: Some(pins.path().to_path_buf()), capacity: LbCapacity::default() };
+    let cluster = Cluster::web(&BACKENDS, None);
+
+    let backend = {
+        let mut dp = Dataplane::load_with(&config)?;
+        cluster.apply(&mut dp, &mut Current::default())?;
+        let (_, out) = run(&mut dp, &packet::tcp(client(41000), vip(80), SYN, 1, b""))?;
+        packet::parse(&out)?.dst
+        // The first "agent" goes away here; its maps stay pinned.
+    };
+
+    let mut dp = Dataplane::load_with(&config)?;
+    let mut current = Current::read(&dp.lb_maps().writers())?;
+    assert_eq!(current.frontend_count(), 3, "VIP:80, VIP:53 and the NodePort survived");
+    let node = Node { name: "n1".into(), addresses: vec![NODE_IP] };
+    let desired = lb::desired_state(&node, &cluster.services, &cluster.slices);
+    let stats = lb::apply_diff(&mut current, &desired, &mut dp.lb_maps().writers())?;
+    assert_eq!(stats, ApplyStats::default(), "an unchanged cluster costs no write after a restart");
+
+    let (_, out) = run(&mut dp, &packet::tcp(client(41000), vip(80), ACK, 2, b"still here"))?;
+    assert_eq!(packet::parse(&out)?.dst, backend, "the open flow kept its backend across the reload");
+    assert_eq!(reason_count(&mut dp, ReasonV1::CtHit)?, 1);
+
+    let other = LoadConfig { capacity: LbCapacity { services: 1024, ..LbCapacity::default() }, ..config };
+    drop(dp);
+    let err = Dataplane::load_with(&other).expect_err("a pinned map of another size is refused");
+    assert!(err.to_string().contains("LB4_SVC_V1"), "{err}");
+    Ok(())
+}

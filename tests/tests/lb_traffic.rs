@@ -1,0 +1,432 @@
+//! The Service load balancer with real traffic: a "node" namespace with a
+//! bridge, a client and three backend namespaces on veths (real TCP and UDP
+//! servers), an "external" namespace behind the node's uplink for NodePort,
+//! and `tc_lb` on the ingress of every host-side veth and of the uplink.
+//!
+//! ```text
+//!  client 10.244.0.100 ─┐                          ┌─ external 10.9.0.2
+//!  backend 10.244.0.11 ─┤ br0 10.244.0.1 (node) ───┤  uplink 10.9.0.1
+//!  backend 10.244.0.12 ─┤                          │
+//!  backend 10.244.0.13 ─┘  VIP 10.96.0.10:80/TCP → :8080, :53/UDP → :5353, NodePort 30080
+//! ```
+//!
+//! Privileged: CI runs as root. Every namespace has a unique name and is
+//! deleted on drop, also when the test fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use waggle_dataplane::lb::{
+    self, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
+};
+use waggle_dataplane::lb_abi::ReasonV1;
+use waggle_dataplane::{Dataplane, LoadConfig};
+use waggle_tests::{NetNs, is_root};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+const BACKEND_IPS: [Ipv4Addr; 3] =
+    [Ipv4Addr::new(10, 244, 0, 11), Ipv4Addr::new(10, 244, 0, 12), Ipv4Addr::new(10, 244, 0, 13)];
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Sets sysctls inside a namespace.
+fn sysctl(ns: &NetNs, settings: &[&str]) -> anyhow::Result<()> {
+    for s in settings {
+        ns.exec("sysctl", &["-qw", s])?;
+    }
+    Ok(())
+}
+
+/// A pod namespace whose `eth0` is a veth to bridge `br0` in `node`; the
+/// host side is named `host`.
+fn attach_pod(node: &NetNs, pod: &NetNs, host: &str, addr: &str) -> anyhow::Result<()> {
+    node.ip(&["link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pod.name()])?;
+    node.ip(&["link", "set", host, "master", "br0", "up"])?;
+    pod.ip(&["addr", "add", addr, "dev", "eth0"])?;
+    pod.ip(&["link", "set", "eth0", "up"])?;
+    pod.ip(&["route", "add", "default", "via", "10.244.0.1"])?;
+    Ok(())
+}
+
+/// TCP and UDP servers that answer every line / datagram with their name.
+struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Servers {
+    fn start(backends: &[(NetNs, String)]) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (ns, name) in backends {
+            let (tcp, udp) = ns.run(|| -> std::io::Result<_> {
+                Ok((TcpListener::bind("0.0.0.0:8080")?, UdpSocket::bind("0.0.0.0:5353")?))
+            })??;
+            tcp.set_nonblocking(true)?;
+            udp.set_read_timeout(Some(Duration::from_millis(50)))?;
+            let (stop_tcp, name_tcp) = (stop.clone(), name.clone());
+            threads.push(std::thread::spawn(move || serve_tcp(&tcp, &name_tcp, &stop_tcp)));
+            let (stop_udp, name_udp) = (stop.clone(), name.clone());
+            threads.push(std::thread::spawn(move || serve_udp(&udp, &name_udp, &stop_udp)));
+        }
+        Ok(Self { stop, threads })
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_tcp(listener: &TcpListener, name: &str, stop: &Arc<AtomicBool>) {
+    let mut conns = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let (name, stop) = (name.to_string(), stop.clone());
+                conns.push(std::thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                    let mut reader = BufReader::new(match stream.try_clone() {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    });
+                    let mut writer = stream;
+                    let mut line = String::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match reader.read_line(&mut line) {
+                            Ok(0) => return,
+                            Ok(_) => {
+                                line.clear();
+                                if writer.write_all(format!("{name}\n").as_bytes()).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                            Err(_) => return,
+                        }
+                    }
+                }));
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => break,
+        }
+    }
+    for c in conns {
+        let _ = c.join();
+    }
+}
+
+fn serve_udp(socket: &UdpSocket, name: &str, stop: &Arc<AtomicBool>) {
+    let mut buf = [0u8; 512];
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((_, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(name.as_bytes(), from);
+        }
+    }
+}
+
+/// An open connection to a VIP that asks "who are you?" on demand.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(ns: &NetNs, to: SocketAddrV4) -> anyhow::Result<Self> {
+        let stream = ns
+            .run(|| TcpStream::connect_timeout(&SocketAddr::V4(to), TIMEOUT))?
+            .with_context(|| format!("connecting to {to}"))?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        Ok(Self { reader: BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    fn who(&mut self) -> anyhow::Result<String> {
+        self.writer.write_all(b"who\n")?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).context("reading the backend's answer")?;
+        anyhow::ensure!(!line.is_empty(), "connection closed");
+        Ok(line.trim().to_string())
+    }
+}
+
+/// One short connection: connect, ask, close.
+fn ask_once(ns: &NetNs, to: SocketAddrV4) -> anyhow::Result<String> {
+    Conn::open(ns, to)?.who()
+}
+
+fn ask_udp(ns: &NetNs, to: SocketAddrV4) -> anyhow::Result<String> {
+    ns.run(|| -> anyhow::Result<String> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        // Connected: the kernel only delivers datagrams from `to`, so an answer
+        // proves the reverse NAT turned the backend back into the VIP.
+        s.connect(to)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.send(b"who")?;
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf).context("waiting for the UDP answer")?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })?
+}
+
+struct Cluster {
+    services: Vec<Service>,
+    slice: EndpointSlice,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let web = Service {
+            namespace: "default".into(),
+            name: "web".into(),
+            cluster_ips: vec![VIP],
+            ports: vec![
+                ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port: Some(30080) },
+                ServicePort { name: "dns".into(), protocol: Protocol::Udp, port: 53, node_port: None },
+            ],
+            ..Default::default()
+        };
+        let empty = Service {
+            namespace: "default".into(),
+            name: "empty".into(),
+            cluster_ips: vec![EMPTY_VIP],
+            ports: vec![
+                ServicePort { name: "http".into(), protocol: Protocol::Tcp, port: 80, node_port: None },
+                ServicePort { name: "dns".into(), protocol: Protocol::Udp, port: 53, node_port: None },
+            ],
+            ..Default::default()
+        };
+        let slice = EndpointSlice {
+            namespace: "default".into(),
+            service_name: "web".into(),
+            ports: vec![
+                EndpointPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 },
+                EndpointPort { name: "dns".into(), protocol: Protocol::Udp, port: 5353 },
+            ],
+            endpoints: BACKEND_IPS.iter().map(|&ip| Endpoint::ready(ip, "node")).collect(),
+        };
+        Self { services: vec![web, empty], slice }
+    }
+
+    fn apply(&self, dp: &mut Dataplane, current: &mut Current) -> anyhow::Result<()> {
+        let node = Node { name: "node".into(), addresses: vec![NODE_IP] };
+        let desired = lb::desired_state(&node, &self.services, std::slice::from_ref(&self.slice));
+        lb::apply_diff(current, &desired, &mut dp.lb_maps().writers())?;
+        Ok(())
+    }
+}
+
+/// Every rule line `iptables-save` and `nft list ruleset` print in `ns`.
+fn firewall_rules(ns: &NetNs) -> anyhow::Result<String> {
+    let ipt = ns.exec("iptables-save", &[])?;
+    let nft = ns.exec("nft", &["list", "ruleset"])?;
+    Ok(format!("{}{}", String::from_utf8_lossy(&ipt.stdout), String::from_utf8_lossy(&nft.stdout)))
+}
+
+#[test]
+fn cluster_ip_and_node_port_balance_real_tcp_and_udp_traffic_without_iptables() -> anyhow::Result<()> {
+    assert!(is_root(), "this test loads eBPF programs and creates namespaces: run it as root");
+    let node = NetNs::new("node")?;
+    let client = NetNs::new("cli")?;
+    let external = NetNs::new("ext")?;
+    let backends: Vec<(NetNs, String)> =
+        (1..=3).map(|i| Ok((NetNs::new(&format!("be{i}"))?, format!("backend-{i}")))).collect::<anyhow::Result<_>>()?;
+
+    // The node: a bridge for pods, an uplink to the external namespace,
+    // forwarding on, redirects off, no reverse-path filter. accept_local:
+    // NodePort replies leave with the node's own address as source.
+    node.ip(&["link", "add", "br0", "type", "bridge"])?;
+    node.ip(&["addr", "add", "10.244.0.1/24", "dev", "br0"])?;
+    node.ip(&["link", "set", "br0", "up"])?;
+    node.ip(&["link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", external.name()])?;
+    node.ip(&["addr", "add", "10.9.0.1/24", "dev", "uplink"])?;
+    node.ip(&["link", "set", "uplink", "up"])?;
+    external.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])?;
+    external.ip(&["link", "set", "eth0", "up"])?;
+    external.ip(&["route", "add", "default", "via", "10.9.0.1"])?;
+    attach_pod(&node, &client, "hcli", "10.244.0.100/24")?;
+    for (i, (ns, _)) in backends.iter().enumerate() {
+        attach_pod(&node, ns, &format!("hbe{}", i + 1), &format!("{}/24", BACKEND_IPS[i]))?;
+    }
+    sysctl(
+        &node,
+        &[
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv4.conf.br0.rp_filter=0",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.br0.send_redirects=0",
+            "net.ipv4.conf.all.accept_local=1",
+            "net.ipv4.conf.br0.accept_local=1",
+        ],
+    )?;
+    let rules_before: Vec<String> = [&node, &client, &external]
+        .into_iter()
+        .chain(backends.iter().map(|(ns, _)| ns))
+        .map(firewall_rules)
+        .collect::<anyhow::Result<_>>()?;
+
+    let _servers = Servers::start(&backends)?;
+    let mut dp = node.run(|| -> anyhow::Result<Dataplane> {
+        let mut dp = Dataplane::load()?;
+        for iface in ["hcli", "hbe1", "hbe2", "hbe3", "uplink"] {
+            dp.attach_tc_lb(iface)?;
+        }
+        Ok(dp)
+    })??;
+    let mut cluster = Cluster::new();
+    let mut current = Current::default();
+    cluster.apply(&mut dp, &mut current)?;
+
+    let web = SocketAddrV4::new(VIP, 80);
+    // Short connections spread over every backend.
+    let mut hits = BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        *hits.entry(ask_once(&client, web)?).or_default() += 1;
+    }
+    assert_eq!(hits.len(), 3, "30 connections reached {hits:?}");
+
+    // UDP too, and the answers come from the VIP.
+    let udp_seen: BTreeSet<String> =
+        (0..20).map(|_| ask_udp(&client, SocketAddrV4::new(VIP, 53))).collect::<anyhow::Result<_>>()?;
+    assert!(udp_seen.len() >= 2, "20 datagrams reached {udp_seen:?}");
+
+    // A Service with no endpoints refuses at once instead of timing out.
+    let refused =
+        client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(EMPTY_VIP, 80)), TIMEOUT))?;
+    assert_eq!(refused.err().map(|e| e.kind()), Some(ErrorKind::ConnectionRefused), "answered with a RST");
+    let udp_refused = ask_udp(&client, SocketAddrV4::new(EMPTY_VIP, 53)).expect_err("nobody answers");
+    let kind = udp_refused.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+    assert_eq!(kind, Some(ErrorKind::ConnectionRefused), "answered with ICMP port unreachable: {udp_refused:#}");
+
+    // NodePort from outside the node.
+    let np_seen: BTreeSet<String> =
+        (0..10).map(|_| ask_once(&external, SocketAddrV4::new(NODE_IP, 30080))).collect::<anyhow::Result<_>>()?;
+    assert!(!np_seen.is_empty() && np_seen.iter().all(|n| n.starts_with("backend-")), "{np_seen:?}");
+
+    // A backend starts terminating: its open connection carries on, new ones avoid it.
+    let mut open = Conn::open(&client, web)?;
+    let leaving = open.who()?;
+    let idx: usize = leaving.trim_start_matches("backend-").parse::<usize>()? - 1;
+    cluster.slice.endpoints[idx] = Endpoint::terminating(BACKEND_IPS[idx], "node");
+    cluster.apply(&mut dp, &mut current)?;
+    for _ in 0..20 {
+        let got = ask_once(&client, web)?;
+        assert_ne!(got, leaving, "a new connection went to the terminating backend");
+    }
+    assert_eq!(open.who()?, leaving, "the open connection still reaches its backend");
+    // Gone from the slice altogether: conntrack still knows where the flow goes.
+    cluster.slice.endpoints.remove(idx);
+    cluster.apply(&mut dp, &mut current)?;
+    assert_eq!(open.who()?, leaving, "the open connection outlives the endpoint");
+    drop(open);
+
+    // sessionAffinity ClientIP: every connection of this client to one backend.
+    cluster.services[0].affinity_timeout_s = Some(60);
+    cluster.apply(&mut dp, &mut current)?;
+    let sticky: BTreeSet<String> = (0..10).map(|_| ask_once(&client, web)).collect::<anyhow::Result<_>>()?;
+    assert_eq!(sticky.len(), 1, "affinity held: {sticky:?}");
+
+    // The eBPF program did the work (and said so).
+    let reasons = &dp.lb_maps().reasons;
+    for (reason, at_least) in [
+        (ReasonV1::NewFlow, 60),
+        (ReasonV1::CtHit, 60),
+        (ReasonV1::RevNat, 100),
+        (ReasonV1::NoBackendsRst, 1),
+        (ReasonV1::NoBackendsIcmp, 1),
+    ] {
+        let n = reasons.read(reason)?.packets;
+        assert!(n >= at_least, "{reason:?} counted {n} packets, expected at least {at_least}");
+    }
+
+    // Nothing of this went through iptables or nftables.
+    let rules_after: Vec<String> = [&node, &client, &external]
+        .into_iter()
+        .chain(backends.iter().map(|(ns, _)| ns))
+        .map(firewall_rules)
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(rules_before, rules_after, "no firewall rule was added");
+    for rules in &rules_after {
+        assert!(!rules.lines().any(|l| l.starts_with("-A ") || l.contains("rule")), "unexpected rules:\n{rules}");
+    }
+    Ok(())
+}
+
+#[test]
+fn an_open_connection_survives_the_agent_dying_and_restarting() -> anyhow::Result<()> {
+    assert!(is_root(), "this test loads eBPF programs and creates namespaces: run it as root");
+    let node = NetNs::new("node")?;
+    let client = NetNs::new("cli")?;
+    let backends: Vec<(NetNs, String)> =
+        (1..=3).map(|i| Ok((NetNs::new(&format!("be{i}"))?, format!("backend-{i}")))).collect::<anyhow::Result<_>>()?;
+    node.ip(&["link", "add", "br0", "type", "bridge"])?;
+    node.ip(&["addr", "add", "10.244.0.1/24", "dev", "br0"])?;
+    node.ip(&["link", "set", "br0", "up"])?;
+    attach_pod(&node, &client, "hcli", "10.244.0.100/24")?;
+    for (i, (ns, _)) in backends.iter().enumerate() {
+        attach_pod(&node, ns, &format!("hbe{}", i + 1), &format!("{}/24", BACKEND_IPS[i]))?;
+    }
+    sysctl(
+        &node,
+        &[
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.br0.send_redirects=0",
+        ],
+    )?;
+    let _servers = Servers::start(&backends)?;
+    let pins = waggle_tests::bpffs::PinDir::new("lbrs")?;
+    let config = LoadConfig { pin_dir: Some(pins.path().to_path_buf()), ..LoadConfig::default() };
+    let agent = |config: &LoadConfig| {
+        node.run(|| -> anyhow::Result<Dataplane> {
+            let mut dp = Dataplane::load_with(config)?;
+            for iface in ["hcli", "hbe1", "hbe2", "hbe3"] {
+                dp.attach_tc_lb_pinned(iface)?;
+            }
+            Ok(dp)
+        })?
+    };
+    let cluster = Cluster::new();
+    let web = SocketAddrV4::new(VIP, 80);
+
+    let mut dp = agent(&config)?;
+    cluster.apply(&mut dp, &mut Current::default())?;
+    let mut open = Conn::open(&client, web)?;
+    let backend = open.who()?;
+
+    // The agent dies: every fd it held is closed.
+    drop(dp);
+    assert_eq!(open.who()?, backend, "the open connection survived the agent");
+    let fresh = ask_once(&client, web)?;
+    assert!(fresh.starts_with("backend-"), "the VIP still answers new connections without an agent: {fresh}");
+
+    // A new agent adopts the pinned maps and links without flushing them.
+    let mut dp = agent(&config)?;
+    let mut current = Current::read(&dp.lb_maps().writers())?;
+    let node_info = Node { name: "node".into(), addresses: vec![NODE_IP] };
+    let desired = lb::desired_state(&node_info, &cluster.services, std::slice::from_ref(&cluster.slice));
+    let stats = lb::apply_diff(&mut current, &desired, &mut dp.lb_maps().writers())?;
+    assert_eq!(stats.total(), 0, "nothing rewritten after the restart: {stats:?}");
+    assert_eq!(open.who()?, backend, "the open connection survived the restart");
+    let fresh = ask_once(&client, web)?;
+    assert!(fresh.starts_with("backend-"), "{fresh}");
+    let ct_hits = dp.lb_maps().reasons.read(ReasonV1::CtHit)?.packets;
+    assert!(ct_hits >= 1, "the new program instance served the open flow from the pinned conntrack");
+    let hooked = node.run(|| waggle_dataplane::tcx_ingress_programs("hcli").map_err(anyhow::Error::from))??;
+    assert_eq!(hooked, 1, "the restart replaced the program in place instead of stacking a second one");
+    Ok(())
+}

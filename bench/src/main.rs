@@ -1,12 +1,38 @@
-//! `waggle-bench <name> <out.json>`: one benchmark per module, run by
-//! `cargo xtask bench <name>`, which builds this in release mode.
+//! `waggle-bench`: one benchmark per module, run by `cargo xtask bench
+//! <name>`, which builds this in release mode. Each writes its figures to a
+//! JSON report and prints a table.
 
+mod apiserver;
 mod lb;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Service load balancing: tc_lb per-packet cost and programming time.
+    Lb {
+        /// Where the JSON report goes.
+        out: PathBuf,
+    },
+    /// API server: pod creates/s (1 and 32 clients), LIST of many pods, watch fan-out, RSS.
+    Apiserver(apiserver::Args),
+}
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [name, out] if name == "lb" => lb::run(std::path::Path::new(out)),
-        _ => anyhow::bail!("usage: waggle-bench lb <out.json>"),
+    match Cli::parse().bench {
+        Bench::Lb { out } => lb::run(&out),
+        Bench::Apiserver(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(apiserver::run(args))
+        }
     }
 }

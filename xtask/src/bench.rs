@@ -7,17 +7,40 @@ use crate::util::{cargo, exec, step, target_dir};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `lb` (Service load balancing).
+    /// Which benchmark: `lb` (Service load balancing), `apiserver`.
     pub name: String,
+    /// Passed on to the benchmark (e.g. `--pods 2000`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub rest: Vec<String>,
 }
 
+const KNOWN: &[&str] = &["lb", "apiserver"];
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.name == "lb", "unknown benchmark {:?}; known: lb", args.name);
+    anyhow::ensure!(
+        KNOWN.contains(&args.name.as_str()),
+        "unknown benchmark {:?}; known: {}",
+        args.name,
+        KNOWN.join(", ")
+    );
     crate::setup::run()?;
     let out = target_dir().join("bench").join(format!("{}.json", args.name));
     let out_str = out.to_str().ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", out.display()))?.to_string();
+    let mut bench_args: Vec<String> = vec![args.name.clone()];
+    match args.name.as_str() {
+        "apiserver" => {
+            step("build", || {
+                exec(cargo().args(["build", "--release", "--bin", "waggle"]))?;
+                Ok("waggle built (release)".into())
+            })?;
+            let waggle = target_dir().join("release").join("waggle");
+            bench_args.extend(["--waggle".into(), waggle.to_string_lossy().into_owned(), "--out".into(), out_str]);
+        }
+        _ => bench_args.push(out_str),
+    }
+    bench_args.extend(args.rest.iter().cloned());
     step("bench", || {
-        exec(cargo().args(["run", "--release", "-p", "waggle-bench", "--", &args.name, &out_str]))?;
+        exec(cargo().args(["run", "--release", "-p", "waggle-bench", "--"]).args(&bench_args))?;
         Ok(format!("{} written", out.display()))
     })
 }

@@ -3,6 +3,7 @@
 //! JSON report and prints a table.
 
 mod apiserver;
+mod cni;
 mod lb;
 mod report;
 
@@ -23,6 +24,8 @@ enum Bench {
         /// Where the JSON report goes.
         out: PathBuf,
     },
+    /// CNI: ADD and DEL latency of waggle-cni against the reference bridge + host-local.
+    Cni(cni::Args),
     /// API server: pod creates/s (1 and 32 clients), LIST of many pods, watch fan-out, RSS.
     Apiserver(apiserver::Args),
 }
@@ -30,6 +33,7 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
         Bench::Lb { out } => lb::run(&out),
+        Bench::Cni(args) => cni::run(args),
         Bench::Apiserver(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(apiserver::run(args))

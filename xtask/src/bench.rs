@@ -7,14 +7,14 @@ use crate::util::{cargo, exec, step, target_dir};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `lb` (Service load balancing), `apiserver`.
+    /// Which benchmark: `lb` (Service load balancing), `apiserver`, `cni`.
     pub name: String,
     /// Passed on to the benchmark (e.g. `--pods 2000`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub rest: Vec<String>,
 }
 
-const KNOWN: &[&str] = &["lb", "apiserver"];
+const KNOWN: &[&str] = &["lb", "apiserver", "cni"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -35,6 +35,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             })?;
             let waggle = target_dir().join("release").join("waggle");
             bench_args.extend(["--waggle".into(), waggle.to_string_lossy().into_owned(), "--out".into(), out_str]);
+        }
+        "cni" => {
+            step("build", || {
+                exec(cargo().args(["build", "--release", "-p", "waggle-cni"]))?;
+                Ok("waggle-cni built (release)".into())
+            })?;
+            let plugin = target_dir().join("release").join("waggle-cni");
+            bench_args.extend(["--plugin".into(), plugin.to_string_lossy().into_owned(), "--out".into(), out_str]);
         }
         _ => bench_args.push(out_str),
     }

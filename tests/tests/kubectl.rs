@@ -284,3 +284,18 @@ async fn owner_deletion_propagates_background_foreground_and_orphan() -> anyhow:
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_27_applies_through_openapi_v2_with_server_side_validation() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let k = server.kubectl(27);
+    ensure_contains(&k.ok_stdin(&["apply", "-f", "-"], DEPLOYMENT)?, "deployment.apps/web created")?;
+    ensure_contains(
+        &k.ok_stdin(&["apply", "-f", "-"], &DEPLOYMENT.replace("replicas: 2", "replicas: 3"))?,
+        "configured",
+    )?;
+    let out = k.output_stdin(&["apply", "-f", "-"], &DEPLOYMENT.replace("replicas: 2", "replica: 2"))?;
+    anyhow::ensure!(!out.status.success(), "kubectl 1.27 asked for Strict validation");
+    ensure_contains(&String::from_utf8_lossy(&out.stderr), r#"unknown field "spec.replica""#)?;
+    Ok(())
+}

@@ -13,6 +13,7 @@ mod discovery;
 mod handlers;
 mod objects;
 mod openapi;
+mod openapi_v2;
 pub mod pki;
 mod request;
 mod response;

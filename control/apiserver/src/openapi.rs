@@ -8,8 +8,7 @@
 //! schemars schemas, upstream's names), which is what `kubectl explain` reads.
 //! PATCH operations do not list strategic merge patch as a request body, so
 //! kubectl computes its patches from its compiled-in types.
-//!
-//! Not yet: OpenAPI v2 protobuf (kubectl 1.27/1.28 need `--validate=false`).
+//! OpenAPI v2 (protobuf, for kubectl 1.27/1.28) is in `openapi_v2`.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};

@@ -66,7 +66,8 @@ async fn handle(app: AppRef, req: Request) -> Response {
         Route::ResourceList { group, version } => Ok(discovery::resource_list(&group, &version)),
         Route::OpenApiV3Index => Ok(openapi::index()),
         Route::OpenApiV3(path) => Ok(openapi::group_version(&path)),
-        Route::OpenApiV2 | Route::NotFound => Ok(discovery::not_found()),
+        Route::OpenApiV2 => Ok(crate::openapi_v2::serve()),
+        Route::NotFound => Ok(discovery::not_found()),
         Route::UnknownResource { plural } => Err(StatusError::new(
             Reason::NotFound,
             format!("the server could not find the requested resource ({plural})"),

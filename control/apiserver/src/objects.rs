@@ -90,6 +90,20 @@ fn encode(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&stored).unwrap_or_default()
 }
 
+/// `op` if the key's mod_revision is still `expected`; otherwise the key is
+/// read back, so the caller can tell NotFound from Conflict.
+fn guarded(k: Vec<u8>, expected: Revision, op: TxnOp) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            range: KeyRange::key(k.clone()),
+            result: CompareResult::Equal,
+            target: CompareTarget::ModRevision(expected),
+        }],
+        success: vec![op],
+        failure: vec![TxnOp::Range(RangeRequest::new(KeyRange::key(k)))],
+    }
+}
+
 /// Parses a resourceVersion string; anything else is a 400.
 pub fn parse_rv(rv: &str) -> Result<Revision, StatusError> {
     rv.parse::<Revision>()
@@ -185,15 +199,7 @@ impl Objects {
         expected: Revision,
     ) -> Result<Value, StatusError> {
         let k = key(r, ns, name);
-        let txn = TxnRequest {
-            compare: vec![Compare {
-                range: KeyRange::key(k.clone()),
-                result: CompareResult::Equal,
-                target: CompareTarget::ModRevision(expected),
-            }],
-            success: vec![TxnOp::Put(PutRequest::new(k.clone(), encode(obj)))],
-            failure: vec![TxnOp::Range(RangeRequest::new(KeyRange::key(k)))],
-        };
+        let txn = guarded(k.clone(), expected, TxnOp::Put(PutRequest::new(k, encode(obj))));
         let resp = self.store.txn(txn).await.map_err(store_error)?;
         if !resp.succeeded {
             return Err(self.why_not(r, name, &resp.responses));
@@ -213,15 +219,7 @@ impl Objects {
         expected: Revision,
     ) -> Result<Revision, StatusError> {
         let k = key(r, ns, name);
-        let txn = TxnRequest {
-            compare: vec![Compare {
-                range: KeyRange::key(k.clone()),
-                result: CompareResult::Equal,
-                target: CompareTarget::ModRevision(expected),
-            }],
-            success: vec![TxnOp::Delete(DeleteRequest { range: KeyRange::key(k.clone()), prev_kv: false })],
-            failure: vec![TxnOp::Range(RangeRequest::new(KeyRange::key(k)))],
-        };
+        let txn = guarded(k.clone(), expected, TxnOp::Delete(DeleteRequest { range: KeyRange::key(k), prev_kv: false }));
         let resp = self.store.txn(txn).await.map_err(store_error)?;
         if !resp.succeeded {
             return Err(self.why_not(r, name, &resp.responses));

@@ -35,6 +35,7 @@ const PACKAGES: &[&str] = &[
     "libsnappy-dev",
     "libzstd-dev",
     "nftables",
+    "podman",
     "protobuf-compiler",
     "runc",
     "tcpdump",

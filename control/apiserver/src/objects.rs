@@ -219,7 +219,8 @@ impl Objects {
         expected: Revision,
     ) -> Result<Revision, StatusError> {
         let k = key(r, ns, name);
-        let txn = guarded(k.clone(), expected, TxnOp::Delete(DeleteRequest { range: KeyRange::key(k), prev_kv: false }));
+        let txn =
+            guarded(k.clone(), expected, TxnOp::Delete(DeleteRequest { range: KeyRange::key(k), prev_kv: false }));
         let resp = self.store.txn(txn).await.map_err(store_error)?;
         if !resp.succeeded {
             return Err(self.why_not(r, name, &resp.responses));

@@ -64,5 +64,9 @@ pub const TARGET_DIR: &str = "/var/tmp/waggle-target";
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
+    // CI builds once from a fresh clone: incremental state would only cost disk.
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
     cmd
 }

@@ -19,6 +19,9 @@ pub struct ApiServerConfig {
     /// Events the watch cache keeps per resource type for watches that
     /// resume from an older resourceVersion (older ones get 410 Expired).
     pub watch_cache_history: usize,
+    /// The store's history older than this is compacted away, as upstream's
+    /// API server compacts etcd (every 5 minutes, keeping the last interval).
+    pub compaction_interval: std::time::Duration,
 }
 
 impl Default for ApiServerConfig {
@@ -31,6 +34,7 @@ impl Default for ApiServerConfig {
             node_port_range: (30000, 32767),
             max_body_bytes: 3 * 1024 * 1024,
             watch_cache_history: 10_000,
+            compaction_interval: std::time::Duration::from_secs(300),
         }
     }
 }

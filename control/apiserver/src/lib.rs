@@ -89,6 +89,21 @@ impl Drop for RunningApiServer {
     }
 }
 
+/// Every `interval`, compacts the store up to the revision it had one
+/// interval earlier, so watches and lists can always go back one interval.
+async fn compact_periodically(store: Arc<dyn Store>, interval: std::time::Duration) {
+    let mut previous: Option<i64> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Some(rev) = previous
+            && let Err(e) = store.compact(rev).await
+        {
+            tracing::warn!(revision = rev, error = %e, "compacting the store");
+        }
+        previous = store.current_revision().await.ok();
+    }
+}
+
 /// Boots the API server on `store`.
 pub async fn start(config: ApiServerConfig, store: Arc<dyn Store>) -> Result<RunningApiServer, StartError> {
     // 1. Certificates: CA, serving, admin.
@@ -110,12 +125,19 @@ pub async fn start(config: ApiServerConfig, store: Arc<dyn Store>) -> Result<Run
     });
     // 4. Objects that exist from the start.
     bootstrap::ensure(&app).await.map_err(|e| StartError::Bootstrap(e.message))?;
-    // 5. Listen and serve.
+    // 5. Listen and serve; compact the store's history meanwhile.
+    let compactor = compact_periodically(app.objects.store().clone(), config.compaction_interval);
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
     let router = Router::new().fallback(handlers::dispatch).with_state(app);
-    let task = tokio::spawn(serve::serve_tls(listener, tls, router));
+    // One task: aborting it (dropping the server) stops both.
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = serve::serve_tls(listener, tls, router) => {}
+            () = compactor => {}
+        }
+    });
     let server = match addr.ip() {
         IpAddr::V6(ip) => format!("https://[{ip}]:{}", addr.port()),
         IpAddr::V4(ip) => format!("https://{ip}:{}", addr.port()),

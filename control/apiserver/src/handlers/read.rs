@@ -2,6 +2,8 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use waggle_api::selector::{FieldSelector, LabelSelector};
 use waggle_api::{ResourceInfo, StatusError};
@@ -113,9 +115,10 @@ fn decode_continue(token: &str) -> Result<(i64, Vec<u8>), StatusError> {
     Ok((rv, key))
 }
 
-/// A list result before it is rendered.
+/// A list result before it is rendered. Items are shared with the watch
+/// cache when they come from it: rendering never copies them.
 pub struct Listed {
-    pub items: Vec<Value>,
+    pub items: Vec<Arc<Value>>,
     pub revision: i64,
     pub continue_token: Option<String>,
 }
@@ -162,7 +165,7 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
         };
         if let Some(cache) = cache {
             let (objects, revision) = cache.list_prefix(&crate::objects::prefix(t.resource, ns)).await;
-            let items = objects.iter().filter(|o| selectors.matches(o)).map(|o| (**o).clone()).collect();
+            let items = objects.into_iter().filter(|o| selectors.matches(o)).collect();
             return Ok(Listed { items, revision, continue_token: None });
         }
     }
@@ -173,7 +176,7 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
     {
         let found = app.objects.try_get(t.resource, ns, name).await?;
         let revision = app.objects.current_revision().await?;
-        let items = found.into_iter().filter(|o| selectors.matches(o)).collect();
+        let items = found.into_iter().filter(|o| selectors.matches(o)).map(Arc::new).collect();
         return Ok(Listed { items, revision, continue_token: None });
     }
     let mut items = Vec::new();
@@ -191,7 +194,7 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
                 waggle_api::meta::namespace(&obj),
                 waggle_api::meta::name(&obj).unwrap_or_default(),
             );
-            items.push(obj);
+            items.push(Arc::new(obj));
             if limit > 0 && items.len() as i64 == limit {
                 let more = i + 1 < count || page.next_key.is_some();
                 let token = more.then(|| encode_continue(revision, &key));
@@ -213,16 +216,41 @@ pub async fn list(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiR
         list_meta["continue"] = json!(c);
     }
     if let Some(version) = table_version(headers) {
-        let tbl = table(t.resource, &listed.items, list_meta, Include::parse(q.get("includeObject")), version, true);
+        let tbl = table(
+            t.resource,
+            listed.items.iter().map(|o| &**o),
+            list_meta,
+            Include::parse(q.get("includeObject")),
+            version,
+            true,
+        );
         return Ok(respond(StatusCode::OK, &tbl));
     }
-    let body = json!({
-        "kind": t.resource.list_kind(),
-        "apiVersion": t.resource.api_version(),
-        "metadata": list_meta,
-        "items": listed.items,
-    });
-    Ok(respond(StatusCode::OK, &body))
+    Ok(list_response(t.resource, &list_meta, &listed.items))
+}
+
+/// `{"kind":"<Kind>List",…,"items":[…]}`, written item by item straight from
+/// the (shared) objects: a list of many objects is never copied first.
+fn list_response(r: &ResourceInfo, list_meta: &Value, items: &[Arc<Value>]) -> axum::response::Response {
+    let mut buf = Vec::with_capacity(256 + items.len() * 1024);
+    let head = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": list_meta});
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    // `{"kind":…,"metadata":{…}` then `,"items":[` … `]}`
+    buf.extend_from_slice(&head[..head.len().saturating_sub(1)]);
+    buf.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        if serde_json::to_writer(&mut buf, &**item).is_err() {
+            buf.extend_from_slice(b"null");
+        }
+    }
+    buf.extend_from_slice(b"]}");
+    let mut resp = axum::response::Response::new(axum::body::Body::from(buf));
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    resp
 }
 
 #[cfg(test)]

@@ -41,16 +41,16 @@ fn row(r: &ResourceInfo, obj: &Value, include: Include, version: &str, now: i64)
 
 /// A Table of `items`; `with_columns` false omits the column definitions
 /// (watch events after the first).
-pub fn table(
+pub fn table<'a>(
     r: &ResourceInfo,
-    items: &[Value],
+    items: impl IntoIterator<Item = &'a Value>,
     list_meta: Value,
     include: Include,
     version: &str,
     with_columns: bool,
 ) -> Value {
     let now = now_unix();
-    let rows: Vec<Value> = items.iter().map(|o| row(r, o, include, version, now)).collect();
+    let rows: Vec<Value> = items.into_iter().map(|o| row(r, o, include, version, now)).collect();
     let mut t = json!({
         "kind": "Table",
         "apiVersion": format!("meta.k8s.io/{version}"),

@@ -1,0 +1,218 @@
+//! The agent's HTTP API: container logs, at the kubelet's path
+//! `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&limitBytes=`.
+//! The API server proxies `pods/{name}/log` here.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
+use crate::cri::{ContainerRuntime, ContainerState};
+use crate::pod::attempts;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+struct Ctx {
+    store: Store<Pod>,
+    runtime: Arc<dyn ContainerRuntime>,
+    node: String,
+}
+
+/// Serves until the listener fails.
+pub async fn serve(
+    addr: SocketAddr,
+    store: Store<Pod>,
+    runtime: Arc<dyn ContainerRuntime>,
+    node: String,
+) -> Result<(), crate::Error> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(crate::Error::io(format!("binding the agent API on {addr}")))?;
+    tracing::info!(%addr, "agent API listening");
+    let ctx = Arc::new(Ctx { store, runtime, node });
+    loop {
+        let (stream, _) = listener.accept().await.map_err(crate::Error::io("accepting a connection"))?;
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!(error = %e, "agent API connection ended");
+            }
+        });
+    }
+}
+
+fn text(code: StatusCode, msg: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(msg)).boxed());
+    *r.status_mut() = code;
+    r
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != hyper::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served".into());
+    }
+    let path = req.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["healthz"] => text(StatusCode::OK, "ok".into()),
+        ["containerLogs", ns, pod, container] => {
+            let q = query(&req);
+            logs(ctx, ns, pod, container, &q).await
+        }
+        _ => text(StatusCode::NOT_FOUND, format!("{path} is not served by the waggle agent")),
+    }
+}
+
+async fn logs(ctx: &Ctx, ns: &str, name: &str, container: &str, q: &HashMap<String, String>) -> Response<Body> {
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1" || v.is_empty() && q.contains_key(k));
+    let Some(pod) = ctx.store.get(&ObjectRef::new(name).within(ns)) else {
+        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{name} is not on node {}", ctx.node));
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let records = match ctx.runtime.list(&ctx.node, Some(&uid)).await {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let regular = attempts(&records, container, false);
+    let a = if regular.current.is_some() { regular } else { attempts(&records, container, true) };
+    let chosen = if flag("previous") { a.previous } else { a.current };
+    let Some(record) = chosen else {
+        let what = if flag("previous") { "previous terminated container" } else { "container" };
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("{what} \"{container}\" in pod \"{name}\" not found (it may not have started yet)"),
+        );
+    };
+    let path = record.log_path.clone();
+    let mut content = tokio::fs::read(&path).await.unwrap_or_default();
+    let offset = content.len() as u64;
+    if let Some(n) = q.get("tailLines").and_then(|v| v.parse::<usize>().ok()) {
+        content = tail(&content, n);
+    }
+    let limit = q.get("limitBytes").and_then(|v| v.parse::<usize>().ok());
+    if let Some(l) = limit {
+        content.truncate(l);
+    }
+    let follow = flag("follow") && matches!(record.state, ContainerState::Running { .. }) && limit.is_none();
+    if !follow {
+        let mut r = Response::new(Full::new(Bytes::from(content)).boxed());
+        r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("text/plain"));
+        return r;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    let (runtime, node, id) = (ctx.runtime.clone(), ctx.node.clone(), record.id.clone());
+    tokio::spawn(async move {
+        if !content.is_empty() && tx.send(Ok(Frame::data(Bytes::from(content)))).await.is_err() {
+            return;
+        }
+        follow_file(path, offset, tx, runtime, node, uid, id).await;
+    });
+    let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+    let mut r = Response::new(body);
+    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Sends what is appended to the file until the container stops or the client leaves.
+async fn follow_file(
+    path: PathBuf,
+    mut offset: u64,
+    tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    runtime: Arc<dyn ContainerRuntime>,
+    node: String,
+    uid: String,
+    id: String,
+) {
+    let mut ticks = 0u32;
+    loop {
+        if let Ok(mut f) = tokio::fs::File::open(&path).await
+            && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+        {
+            let mut buf = Vec::new();
+            if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
+                offset += buf.len() as u64;
+                if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        ticks += 1;
+        if ticks % 5 == 0 {
+            let running = runtime
+                .list(&node, Some(&uid))
+                .await
+                .map(|rs| rs.iter().any(|r| r.id == id && matches!(r.state, ContainerState::Running { .. })))
+                .unwrap_or(false);
+            if !running {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The last `n` lines.
+pub fn tail(content: &[u8], n: usize) -> Vec<u8> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let body = content.strip_suffix(b"\n").unwrap_or(content);
+    let mut count = 0;
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            count += 1;
+            if count == n {
+                return content[i + 1..].to_vec();
+            }
+        }
+    }
+    content.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines_with_their_newlines() {
+        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n".to_vec());
+        assert_eq!(tail(b"a\nb\nc", 1), b"c".to_vec());
+        assert_eq!(tail(b"a\n", 5), b"a\n".to_vec());
+        assert_eq!(tail(b"a\n", 0), Vec::<u8>::new());
+    }
+}

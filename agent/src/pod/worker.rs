@@ -162,6 +162,13 @@ impl Worker {
     async fn sync(&mut self, pod: &Pod) -> Result<Next, crate::Error> {
         let s = self.shared.clone();
         let mut records = s.runtime.list(&s.node, Some(&self.key.uid)).await?;
+        // This worker creates and starts in one step, so a container that was
+        // created but never started was left by an agent that died in between.
+        for r in records.iter().filter(|r| r.state == ContainerState::Created) {
+            info!(container = %r.name, "removing a container that was created but never started");
+            s.runtime.remove(&r.id).await?;
+        }
+        records.retain(|r| r.state != ContainerState::Created);
         let mut sandbox = s.network.get(&self.key.uid).await?;
         let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let decision = decide(
@@ -542,4 +549,129 @@ pub async fn stop_container(runtime: &dyn ContainerRuntime, id: &str, grace: Dur
         debug!(container = %id, error = %e, "SIGKILL failed");
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), runtime.wait(id)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cri::FakeRuntime;
+    use crate::network::FakeNetwork;
+    use crate::pod::env::ConfigSource;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    #[derive(Default)]
+    struct FakeApi {
+        statuses: Mutex<Vec<PodStatus>>,
+        deleted: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl PodApi for FakeApi {
+        async fn write_status(&self, _ns: &str, _name: &str, status: &PodStatus) -> Result<(), String> {
+            self.statuses.lock().map_err(|e| e.to_string())?.push(status.clone());
+            Ok(())
+        }
+        async fn finish_deletion(&self, _ns: &str, _name: &str, uid: &str) -> Result<(), String> {
+            self.deleted.lock().map_err(|e| e.to_string())?.push(uid.to_owned());
+            Ok(())
+        }
+    }
+
+    struct NoConfig;
+
+    #[async_trait]
+    impl ConfigSource for NoConfig {
+        async fn config_map(&self, _: &str, _: &str) -> Result<Option<ConfigMap>, String> {
+            Ok(None)
+        }
+        async fn secret(&self, _: &str, _: &str) -> Result<Option<Secret>, String> {
+            Ok(None)
+        }
+    }
+
+    fn shared(
+        runtime: FakeRuntime,
+        network: FakeNetwork,
+        api: Arc<FakeApi>,
+        pod: Arc<Mutex<Option<Arc<Pod>>>>,
+        dir: &std::path::Path,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            node: "n1".into(),
+            host_ip: "192.168.0.2".into(),
+            pods_dir: dir.to_path_buf(),
+            runtime: Arc::new(runtime),
+            network: Arc::new(network),
+            api,
+            configs: Arc::new(NoConfig),
+            lookup: Arc::new(move |_, _| pod.lock().ok().and_then(|p| p.clone())),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            resync: Duration::from_millis(50),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_pod_gets_a_sandbox_and_its_container_then_deletion_releases_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = FakeRuntime::default().with_image("busybox");
+        let network = FakeNetwork::default();
+        let api = Arc::new(FakeApi::default());
+        let pod = Arc::new(crate::pod::status::tests::pod_with(&["web"], &[], "Always"));
+        let current = Arc::new(Mutex::new(Some(pod.clone())));
+        let s = shared(runtime.clone(), network.clone(), api.clone(), current.clone(), dir.path());
+        let key = PodKey { namespace: "default".into(), name: "p".into(), uid: "u1".into() };
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(Worker::new(key, s, wake.clone()).run());
+
+        let start = Instant::now();
+        loop {
+            let running = api
+                .statuses
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|st| st.phase.as_deref() == Some("Running") && st.pod_ip.as_deref() == Some("10.244.0.2"));
+            if running {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "the pod never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runtime.started(), vec!["u1-web-0".to_owned()]);
+
+        let mut deleting = (*pod).clone();
+        deleting.metadata.deletion_timestamp = Some(crate::pod::status::time(SystemTime::now()));
+        deleting.metadata.deletion_grace_period_seconds = Some(1);
+        *current.lock().expect("lock") = Some(Arc::new(deleting));
+        wake.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("worker ends").expect("worker ok");
+        assert!(runtime.existing().is_empty(), "containers removed");
+        assert!(network.list().await.expect("list").is_empty(), "sandbox released");
+        assert_eq!(*api.deleted.lock().expect("lock"), vec!["u1".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_with_pull_policy_never_is_reported_and_nothing_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = FakeRuntime::default();
+        let api = Arc::new(FakeApi::default());
+        let mut pod = crate::pod::status::tests::pod_with(&["web"], &[], "Always");
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.containers[0].image_pull_policy = Some("Never".into());
+        }
+        let current = Arc::new(Mutex::new(Some(Arc::new(pod))));
+        let s = shared(runtime.clone(), FakeNetwork::default(), api.clone(), current, dir.path());
+        let key = PodKey { namespace: "default".into(), name: "p".into(), uid: "u1".into() };
+        let task = tokio::spawn(Worker::new(key, s, Arc::new(Notify::new())).run());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        task.abort();
+        let statuses = api.statuses.lock().expect("lock").clone();
+        let reason = statuses
+            .last()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c[0].state.as_ref()?.waiting.as_ref()?.reason.clone());
+        assert_eq!(reason.as_deref(), Some("ErrImageNeverPull"));
+        assert!(runtime.started().is_empty());
+    }
 }

@@ -304,9 +304,9 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
     assert!(answer.contains(&format!("hello from {name}")), "httpd answered: {answer}");
 
     let logs = node.agent_api(&format!("/containerLogs/default/{name}/web"))?;
-    assert!(logs.starts_with("HTTP/1.1 200") && logs.contains("serving"), "logs: {logs}");
+    assert!(logs.starts_with("HTTP/1.0 200") && logs.contains("serving"), "logs: {logs}");
     let missing = node.agent_api(&format!("/containerLogs/default/{name}/nope"))?;
-    assert!(missing.starts_with("HTTP/1.1 400"), "unknown container: {missing}");
+    assert!(missing.starts_with("HTTP/1.0 400"), "unknown container: {missing}");
 
     // Deleting the pod stops it, releases its address, netns and containers,
     // and the agent finishes the deletion.

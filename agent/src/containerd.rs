@@ -44,7 +44,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 
 async fn spawn(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, Error> {
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, config(dir, socket)).map_err(Error::io(format!("writing {}", config_path.display())))?;
+    std::fs::write(&config_path, config(dir, socket))
+        .map_err(Error::io(format!("writing {}", config_path.display())))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -64,7 +65,10 @@ async fn spawn(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, Error>
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::Config(format!("containerd exited at start ({status}); see {}", dir.join("containerd.log").display())));
+            return Err(Error::Config(format!(
+                "containerd exited at start ({status}); see {}",
+                dir.join("containerd.log").display()
+            )));
         }
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
             return Ok(child);

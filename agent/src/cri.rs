@@ -329,11 +329,8 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn wait(&self, id: &str) -> Result<(), RuntimeError> {
         loop {
-            let running = self
-                .lock()
-                .containers
-                .iter()
-                .any(|(c, s)| c.id == id && matches!(s, ContainerState::Running { .. }));
+            let running =
+                self.lock().containers.iter().any(|(c, s)| c.id == id && matches!(s, ContainerState::Running { .. }));
             if !running {
                 return Ok(());
             }

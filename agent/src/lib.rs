@@ -65,7 +65,10 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     };
     let (registered, pod_cidr) = node::register(&client, &info).await?;
     let pod_cidr = pod_cidr.ok_or_else(|| {
-        Error::Config(format!("node {} has no podCIDR: give --pod-cidr or let the control plane assign one", cfg.node_name))
+        Error::Config(format!(
+            "node {} has no podCIDR: give --pod-cidr or let the control plane assign one",
+            cfg.node_name
+        ))
     })?;
     info!(node = %cfg.node_name, %ip, %pod_cidr, "node registered");
 
@@ -90,13 +93,11 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     let pods = tokio::spawn(manager::run(client.clone(), cfg.node_name.clone(), shared.clone(), writer, store.clone()));
 
     // 5. Heartbeats: the Lease, and the Node status now and then.
-    let heartbeat = tokio::spawn(heartbeat(client.clone(), cfg.clone(), machine.clone(), ip, port, registered.metadata.uid));
+    let heartbeat =
+        tokio::spawn(heartbeat(client.clone(), cfg.clone(), machine.clone(), ip, port, registered.metadata.uid));
 
     // 6. The agent's HTTP API (container logs).
-    let api = match cfg.listen {
-        Some(addr) => Some(tokio::spawn(logs::serve(addr, store, runtime, cfg.node_name.clone()))),
-        None => None,
-    };
+    let api = cfg.listen.map(|addr| tokio::spawn(logs::serve(addr, store, runtime, cfg.node_name.clone())));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,

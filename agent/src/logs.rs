@@ -35,8 +35,9 @@ pub async fn serve(
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
 ) -> Result<(), crate::Error> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(crate::Error::io(format!("binding the agent API on {addr}")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(crate::Error::io(format!("binding the agent API on {addr}")))?;
     tracing::info!(%addr, "agent API listening");
     let ctx = Arc::new(Ctx { store, runtime, node });
     loop {
@@ -172,7 +173,7 @@ async fn follow_file(
             return;
         }
         ticks += 1;
-        if ticks % 5 == 0 {
+        if ticks.is_multiple_of(5) {
             let running = runtime
                 .list(&node, Some(&uid))
                 .await

@@ -100,8 +100,8 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
 
 async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let text = std::fs::read_to_string(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let text =
+        std::fs::read_to_string(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).context("parsing the kubeconfig")?;
     let client_config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;

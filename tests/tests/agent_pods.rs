@@ -233,11 +233,7 @@ fn phase(p: &Pod) -> &str {
 }
 
 fn restart_count(p: &Pod) -> i32 {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
-        .map_or(0, |c| c.restart_count)
+    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).map_or(0, |c| c.restart_count)
 }
 
 fn httpd(port: u16) -> serde_json::Value {
@@ -267,8 +263,8 @@ fn ipam_leases(root: &Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_released_on_delete()
--> anyhow::Result<()> {
+async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_released_on_delete() -> anyhow::Result<()>
+{
     let server = TestServer::start().await?;
     let node = Node::start(&server, 11).await?;
     let client = server.kube_client().await?;
@@ -288,9 +284,10 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
 
     let name = names::unique("web");
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
-    let running =
-        wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| phase(p) == "Running" && is_ready(p))
-            .await?;
+    let running = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+        phase(p) == "Running" && is_ready(p)
+    })
+    .await?;
     let status = running.status.clone().context("status")?;
     let ip = status.pod_ip.clone().context("podIP")?;
     assert!(ip.starts_with("10.231.11."), "pod IP {ip} is from the node's podCIDR");
@@ -410,9 +407,10 @@ async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_du
     let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
     let name = names::unique("adopt");
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
-    let before =
-        wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| phase(p) == "Running" && is_ready(p))
-            .await?;
+    let before = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+        phase(p) == "Running" && is_ready(p)
+    })
+    .await?;
     let containers_before = node.runtime().await?.list_containers(&[]).await?;
     assert_eq!(containers_before.len(), 1);
 

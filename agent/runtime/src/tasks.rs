@@ -34,7 +34,10 @@ pub enum TaskStatus {
     Created,
     Running,
     /// Exited with this code at this time.
-    Stopped { exit_code: u32, exited_at: Option<SystemTime> },
+    Stopped {
+        exit_code: u32,
+        exited_at: Option<SystemTime>,
+    },
     Unknown,
 }
 
@@ -164,7 +167,8 @@ impl Runtime {
         let mut process = spec.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
         process["args"] = serde_json::json!(args);
         process["terminal"] = serde_json::json!(false);
-        let process = serde_json::to_vec(&process).map_err(|source| Error::Spec { container: id.to_owned(), source })?;
+        let process =
+            serde_json::to_vec(&process).map_err(|source| Error::Spec { container: id.to_owned(), source })?;
         let uri = format!("file://{}", output_file.display());
         let mut tasks = TasksClient::new(self.channel.clone());
         tasks
@@ -181,10 +185,9 @@ impl Runtime {
             .map_err(Error::rpc("Tasks.Exec", id))?;
         let outcome = self.run_exec(id, exec_id, timeout).await;
         let _ = tasks
-            .delete_process(self.request(DeleteProcessRequest {
-                container_id: id.to_owned(),
-                exec_id: exec_id.to_owned(),
-            }))
+            .delete_process(
+                self.request(DeleteProcessRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }),
+            )
             .await;
         let exit_code = outcome?;
         let mut output = std::fs::read(output_file).unwrap_or_default();

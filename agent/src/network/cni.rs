@@ -60,13 +60,12 @@ impl CniInvoker {
             .filter(|p| p.extension().is_some_and(|e| e == "conflist"))
             .collect();
         names.sort();
-        let first = names
-            .first()
-            .ok_or_else(|| NetworkError::Config(format!("no .conflist in {}", conf_dir.display())))?;
+        let first =
+            names.first().ok_or_else(|| NetworkError::Config(format!("no .conflist in {}", conf_dir.display())))?;
         let bytes = std::fs::read(first).map_err(io(format!("reading {}", first.display())))?;
         let conflist: Value = serde_json::from_slice(&bytes)
             .map_err(|e| NetworkError::Config(format!("{} is not JSON: {e}", first.display())))?;
-        if !conflist["plugins"].as_array().is_some_and(|p| !p.is_empty()) {
+        if conflist["plugins"].as_array().is_none_or(|p| p.is_empty()) {
             return Err(NetworkError::Config(format!("{} has no plugins", first.display())));
         }
         Ok(Self { conflist, bin_dir: bin_dir.to_path_buf(), host_netns })

@@ -57,7 +57,8 @@ pub async fn enter_and_run<R: Send + 'static>(
     path: &Path,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, NetworkError> {
-    let file = File::open(path).map_err(|source| NetworkError::Io { what: format!("opening {}", path.display()), source })?;
+    let file =
+        File::open(path).map_err(|source| NetworkError::Io { what: format!("opening {}", path.display()), source })?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let r = setns(&file, CloneFlags::CLONE_NEWNET)

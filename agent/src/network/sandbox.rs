@@ -149,9 +149,6 @@ impl PodNetwork for CniNetwork {
                 return Err(NetworkError::Io { what: format!("reading {}", self.state_dir.display()), source });
             }
         };
-        Ok(entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_owned))
-            .collect())
+        Ok(entries.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_owned)).collect())
     }
 }

@@ -13,9 +13,16 @@ use crate::cri::{ContainerRecord, ContainerState};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     SetupSandbox,
-    Start { name: String, init: bool, attempt: u32 },
+    Start {
+        name: String,
+        init: bool,
+        attempt: u32,
+    },
     /// Stop a container (its liveness probe failed); it is restarted after it exits.
-    Kill { id: String, name: String },
+    Kill {
+        id: String,
+        name: String,
+    },
     /// The pod has finished: stop what still runs and release its address.
     Finish,
 }
@@ -67,7 +74,10 @@ pub fn init_done(pod: &Pod, records: &[ContainerRecord]) -> bool {
     }
     let spec = pod.spec.as_ref();
     spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten().all(|c| {
-        matches!(attempts(records, &c.name, true).current.map(|r| r.state), Some(ContainerState::Exited { exit_code: 0, .. }))
+        matches!(
+            attempts(records, &c.name, true).current.map(|r| r.state),
+            Some(ContainerState::Exited { exit_code: 0, .. })
+        )
     })
 }
 
@@ -77,7 +87,8 @@ pub fn phase(pod: &Pod, records: &[ContainerRecord], sandbox_ready: bool) -> &'s
     let spec = pod.spec.as_ref();
     // An init container that failed and will not be retried fails the pod.
     for c in spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten() {
-        if let Some(ContainerState::Exited { exit_code, .. }) = attempts(records, &c.name, true).current.map(|r| r.state)
+        if let Some(ContainerState::Exited { exit_code, .. }) =
+            attempts(records, &c.name, true).current.map(|r| r.state)
             && exit_code != 0
             && policy == "Never"
             && !records.iter().any(|r| !r.init)

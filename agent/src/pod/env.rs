@@ -190,8 +190,10 @@ fn resource_value(c: &Container, resource: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ConfigMapKeySelector, EnvVar, EnvVarSource, ObjectFieldSelector, SecretKeySelector};
     use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{
+        ConfigMapKeySelector, EnvVar, EnvVarSource, ObjectFieldSelector, SecretKeySelector,
+    };
 
     struct Fake;
 
@@ -227,7 +229,10 @@ mod tests {
                     "POD",
                     None,
                     Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".into(), ..Default::default() }),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.name".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                 ),
@@ -235,7 +240,10 @@ mod tests {
                     "IP",
                     None,
                     Some(EnvVarSource {
-                        field_ref: Some(ObjectFieldSelector { field_path: "status.podIP".into(), ..Default::default() }),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "status.podIP".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                 ),

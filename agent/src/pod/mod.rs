@@ -32,7 +32,7 @@ pub struct Attempts<'a> {
 /// Groups records by (init, name), newest attempt first.
 pub fn attempts<'a>(records: &'a [ContainerRecord], name: &str, init: bool) -> Attempts<'a> {
     let mut mine: Vec<&ContainerRecord> = records.iter().filter(|r| r.name == name && r.init == init).collect();
-    mine.sort_by(|a, b| b.attempt.cmp(&a.attempt));
+    mine.sort_by_key(|r| std::cmp::Reverse(r.attempt));
     Attempts { current: mine.first().copied(), previous: mine.get(1).copied() }
 }
 

@@ -67,9 +67,7 @@ pub async fn run_once(probe: &Probe, target: &Target, runtime: &dyn ContainerRun
         let headers: Vec<(String, String)> =
             http.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
         let addr = SocketAddr::new(host, port);
-        return enter_and_run(&target.netns, move || http_get(addr, &path, &headers, timeout))
-            .await
-            .unwrap_or(false);
+        return enter_and_run(&target.netns, move || http_get(addr, &path, &headers, timeout)).await.unwrap_or(false);
     }
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = resolve_port(&target.container, &tcp.port) else { return false };
@@ -120,7 +118,15 @@ pub fn spawn(
     let mut tasks = Vec::new();
     let has_startup = c.startup_probe.is_some();
     if let Some(p) = c.startup_probe.clone() {
-        tasks.push(tokio::spawn(probe_loop(Kind::Startup, p, target.clone(), runtime.clone(), view.clone(), wake.clone(), false)));
+        tasks.push(tokio::spawn(probe_loop(
+            Kind::Startup,
+            p,
+            target.clone(),
+            runtime.clone(),
+            view.clone(),
+            wake.clone(),
+            false,
+        )));
     }
     if let Some(p) = c.readiness_probe.clone() {
         tasks.push(tokio::spawn(probe_loop(

@@ -82,11 +82,12 @@ fn container_status(
             ContainerState::Running { started_at } => {
                 let started = !has_startup || input.probes.started.get(&r.id).copied().unwrap_or(false);
                 st.started = Some(started);
-                st.ready = !init
-                    && started
-                    && (!has_readiness || input.probes.ready.get(&r.id).copied().unwrap_or(false));
-                st.state =
-                    Some(KState { running: Some(ContainerStateRunning { started_at: Some(time(started_at)) }), ..Default::default() });
+                st.ready =
+                    !init && started && (!has_readiness || input.probes.ready.get(&r.id).copied().unwrap_or(false));
+                st.state = Some(KState {
+                    running: Some(ContainerStateRunning { started_at: Some(time(started_at)) }),
+                    ..Default::default()
+                });
             }
             ContainerState::Exited { .. } => {
                 if let Some(w) = input.waiting.get(name) {
@@ -158,13 +159,7 @@ pub fn build(input: &StatusInput<'_>) -> PodStatus {
     let not_ready_reason = if terminal { Some("PodCompleted") } else { (!all_ready).then_some("ContainersNotReady") };
     let conditions = vec![
         condition("PodReadyToStartContainers", input.sandbox_ready && !terminal, None, old, input.now),
-        condition(
-            "Initialized",
-            initialized,
-            (!initialized).then_some("ContainersNotInitialized"),
-            old,
-            input.now,
-        ),
+        condition("Initialized", initialized, (!initialized).then_some("ContainersNotInitialized"), old, input.now),
         condition("Ready", all_ready, not_ready_reason, old, input.now),
         condition("ContainersReady", all_ready, not_ready_reason, old, input.now),
         condition("PodScheduled", true, None, old, input.now),
@@ -264,7 +259,12 @@ pub(crate) mod tests {
         record(name, false, attempt, ContainerState::Running { started_at: at })
     }
 
-    fn build_for(pod: &Pod, records: &[ContainerRecord], probes: &ProbeView, waiting: &HashMap<String, Waiting>) -> PodStatus {
+    fn build_for(
+        pod: &Pod,
+        records: &[ContainerRecord],
+        probes: &ProbeView,
+        waiting: &HashMap<String, Waiting>,
+    ) -> PodStatus {
         let ips = ["10.244.0.5".parse().expect("ip")];
         build(&StatusInput {
             pod,

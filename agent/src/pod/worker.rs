@@ -317,10 +317,11 @@ impl Worker {
                 "IfNotPresent".into()
             }
         });
-        let present = s.runtime.has_image(&image).await.map_err(|e| Waiting {
-            reason: "ErrImageInspect".into(),
-            message: e.to_string(),
-        })?;
+        let present = s
+            .runtime
+            .has_image(&image)
+            .await
+            .map_err(|e| Waiting { reason: "ErrImageInspect".into(), message: e.to_string() })?;
         if !present {
             // Pulling from a registry is not built yet: only imported images run.
             let (reason, message) = if policy == "Never" {
@@ -339,8 +340,8 @@ impl Worker {
         let vols = volumes::prepare(pod, &self.pod_dir(), &pod_ip, &s.host_ip, s.configs.as_ref())
             .await
             .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
-        let binds =
-            volumes::binds(c, &vols).map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
+        let binds = volumes::binds(c, &vols)
+            .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
         let expand = |v: &Option<Vec<String>>| -> Vec<String> {
             v.iter().flatten().map(|a| super::env::expand(a, &vars)).collect()
         };
@@ -352,8 +353,10 @@ impl Worker {
             (command.into_iter().chain(args).collect(), Vec::new())
         };
         let log_dir = self.pod_dir().join("logs").join(&c.name);
-        std::fs::create_dir_all(&log_dir)
-            .map_err(|e| Waiting { reason: "CreateContainerError".into(), message: format!("{}: {e}", log_dir.display()) })?;
+        std::fs::create_dir_all(&log_dir).map_err(|e| Waiting {
+            reason: "CreateContainerError".into(),
+            message: format!("{}: {e}", log_dir.display()),
+        })?;
         let limits = c.resources.as_ref().and_then(|r| r.limits.clone()).unwrap_or_default();
         Ok(ContainerSpec {
             id: format!("{}-{}{}-{attempt}", self.key.uid, if init { "init-" } else { "" }, c.name),

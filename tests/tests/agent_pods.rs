@@ -281,6 +281,18 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(registered.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()), Some(node.pod_cidr.as_str()));
+    let ready = registered
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert!(ready, "the node reports Ready");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let start = Instant::now();
+    while leases.get_opt(&node.name).await?.is_none() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "no lease:\n{}", node.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let name = names::unique("web");
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
@@ -431,5 +443,82 @@ async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_du
     let ip = before.status.and_then(|s| s.pod_ip).context("podIP")?;
     assert_eq!(after.status.and_then(|s| s.pod_ip), Some(ip.clone()));
     assert!(node.http_get_from_node(&ip, 8080, "/")?.contains("hello from"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_volumes_and_env_from_config_maps_and_secrets_reach_the_container() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 16).await?;
+    let client = server.kube_client().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let cm = names::unique("cm");
+    let secret = names::unique("sec");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": cm}, "data": {"color": "blue", "app.conf": "mode=fast"}
+        }))?,
+    )
+    .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": secret}, "stringData": {"password": "hunter2"}
+            }))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let name = names::unique("vols");
+    let container = json!({
+        "name": "main",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo color=$COLOR pw=$PW; cat /etc/app/app.conf; echo; cat /work/from-init; cat /secret/password; echo; cat /info/name; echo; sleep 600"],
+        "env": [
+            {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": cm, "key": "color"}}},
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+        ],
+        "volumeMounts": [
+            {"name": "conf", "mountPath": "/etc/app"},
+            {"name": "scratch", "mountPath": "/work"},
+            {"name": "sec", "mountPath": "/secret", "readOnly": true},
+            {"name": "info", "mountPath": "/info"},
+        ],
+    });
+    let extra = json!({
+        "initContainers": [{
+            "name": "prepare",
+            "image": image::BUSYBOX_IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "echo written-by-init > /work/from-init"],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/work"}],
+        }],
+        "volumes": [
+            {"name": "conf", "configMap": {"name": cm}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "sec", "secret": {"secretName": secret}},
+            {"name": "info", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+        ],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, extra)?).await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let init = p.status.as_ref().and_then(|s| s.init_container_statuses.clone()).context("init statuses")?;
+    let done = init[0].state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
+    assert_eq!(done, Some(0), "the init container completed");
+    let start = Instant::now();
+    let logs = loop {
+        let logs = node.agent_api(&format!("/containerLogs/default/{name}/main"))?;
+        if logs.contains(&name) || start.elapsed() > Duration::from_secs(10) {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for want in ["color=blue pw=hunter2", "mode=fast", "written-by-init", "hunter2", name.as_str()] {
+        assert!(logs.contains(want), "{want:?} missing from the logs:\n{logs}\nagent log:\n{}", node.agent_log());
+    }
     Ok(())
 }

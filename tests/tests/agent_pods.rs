@@ -309,6 +309,13 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
     assert!(cs.ready && cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
     assert!(cs.container_id.as_deref().is_some_and(|id| id.starts_with("containerd://")));
 
+    // The real kubectl sees it as upstream's kubelet would show it.
+    let kubectl = server.kubectl(33);
+    let wide = kubectl.ok(&["get", "pod", &name, "-o", "wide"])?;
+    assert!(wide.contains("Running") && wide.contains("1/1") && wide.contains(&ip), "kubectl get -o wide:\n{wide}");
+    let described = kubectl.ok(&["describe", "pod", &name])?;
+    assert!(described.contains("Started container web"), "kubectl describe shows the events:\n{described}");
+
     let answer = node.http_get_from_node(&ip, 8080, "/")?;
     assert!(answer.contains(&format!("hello from {name}")), "httpd answered: {answer}");
 
@@ -385,6 +392,12 @@ async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()
     assert!(cs.restart_count >= 1);
     let last = cs.last_state.as_ref().and_then(|l| l.terminated.as_ref()).context("last state")?;
     assert_eq!(last.exit_code, 3);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(server.kube_client().await?, "default");
+    let back_off =
+        events.list(&Default::default()).await?.items.into_iter().any(|e| {
+            e.involved_object.name.as_deref() == Some(name.as_str()) && e.reason.as_deref() == Some("BackOff")
+        });
+    assert!(back_off, "a BackOff event is recorded");
     // Only the newest two attempts are kept in containerd.
     let ours = node.runtime().await?.list_containers(&[]).await?;
     assert!(ours.len() <= 2, "old attempts are removed: {ours:?}");

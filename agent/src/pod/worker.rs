@@ -25,6 +25,8 @@ pub trait PodApi: Send + Sync {
     async fn write_status(&self, namespace: &str, name: &str, status: &PodStatus) -> Result<(), String>;
     /// Deletes the pod with grace 0 once its containers are gone (uid precondition).
     async fn finish_deletion(&self, namespace: &str, name: &str, uid: &str) -> Result<(), String>;
+    /// Records a core/v1 Event about the pod (what `kubectl describe` shows).
+    async fn event(&self, _pod: &PodKey, _node: &str, _kind: &str, _reason: &str, _message: &str) {}
 }
 
 #[async_trait]
@@ -49,6 +51,43 @@ impl PodApi for kube::Client {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn event(&self, pod: &PodKey, node: &str, kind: &str, reason: &str, message: &str) {
+        let now = super::status::time(SystemTime::now());
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let ev = k8s_openapi::api::core::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{}.{nanos:x}", pod.name)),
+                namespace: Some(pod.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name.clone()),
+                namespace: Some(pod.namespace.clone()),
+                uid: Some(pod.uid.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            type_: Some(kind.to_owned()),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some("kubelet".into()),
+                host: Some(node.to_owned()),
+            }),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(node.to_owned()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api = kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(self.clone(), &pod.namespace);
+        if let Err(e) = api.create(&kube::api::PostParams::default(), &ev).await {
+            debug!(error = %e, "recording an event failed");
         }
     }
 }
@@ -95,6 +134,21 @@ pub struct Worker {
     killing: HashSet<String>,
     errors: HashMap<String, Waiting>,
     last_written: Option<serde_json::Value>,
+    /// Events already recorded (one per occurrence, not per sync).
+    reported: HashSet<String>,
+}
+
+impl Worker {
+    /// Records an event in the background, once per `once` key.
+    fn event(&mut self, once: Option<String>, kind: &'static str, reason: &'static str, message: String) {
+        if let Some(k) = once
+            && !self.reported.insert(k)
+        {
+            return;
+        }
+        let (api, key, node) = (self.shared.api.clone(), self.key.clone(), self.shared.node.clone());
+        tokio::spawn(async move { api.event(&key, &node, kind, reason, &message).await });
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -120,6 +174,7 @@ impl Worker {
             killing: HashSet::new(),
             errors: HashMap::new(),
             last_written: None,
+            reported: HashSet::new(),
         }
     }
 
@@ -182,6 +237,15 @@ impl Worker {
                 backoff_max: s.backoff_max,
             },
         );
+        for (name, w) in &decision.waiting {
+            let attempt = attempts(&records, name, false).current.map_or(0, |r| r.attempt);
+            self.event(
+                Some(format!("backoff-{name}-{attempt}")),
+                "Warning",
+                "BackOff",
+                format!("Back-off restarting failed container {name} in pod {}: {}", self.key.name, w.message),
+            );
+        }
         let mut progressed = false;
         for action in &decision.actions {
             debug!(?action, "acting");
@@ -200,6 +264,12 @@ impl Worker {
                         }
                         Err(e) => {
                             warn!(error = %e, "setting up the pod's network failed");
+                            self.event(
+                                Some(format!("sandbox-{e}")),
+                                "Warning",
+                                "FailedCreatePodSandBox",
+                                format!("Failed to create pod sandbox: {e}"),
+                            );
                             self.errors.insert(
                                 String::new(),
                                 Waiting { reason: "FailedCreatePodSandBox".into(), message: e.to_string() },
@@ -217,6 +287,12 @@ impl Worker {
                 Action::Kill { id, name } => {
                     if self.killing.insert(id.clone()) {
                         info!(container = %name, "killing the container: its liveness probe failed");
+                        self.event(
+                            None,
+                            "Normal",
+                            "Killing",
+                            format!("Container {name} failed liveness probe, will be restarted"),
+                        );
                         self.spawn_stop(id.clone(), grace_of(pod));
                     }
                 }
@@ -278,6 +354,15 @@ impl Worker {
             Ok(cs) => match self.shared.runtime.run(&cs).await {
                 Ok(()) => {
                     info!(container = %name, attempt, "started container");
+                    let image = c.image.clone().unwrap_or_default();
+                    self.event(
+                        None,
+                        "Normal",
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
+                    self.event(None, "Normal", "Created", format!("Created container: {name}"));
+                    self.event(None, "Normal", "Started", format!("Started container {name}"));
                     self.errors.remove(name);
                     true
                 }
@@ -293,6 +378,9 @@ impl Worker {
             Err(w) => {
                 if self.errors.get(name) != Some(&w) {
                     warn!(container = %name, reason = %w.reason, message = %w.message, "cannot start the container");
+                    let once = format!("failed-{name}-{}", w.reason);
+                    self.event(Some(once), "Warning", "Failed", format!("Error: {}", w.reason));
+                    self.event(None, "Warning", "Failed", w.message.clone());
                 }
                 self.errors.insert(name.to_owned(), w);
                 false
@@ -484,6 +572,9 @@ impl Worker {
             records.iter().filter(|r| matches!(r.state, ContainerState::Running { .. })).collect();
         if !running.is_empty() {
             info!(containers = running.len(), grace_seconds = grace.as_secs(), "stopping the pod's containers");
+            for r in &running {
+                self.event(None, "Normal", "Killing", format!("Stopping container {}", r.name));
+            }
         }
         let deadline = Instant::now() + grace;
         let stops = running.iter().map(|r| {

@@ -47,6 +47,9 @@ pub struct AgentConfig {
     pub node_ip: Option<IpAddr>,
     /// Where the agent's HTTP API (container logs) listens; `None` disables it.
     pub listen: Option<SocketAddr>,
+    /// HTTPS with client certificates for that API; `None` serves plain HTTP
+    /// (only for tests and loopback).
+    pub tls: Option<crate::tls::TlsSettings>,
     pub lease_duration: Duration,
     pub status_interval: Duration,
     /// First CrashLoopBackOff delay; it doubles per restart up to `backoff_max`.
@@ -69,6 +72,7 @@ impl AgentConfig {
             pod_cidr: None,
             node_ip: None,
             listen: None,
+            tls: None,
             lease_duration: Duration::from_secs(40),
             status_interval: Duration::from_secs(10),
             backoff_base: Duration::from_secs(10),

@@ -17,6 +17,7 @@ pub mod manager;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +98,9 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         tokio::spawn(heartbeat(client.clone(), cfg.clone(), machine.clone(), ip, port, registered.metadata.uid));
 
     // 6. The agent's HTTP API (container logs).
-    let api = cfg.listen.map(|addr| tokio::spawn(logs::serve(addr, store, runtime, cfg.node_name.clone())));
+    let tls =
+        cfg.tls.as_ref().map(|t| tls::server_config(t, &cfg.node_name, ip).map(|c| (c, t.clone()))).transpose()?;
+    let api = cfg.listen.map(|addr| tokio::spawn(logs::serve(addr, tls, store, runtime, cfg.node_name.clone())));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,

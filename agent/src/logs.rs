@@ -28,9 +28,12 @@ struct Ctx {
     node: String,
 }
 
-/// Serves until the listener fails.
+/// Serves until the listener fails. With `tls`, every connection must
+/// present a client certificate of the cluster CA, and only allowed names get
+/// an answer (others get 403).
 pub async fn serve(
     addr: SocketAddr,
+    tls: Option<(Arc<rustls::ServerConfig>, crate::tls::TlsSettings)>,
     store: Store<Pod>,
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
@@ -38,21 +41,55 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(crate::Error::io(format!("binding the agent API on {addr}")))?;
-    tracing::info!(%addr, "agent API listening");
+    tracing::info!(%addr, https = tls.is_some(), "agent API listening");
     let ctx = Arc::new(Ctx { store, runtime, node });
+    let acceptor = tls.as_ref().map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));
+    let settings = tls.map(|(_, s)| Arc::new(s));
     loop {
-        let (stream, _) = listener.accept().await.map_err(crate::Error::io("accepting a connection"))?;
-        let ctx = ctx.clone();
+        let (stream, peer) = listener.accept().await.map_err(crate::Error::io("accepting a connection"))?;
+        let (ctx, acceptor, settings) = (ctx.clone(), acceptor.clone(), settings.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                tracing::debug!(error = %e, "agent API connection ended");
+            match (acceptor, settings) {
+                (Some(acceptor), Some(settings)) => {
+                    let tls = match acceptor.accept(stream).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake with an agent API client failed");
+                            return;
+                        }
+                    };
+                    let who =
+                        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::identity);
+                    let permitted = who.as_ref().is_some_and(|(cn, orgs)| crate::tls::allowed(&settings, cn, orgs));
+                    let user = who.map(|(cn, _)| cn).unwrap_or_default();
+                    serve_connection(tls, ctx, permitted, user).await;
+                }
+                _ => serve_connection(stream, ctx, true, String::new()).await,
             }
         });
+    }
+}
+
+async fn serve_connection<S>(stream: S, ctx: Arc<Ctx>, permitted: bool, user: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        let user = user.clone();
+        async move {
+            if !permitted {
+                return Ok::<_, Infallible>(text(
+                    StatusCode::FORBIDDEN,
+                    format!("user {user:?} may not use the agent API"),
+                ));
+            }
+            Ok::<_, Infallible>(handle(&ctx, req).await)
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+        tracing::debug!(error = %e, "agent API connection ended");
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use waggle_agent::tls::TlsSettings;
 use waggle_agent::{AgentConfig, CniConfig, ContainerdEndpoint};
 
 #[derive(Debug, Args)]
@@ -57,6 +58,21 @@ pub struct AgentArgs {
     /// Address of the agent's API (container logs); `none` disables it.
     #[arg(long, default_value = "0.0.0.0:10250")]
     pub listen: String,
+    /// PEM serving certificate of the agent API (default: self-signed for the node).
+    #[arg(long, requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM key of --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// PEM CA bundle client certificates must chain to (default: the kubeconfig's cluster CA).
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Client certificate CNs or groups (O) allowed to use the agent API.
+    #[arg(long, value_delimiter = ',')]
+    pub api_allowed_clients: Option<Vec<String>>,
+    /// Serve the agent API over plain HTTP, without client authentication (tests only).
+    #[arg(long)]
+    pub insecure_http_api: bool,
     /// First CrashLoopBackOff delay in seconds (doubles up to 300).
     #[arg(long, default_value_t = 10)]
     pub backoff_seconds: u64,
@@ -67,7 +83,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     rt.block_on(serve(args))
 }
 
-fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
+fn config(args: &AgentArgs, kubeconfig: &kube::config::Kubeconfig) -> anyhow::Result<AgentConfig> {
     let containerd = match &args.container_runtime_endpoint {
         Some(sock) => ContainerdEndpoint::Socket(sock.clone()),
         None => ContainerdEndpoint::Supervised { binary: args.containerd_binary.clone() },
@@ -95,14 +111,45 @@ fn config(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
         Some(args.listen.parse::<SocketAddr>().with_context(|| format!("--listen {:?}", args.listen))?)
     };
     c.backoff_base = Duration::from_secs(args.backoff_seconds.max(1));
+    if !args.insecure_http_api {
+        c.tls = Some(tls_settings(args, kubeconfig)?);
+    }
     Ok(c)
 }
 
+fn tls_settings(args: &AgentArgs, kubeconfig: &kube::config::Kubeconfig) -> anyhow::Result<TlsSettings> {
+    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let serving = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+        _ => None,
+    };
+    let client_ca_pem = match &args.client_ca_file {
+        Some(p) => read(p)?,
+        None => {
+            use base64::Engine as _;
+            let data = kubeconfig
+                .clusters
+                .iter()
+                .find_map(|c| c.cluster.as_ref()?.certificate_authority_data.clone())
+                .context("the kubeconfig has no certificate-authority-data: give --client-ca-file")?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .context("decoding the kubeconfig's certificate-authority-data")?;
+            String::from_utf8(bytes).context("the kubeconfig's CA is not PEM text")?
+        }
+    };
+    Ok(TlsSettings {
+        serving,
+        client_ca_pem,
+        allowed: args.api_allowed_clients.clone().unwrap_or_else(waggle_agent::tls::default_allowed),
+    })
+}
+
 async fn serve(args: AgentArgs) -> anyhow::Result<()> {
-    let config = config(&args)?;
     let text =
         std::fs::read_to_string(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).context("parsing the kubeconfig")?;
+    let config = config(&args, &kubeconfig)?;
     let client_config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
     let client = kube::Client::try_from(client_config).context("building the API client")?;

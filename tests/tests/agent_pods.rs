@@ -153,14 +153,41 @@ impl Node {
         })?
     }
 
-    /// GET on the agent's API.
-    fn agent_api(&self, path: &str) -> anyhow::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: agent\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
+    /// GET on the agent's HTTPS API with a client certificate for `user`
+    /// (curl: status line, headers and body).
+    fn agent_api_as(&self, server: &TestServer, user: &str, path: &str) -> anyhow::Result<String> {
+        let kubeconfig = server.server.kubeconfig_for(user, &[])?;
+        let field = |key: &str| -> anyhow::Result<Vec<u8>> {
+            let b64 = kubeconfig
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .with_context(|| format!("{key} in the kubeconfig"))?
+                .trim()
+                .trim_matches('"')
+                .to_owned();
+            let out = Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+            out.stdin.as_ref().context("stdin")?.write_all(b64.as_bytes())?;
+            Ok(out.wait_with_output()?.stdout)
+        };
+        let cert = self.dir.path().join(format!("{user}.crt"));
+        let key = self.dir.path().join(format!("{user}.key"));
+        std::fs::write(&cert, field("client-certificate-data:")?)?;
+        std::fs::write(&key, field("client-key-data:")?)?;
+        self.curl(&["--cert", &cert.to_string_lossy(), "--key", &key.to_string_lossy()], path)
+    }
+
+    fn curl(&self, extra: &[&str], path: &str) -> anyhow::Result<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "-k", "--max-time", "10"])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()?;
+        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// GET as the API server's kubelet client identity.
+    fn agent_api(&self, server: &TestServer, path: &str) -> anyhow::Result<String> {
+        self.agent_api_as(server, "kube-apiserver-kubelet-client", path)
     }
 }
 
@@ -319,10 +346,16 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
     let answer = node.http_get_from_node(&ip, 8080, "/")?;
     assert!(answer.contains(&format!("hello from {name}")), "httpd answered: {answer}");
 
-    let logs = node.agent_api(&format!("/containerLogs/default/{name}/web"))?;
-    assert!(logs.starts_with("HTTP/1.0 200") && logs.contains("serving"), "logs: {logs}");
-    let missing = node.agent_api(&format!("/containerLogs/default/{name}/nope"))?;
-    assert!(missing.starts_with("HTTP/1.0 400"), "unknown container: {missing}");
+    let logs = node.agent_api(&server, &format!("/containerLogs/default/{name}/web"))?;
+    assert!(logs.starts_with("HTTP/1.1 200") && logs.contains("serving"), "logs: {logs}");
+    let tail = node.agent_api(&server, &format!("/containerLogs/default/{name}/web?tailLines=1"))?;
+    assert!(tail.ends_with("serving\n"), "tail: {tail}");
+    let stranger = node.agent_api_as(&server, "mallory", &format!("/containerLogs/default/{name}/web"))?;
+    assert!(stranger.starts_with("HTTP/1.1 403"), "a client not allowed is refused: {stranger}");
+    let anonymous = node.curl(&[], &format!("/containerLogs/default/{name}/web"))?;
+    assert!(!anonymous.contains("serving"), "a client without a certificate gets nothing: {anonymous}");
+    let missing = node.agent_api(&server, &format!("/containerLogs/default/{name}/nope"))?;
+    assert!(missing.starts_with("HTTP/1.1 400"), "unknown container: {missing}");
 
     // Deleting the pod stops it, releases its address, netns and containers,
     // and the agent finishes the deletion.
@@ -524,7 +557,7 @@ async fn init_containers_volumes_and_env_from_config_maps_and_secrets_reach_the_
     assert_eq!(done, Some(0), "the init container completed");
     let start = Instant::now();
     let logs = loop {
-        let logs = node.agent_api(&format!("/containerLogs/default/{name}/main"))?;
+        let logs = node.agent_api(&server, &format!("/containerLogs/default/{name}/main"))?;
         if logs.contains(&name) || start.elapsed() > Duration::from_secs(10) {
             break logs;
         }

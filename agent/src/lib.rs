@@ -6,12 +6,13 @@
 //! [`cri::ContainerRuntime`] (containerd), [`network::PodNetwork`] (netns +
 //! CNI), [`pod::worker::PodApi`] and [`pod::env::ConfigSource`] (the API).
 
+pub mod api;
 pub mod config;
 pub mod containerd;
 pub mod cri;
 mod error;
+pub mod exec;
 pub mod lease;
-pub mod logs;
 pub mod machine;
 pub mod manager;
 pub mod network;
@@ -50,6 +51,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     }
     let scratch = cfg.root_dir.join("tmp");
     std::fs::create_dir_all(&scratch).map_err(Error::io(format!("creating {}", scratch.display())))?;
+    let exec_runtime = runtime.clone();
     let runtime: Arc<dyn cri::ContainerRuntime> = Arc::new(cri::Containerd::new(runtime, scratch));
 
     // 2. The Node: machine facts, registration, podCIDR.
@@ -100,7 +102,8 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     // 6. The agent's HTTP API (container logs).
     let tls =
         cfg.tls.as_ref().map(|t| tls::server_config(t, &cfg.node_name, ip).map(|c| (c, t.clone()))).transpose()?;
-    let api = cfg.listen.map(|addr| tokio::spawn(logs::serve(addr, tls, store, runtime, cfg.node_name.clone())));
+    let exec = Some((exec_runtime, cfg.root_dir.join("exec")));
+    let api = cfg.listen.map(|addr| tokio::spawn(api::serve(addr, tls, store, runtime, cfg.node_name.clone(), exec)));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,

@@ -156,6 +156,14 @@ impl Node {
     /// GET on the agent's HTTPS API with a client certificate for `user`
     /// (curl: status line, headers and body).
     fn agent_api_as(&self, server: &TestServer, user: &str, path: &str) -> anyhow::Result<String> {
+        self.agent_api_as_with(server, user, &[], path)
+    }
+
+    fn agent_api_with(&self, server: &TestServer, extra: &[&str], path: &str) -> anyhow::Result<String> {
+        self.agent_api_as_with(server, "kube-apiserver-kubelet-client", extra, path)
+    }
+
+    fn agent_api_as_with(&self, server: &TestServer, user: &str, extra: &[&str], path: &str) -> anyhow::Result<String> {
         let kubeconfig = server.server.kubeconfig_for(user, &[])?;
         let field = |key: &str| -> anyhow::Result<Vec<u8>> {
             let b64 = kubeconfig
@@ -173,7 +181,10 @@ impl Node {
         let key = self.dir.path().join(format!("{user}.key"));
         std::fs::write(&cert, field("client-certificate-data:")?)?;
         std::fs::write(&key, field("client-key-data:")?)?;
-        self.curl(&["--cert", &cert.to_string_lossy(), "--key", &key.to_string_lossy()], path)
+        let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+        let mut args = vec!["--cert", cert.as_str(), "--key", key.as_str()];
+        args.extend_from_slice(extra);
+        self.curl(&args, path)
     }
 
     fn curl(&self, extra: &[&str], path: &str) -> anyhow::Result<String> {
@@ -183,6 +194,7 @@ impl Node {
             .arg(format!("https://127.0.0.1:{}{path}", self.port))
             .output()?;
         Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        // (curl's --max-time also ends a WebSocket session that stays open.)
     }
 
     /// GET as the API server's kubelet client identity.
@@ -354,6 +366,30 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
     assert!(stranger.starts_with("HTTP/1.1 403"), "a client not allowed is refused: {stranger}");
     let anonymous = node.curl(&[], &format!("/containerLogs/default/{name}/web"))?;
     assert!(!anonymous.contains("serving"), "a client without a certificate gets nothing: {anonymous}");
+    // exec: a WebSocket upgrade with v5.channel.k8s.io; curl prints the raw
+    // frames after the 101 (stdout on channel 1, then the Status on channel 3).
+    let exec = node.agent_api_with(
+        &server,
+        &[
+            "-N",
+            "--http1.1",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "-H",
+            "Sec-WebSocket-Protocol: v5.channel.k8s.io",
+        ],
+        &format!("/exec/default/{name}/web?command=sh&command=-c&command=echo%20exec-works%20%24POD_NAME&stdout=true&stderr=true"),
+    )?;
+    assert!(exec.starts_with("HTTP/1.1 101"), "exec upgrade: {exec}");
+    assert!(exec.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key: {exec}");
+    assert!(exec.contains(&format!("exec-works {name}")), "exec output: {exec}");
+    assert!(exec.contains(r#""status":"Success""#), "exec status: {exec}");
     let missing = node.agent_api(&server, &format!("/containerLogs/default/{name}/nope"))?;
     assert!(missing.starts_with("HTTP/1.1 400"), "unknown container: {missing}");
 

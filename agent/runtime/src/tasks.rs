@@ -223,6 +223,104 @@ impl Runtime {
         }
     }
 
+    /// Starts `args` inside the running container with its stdio on the given
+    /// FIFOs (created by the caller; `stdin` empty for none). Returns once the
+    /// process runs; [`Runtime::wait_exec`] reports its exit.
+    pub async fn start_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        args: &[String],
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<(), Error> {
+        let container = ContainersClient::new(self.channel.clone())
+            .get(self.request(GetContainerRequest { id: id.to_owned() }))
+            .await
+            .map_err(Error::rpc("Containers.Get", id))?
+            .into_inner()
+            .container
+            .ok_or_else(|| Error::Image { image: id.to_owned(), reason: "container has no record".into() })?;
+        let spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .map(|s| serde_json::from_slice(&s.value))
+            .transpose()
+            .map_err(|source| Error::Spec { container: id.to_owned(), source })?
+            .unwrap_or_default();
+        let mut process = spec.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = serde_json::json!(false);
+        let process =
+            serde_json::to_vec(&process).map_err(|source| Error::Spec { container: id.to_owned(), source })?;
+        let mut tasks = TasksClient::new(self.channel.clone());
+        tasks
+            .exec(self.request(ExecProcessRequest {
+                container_id: id.to_owned(),
+                stdin: stdin.to_owned(),
+                stdout: stdout.to_owned(),
+                stderr: stderr.to_owned(),
+                terminal: false,
+                spec: Some(Any { type_url: PROCESS_TYPE_URL.into(), value: process }),
+                exec_id: exec_id.to_owned(),
+            }))
+            .await
+            .map_err(Error::rpc("Tasks.Exec", id))?;
+        let started = tasks
+            .start(self.request(StartRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }))
+            .await
+            .map_err(Error::rpc("Tasks.Start", exec_id));
+        if let Err(e) = started {
+            self.delete_exec(id, exec_id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits for an exec'd process and returns its exit code.
+    pub async fn wait_exec(&self, id: &str, exec_id: &str) -> Result<u32, Error> {
+        let resp = TasksClient::new(self.channel.clone())
+            .wait(self.request(WaitRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }))
+            .await
+            .map_err(Error::rpc("Tasks.Wait", exec_id))?
+            .into_inner();
+        Ok(resp.exit_status)
+    }
+
+    /// Closes an exec'd process's stdin (the shim holds the FIFO open, so
+    /// only this gives the process its EOF).
+    pub async fn close_exec_stdin(&self, id: &str, exec_id: &str) {
+        let _ = TasksClient::new(self.channel.clone())
+            .close_io(self.request(containerd_client::services::v1::CloseIoRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                stdin: true,
+            }))
+            .await;
+    }
+
+    /// Kills an exec'd process (the client went away).
+    pub async fn kill_exec(&self, id: &str, exec_id: &str) {
+        let _ = TasksClient::new(self.channel.clone())
+            .kill(self.request(KillRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                signal: 9,
+                all: false,
+            }))
+            .await;
+    }
+
+    /// Forgets an exec'd process (after it exited); errors are ignored.
+    pub async fn delete_exec(&self, id: &str, exec_id: &str) {
+        let _ = TasksClient::new(self.channel.clone())
+            .delete_process(
+                self.request(DeleteProcessRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }),
+            )
+            .await;
+    }
+
     /// The image's entrypoint (what `args` without `command` run under).
     pub async fn image_entrypoint(&self, image: &str) -> Result<Vec<String>, Error> {
         let target = self.image_target(image).await?;

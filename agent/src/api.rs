@@ -1,6 +1,8 @@
-//! The agent's HTTP API: container logs, at the kubelet's path
-//! `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&limitBytes=`.
-//! The API server proxies `pods/{name}/log` here.
+//! The agent's HTTPS API, at the kubelet's paths:
+//! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&limitBytes=`
+//!   (the API server proxies `pods/{name}/log` here);
+//! - `GET /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` upgraded to a
+//!   WebSocket with subprotocol `v5.channel.k8s.io` or `v4.channel.k8s.io` (`pods/{name}/exec`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,6 +28,8 @@ struct Ctx {
     store: Store<Pod>,
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
+    /// containerd itself, for streaming exec.
+    exec: Option<(waggle_runtime::Runtime, PathBuf)>,
 }
 
 /// Serves until the listener fails. With `tls`, every connection must
@@ -37,12 +41,13 @@ pub async fn serve(
     store: Store<Pod>,
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
+    exec: Option<(waggle_runtime::Runtime, PathBuf)>,
 ) -> Result<(), crate::Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(crate::Error::io(format!("binding the agent API on {addr}")))?;
     tracing::info!(%addr, https = tls.is_some(), "agent API listening");
-    let ctx = Arc::new(Ctx { store, runtime, node });
+    let ctx = Arc::new(Ctx { store, runtime, node, exec });
     let acceptor = tls.as_ref().map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));
     let settings = tls.map(|(_, s)| Arc::new(s));
     loop {
@@ -88,7 +93,7 @@ where
         }
     });
     let io = hyper_util::rt::TokioIo::new(stream);
-    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades().await {
         tracing::debug!(error = %e, "agent API connection ended");
     }
 }
@@ -99,16 +104,45 @@ fn text(code: StatusCode, msg: String) -> Response<Body> {
     r
 }
 
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+/// Every `key=value` of the query, decoded as Go's url.ParseQuery does.
+fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.uri()
         .query()
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (!k.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+            (!k.is_empty()).then(|| (percent_decode(k), percent_decode(v)))
         })
         .collect()
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    query_pairs(req).into_iter().collect()
+}
+
+/// `%XX` escapes and `+` as space.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
@@ -123,8 +157,77 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             let q = query(&req);
             logs(ctx, ns, pod, container, &q).await
         }
+        ["exec", ns, pod, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            exec(ctx, req, &ns, &pod, &container).await
+        }
         _ => text(StatusCode::NOT_FOUND, format!("{path} is not served by the waggle agent")),
     }
+}
+
+async fn exec(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, container: &str) -> Response<Body> {
+    let Some((runtime, scratch)) = ctx.exec.clone() else {
+        return text(StatusCode::NOT_IMPLEMENTED, "exec is not available on this node".into());
+    };
+    let pairs = query_pairs(&req);
+    let flag = |k: &str| pairs.iter().any(|(key, v)| key == k && (v == "true" || v == "1"));
+    let command: Vec<String> = pairs.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+    if command.is_empty() {
+        return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command".into());
+    }
+    let Some(pod) = ctx.store.get(&ObjectRef::new(name).within(ns)) else {
+        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{name} is not on node {}", ctx.node));
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let records = match ctx.runtime.list(&ctx.node, Some(&uid)).await {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let running = attempts(&records, container, false)
+        .current
+        .filter(|r| matches!(r.state, ContainerState::Running { .. }))
+        .map(|r| r.id.clone());
+    let Some(container_id) = running else {
+        return text(StatusCode::BAD_REQUEST, format!("container {container} is not running in pod {name}"));
+    };
+    let header = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let upgrade = header("upgrade");
+    let Some(protocol) = crate::exec::choose_protocol(&header("sec-websocket-protocol")) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "exec needs a WebSocket upgrade with v5.channel.k8s.io or v4.channel.k8s.io".into(),
+        );
+    };
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return text(StatusCode::BAD_REQUEST, format!("upgrade {upgrade:?} is not supported (only websocket)"));
+    }
+    let accept = crate::exec::accept_key(header("sec-websocket-key").as_bytes());
+    let request = crate::exec::ExecRequest {
+        container_id,
+        command,
+        stdin: flag("stdin"),
+        stdout: flag("stdout"),
+        stderr: flag("stderr") || flag("tty"),
+    };
+    tracing::info!(pod = %format!("{ns}/{name}"), container, command = ?request.command, "exec");
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                crate::exec::session(hyper_util::rt::TokioIo::new(upgraded), request, runtime, scratch).await
+            }
+            Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("upgrade", hyper::header::HeaderValue::from_static("websocket"));
+    h.insert("connection", hyper::header::HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&accept) {
+        h.insert("sec-websocket-accept", v);
+    }
+    h.insert("sec-websocket-protocol", hyper::header::HeaderValue::from_static(protocol));
+    r
 }
 
 async fn logs(ctx: &Ctx, ns: &str, name: &str, container: &str, q: &HashMap<String, String>) -> Response<Body> {
@@ -245,6 +348,12 @@ pub fn tail(content: &[u8], n: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_and_plus_decoded() {
+        assert_eq!(percent_decode("echo%20hi+there%2F"), "echo hi there/");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
 
     #[test]
     fn tail_keeps_the_last_lines_with_their_newlines() {

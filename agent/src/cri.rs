@@ -59,8 +59,16 @@ pub struct ContainerSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContainerState {
     Created,
-    Running { started_at: SystemTime },
-    Exited { exit_code: u32, started_at: SystemTime, finished_at: SystemTime },
+    Running {
+        started_at: SystemTime,
+    },
+    /// `oom_killed`: the kernel's OOM killer ended it (memory limit reached).
+    Exited {
+        exit_code: u32,
+        started_at: SystemTime,
+        finished_at: SystemTime,
+        oom_killed: bool,
+    },
 }
 
 /// One container of a pod, as the runtime reports it.
@@ -173,6 +181,7 @@ impl ContainerRuntime for Containerd {
                     exit_code,
                     started_at,
                     finished_at: exited_at.unwrap_or_else(SystemTime::now),
+                    oom_killed: exit_code == 137 && oom_killed(&info.id),
                 },
             };
             out.push(ContainerRecord {
@@ -212,6 +221,20 @@ impl ContainerRuntime for Containerd {
         let outcome = result?;
         Ok((outcome.exit_code, outcome.output))
     }
+}
+
+/// Whether the OOM killer struck in the container's memory cgroup (cgroup v1,
+/// cgroupfs driver, the path waggle-runtime gives runc). The cgroup stays
+/// until the task is deleted, which the agent does only when it removes the
+/// container.
+fn oom_killed(id: &str) -> bool {
+    let path = format!("/sys/fs/cgroup/memory/waggle/{id}/memory.oom_control");
+    std::fs::read_to_string(path).ok().is_some_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    })
 }
 
 fn unique() -> String {
@@ -285,7 +308,9 @@ impl ContainerRuntime for FakeRuntime {
         }
         let now = SystemTime::now();
         let state = match s.exits.get(&spec.name) {
-            Some(code) => ContainerState::Exited { exit_code: *code, started_at: now, finished_at: now },
+            Some(code) => {
+                ContainerState::Exited { exit_code: *code, started_at: now, finished_at: now, oom_killed: false }
+            }
             None => ContainerState::Running { started_at: now },
         };
         s.started.push(spec.id.clone());
@@ -321,7 +346,12 @@ impl ContainerRuntime for FakeRuntime {
                 && let ContainerState::Running { started_at } = *state
             {
                 let code = 128 + signal as u32;
-                *state = ContainerState::Exited { exit_code: code, started_at, finished_at: SystemTime::now() };
+                *state = ContainerState::Exited {
+                    exit_code: code,
+                    started_at,
+                    finished_at: SystemTime::now(),
+                    oom_killed: false,
+                };
             }
         }
         Ok(())

@@ -604,3 +604,31 @@ async fn init_containers_volumes_and_env_from_config_maps_and_secrets_reach_the_
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_over_its_memory_limit_is_reported_oom_killed() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 17).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("oom");
+    let container = json!({
+        "name": "hog",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        // A shell variable of 64 MB in a 16 MiB cgroup.
+        "command": ["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived"],
+        "resources": {"limits": {"memory": "16Mi"}, "requests": {"memory": "16Mi"}},
+    });
+    pods.create(
+        &PostParams::default(),
+        &pod_manifest(&name, &node.name, container, json!({"restartPolicy": "Never"}))?,
+    )
+    .await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "Failed", |p| phase(p) == "Failed").await?;
+    let cs = &p.status.as_ref().and_then(|s| s.container_statuses.clone()).context("statuses")?[0];
+    let t = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).context("terminated")?;
+    assert_eq!(t.reason.as_deref(), Some("OOMKilled"), "{t:?}");
+    assert_eq!(t.exit_code, 137);
+    assert_eq!(p.status.as_ref().and_then(|s| s.qos_class.as_deref()), Some("Burstable"));
+    Ok(())
+}

@@ -36,9 +36,18 @@ pub struct StatusInput<'a> {
 
 fn terminated(r: &ContainerRecord) -> Option<ContainerStateTerminated> {
     match r.state {
-        ContainerState::Exited { exit_code, started_at, finished_at } => Some(ContainerStateTerminated {
+        ContainerState::Exited { exit_code, started_at, finished_at, oom_killed } => Some(ContainerStateTerminated {
             exit_code: exit_code as i32,
-            reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
+            reason: Some(
+                if oom_killed {
+                    "OOMKilled"
+                } else if exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .into(),
+            ),
             started_at: Some(time(started_at)),
             finished_at: Some(time(finished_at)),
             container_id: Some(format!("containerd://{}", r.id)),
@@ -252,7 +261,12 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn exited(name: &str, init: bool, attempt: u32, code: u32, at: SystemTime) -> ContainerRecord {
-        record(name, init, attempt, ContainerState::Exited { exit_code: code, started_at: at, finished_at: at })
+        record(
+            name,
+            init,
+            attempt,
+            ContainerState::Exited { exit_code: code, started_at: at, finished_at: at, oom_killed: false },
+        )
     }
 
     pub(crate) fn running(name: &str, attempt: u32, at: SystemTime) -> ContainerRecord {

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,16 +35,14 @@ struct Ctx {
 /// present a client certificate of the cluster CA, and only allowed names get
 /// an answer (others get 403).
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     tls: Option<(Arc<rustls::ServerConfig>, crate::tls::TlsSettings)>,
     store: Store<Pod>,
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
     exec: Option<(waggle_runtime::Runtime, PathBuf)>,
 ) -> Result<(), crate::Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(crate::Error::io(format!("binding the agent API on {addr}")))?;
+    let addr = listener.local_addr().map_err(crate::Error::io("reading the agent API's address"))?;
     tracing::info!(%addr, https = tls.is_some(), "agent API listening");
     let ctx = Arc::new(Ctx { store, runtime, node, exec });
     let acceptor = tls.as_ref().map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));

@@ -54,10 +54,21 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     let exec_runtime = runtime.clone();
     let runtime: Arc<dyn cri::ContainerRuntime> = Arc::new(cri::Containerd::new(runtime, scratch));
 
-    // 2. The Node: machine facts, registration, podCIDR.
+    // 2. The agent API's port, bound now so the Node can advertise it.
+    let listener = match cfg.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr).await.map_err(Error::io(format!("binding the agent API on {addr}")))?,
+        ),
+        None => None,
+    };
+    let port = match &listener {
+        Some(l) => l.local_addr().map_err(Error::io("reading the agent API's address"))?.port(),
+        None => node::DEFAULT_PORT,
+    };
+
+    // 3. The Node: machine facts, registration, podCIDR.
     let machine = Machine::read();
     let ip = cfg.node_ip.unwrap_or_else(machine::default_node_ip);
-    let port = cfg.listen.map_or(node::DEFAULT_PORT, |l| l.port());
     let info = NodeInfo {
         name: &cfg.node_name,
         ip,
@@ -75,10 +86,10 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     })?;
     info!(node = %cfg.node_name, %ip, %pod_cidr, "node registered");
 
-    // 3. Pod networking: our conflist first in the conf dir, then the plugins it names.
+    // 4. Pod networking: our conflist first in the conf dir, then the plugins it names.
     let network = build_network(cfg, &pod_cidr)?;
 
-    // 4. The pods bound to this node: a reflector feeding per-pod workers.
+    // 5. The pods bound to this node: a reflector feeding per-pod workers.
     let (store, writer) = reflector::store::<k8s_openapi::api::core::v1::Pod>();
     let shared = Arc::new(pod::worker::Shared {
         node: cfg.node_name.clone(),
@@ -95,15 +106,15 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     });
     let pods = tokio::spawn(manager::run(client.clone(), cfg.node_name.clone(), shared.clone(), writer, store.clone()));
 
-    // 5. Heartbeats: the Lease, and the Node status now and then.
+    // 6. Heartbeats: the Lease, and the Node status now and then.
     let heartbeat =
         tokio::spawn(heartbeat(client.clone(), cfg.clone(), machine.clone(), ip, port, registered.metadata.uid));
 
-    // 6. The agent's HTTP API (container logs).
+    // 7. The agent's HTTPS API (container logs).
     let tls =
         cfg.tls.as_ref().map(|t| tls::server_config(t, &cfg.node_name, ip).map(|c| (c, t.clone()))).transpose()?;
     let exec = Some((exec_runtime, cfg.root_dir.join("exec")));
-    let api = cfg.listen.map(|addr| tokio::spawn(api::serve(addr, tls, store, runtime, cfg.node_name.clone(), exec)));
+    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec)));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,

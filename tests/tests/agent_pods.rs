@@ -632,3 +632,41 @@ async fn a_container_over_its_memory_limit_is_reported_oom_killed() -> anyhow::R
     assert_eq!(p.status.as_ref().and_then(|s| s.qos_class.as_deref()), Some("Burstable"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pods_started_together_get_distinct_addresses_that_each_answer_and_are_all_released() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 18).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let names: Vec<String> = (0..3).map(|i| names::unique(&format!("web{i}"))).collect();
+    for name in &names {
+        pods.create(&PostParams::default(), &pod_manifest(name, &node.name, httpd(8080), json!({}))?).await?;
+    }
+    let mut ips = Vec::new();
+    for name in &names {
+        let p = wait_for(&pods, name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+            phase(p) == "Running" && is_ready(p)
+        })
+        .await?;
+        let ip = p.status.and_then(|s| s.pod_ip).context("podIP")?;
+        let answer = node.http_get_from_node(&ip, 8080, "/")?;
+        assert!(answer.contains(&format!("hello from {name}")), "{ip} answered: {answer}");
+        ips.push(ip);
+    }
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "addresses: {ips:?}");
+    for name in &names {
+        pods.delete(name, &DeleteParams::default()).await?;
+    }
+    let start = Instant::now();
+    while !pods.list(&Default::default()).await?.items.is_empty() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "pods never went away:\n{}", node.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(node.runtime().await?.list_containers(&[]).await?.is_empty(), "no container left");
+    assert_eq!(ipam_leases(&node.root()), Vec::<String>::new(), "no address left");
+    Ok(())
+}

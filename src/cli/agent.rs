@@ -13,11 +13,12 @@ use waggle_agent::{AgentConfig, CniConfig, ContainerdEndpoint};
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Credentials and address of the API server.
-    #[arg(long, env = "WAGGLE_KUBECONFIG")]
+    #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: PathBuf,
-    /// The Node this agent registers and runs pods for.
+    /// The Node this agent registers and runs pods for (required for a real
+    /// agent; optional so that `--hollow N` can share this subcommand).
     #[arg(long)]
-    pub node_name: String,
+    pub node_name: Option<String>,
     /// containerd's socket; without it the agent starts and supervises its own containerd.
     #[arg(long)]
     pub container_runtime_endpoint: Option<PathBuf>,
@@ -100,7 +101,9 @@ fn config(args: &AgentArgs, kubeconfig: &kube::config::Kubeconfig) -> anyhow::Re
         "--cni-bridge {:?} is not a valid interface name",
         args.cni_bridge
     );
-    let mut c = AgentConfig::new(&args.node_name, args.root_dir.clone(), containerd, cni);
+    let node_name = args.node_name.as_deref().context("--node-name is required")?;
+    anyhow::ensure!(!node_name.is_empty(), "--node-name must not be empty");
+    let mut c = AgentConfig::new(node_name, args.root_dir.clone(), containerd, cni);
     c.containerd_namespace = args.containerd_namespace.clone();
     c.runc_root = args.runc_root.clone();
     c.pod_cidr = args.pod_cidr;

@@ -82,6 +82,13 @@ async fn spawn(binary: &Path, dir: &Path, socket: &Path) -> Result<Child, Error>
 pub async fn start(binary: &Path, dir: &Path) -> Result<Supervised, Error> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     let socket = dir.join("containerd.sock");
+    // An agent killed with SIGKILL leaves its containerd running (it must: the
+    // pods' shims talk to it). A second one on the same root would wait on the
+    // metadata lock, so the running one is adopted instead.
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        tracing::info!(socket = %socket.display(), "adopted the containerd left by an earlier agent");
+        return Ok(Supervised { socket, task: tokio::spawn(async {}) });
+    }
     let mut child = spawn(binary, dir, &socket).await?;
     tracing::info!(socket = %socket.display(), "started containerd");
     let (binary, dir2, sock2) = (binary.to_path_buf(), dir.to_path_buf(), socket.clone());

@@ -35,6 +35,7 @@ use crate::node::NodeInfo;
 /// The agent's boot script; runs until the pod watch ends or a step fails.
 pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error> {
     let cfg = &config;
+    let started = std::time::SystemTime::now();
     // 1. containerd: the one named, or one of our own.
     let (socket, _supervised) = match &cfg.containerd {
         ContainerdEndpoint::Socket(s) => (s.clone(), None),
@@ -76,6 +77,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         pod_cidr: cfg.pod_cidr.as_ref(),
         port,
         runtime_version: "containerd://1.6",
+        since: started,
     };
     let (registered, pod_cidr) = node::register(&client, &info).await?;
     let pod_cidr = pod_cidr.ok_or_else(|| {
@@ -107,8 +109,15 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     let pods = tokio::spawn(manager::run(client.clone(), cfg.node_name.clone(), shared.clone(), writer, store.clone()));
 
     // 6. Heartbeats: the Lease, and the Node status now and then.
-    let heartbeat =
-        tokio::spawn(heartbeat(client.clone(), cfg.clone(), machine.clone(), ip, port, registered.metadata.uid));
+    let heartbeat = tokio::spawn(heartbeat(
+        client.clone(),
+        cfg.clone(),
+        machine.clone(),
+        ip,
+        port,
+        registered.metadata.uid,
+        started,
+    ));
 
     // 7. The agent's HTTPS API (container logs).
     let tls =
@@ -159,6 +168,7 @@ async fn heartbeat(
     ip: std::net::IpAddr,
     port: u16,
     node_uid: Option<String>,
+    started: std::time::SystemTime,
 ) {
     let renew_every = (cfg.lease_duration / 4).max(Duration::from_secs(1));
     let mut last_status = tokio::time::Instant::now();
@@ -176,6 +186,7 @@ async fn heartbeat(
                 pod_cidr: cfg.pod_cidr.as_ref(),
                 port,
                 runtime_version: "containerd://1.6",
+                since: started,
             };
             match node::write_status(&client, &info).await {
                 Ok(_) => last_status = tokio::time::Instant::now(),

@@ -29,6 +29,9 @@ pub struct NodeInfo<'a> {
     pub pod_cidr: Option<&'a ipnet::IpNet>,
     pub port: u16,
     pub runtime_version: &'a str,
+    /// When the agent started: the conditions' lastTransitionTime, so that
+    /// heartbeats do not look like transitions.
+    pub since: std::time::SystemTime,
 }
 
 fn capacity(m: &Machine) -> BTreeMap<String, Quantity> {
@@ -48,7 +51,7 @@ fn status(n: &NodeInfo<'_>) -> NodeStatus {
         reason: Some(reason.to_owned()),
         message: Some(message.to_owned()),
         last_heartbeat_time: Some(now.clone()),
-        last_transition_time: Some(now.clone()),
+        last_transition_time: Some(time(n.since)),
     };
     NodeStatus {
         capacity: Some(capacity(n.machine)),

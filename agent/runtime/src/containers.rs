@@ -32,6 +32,13 @@ pub struct ContainerConfig {
     /// Where stdout and stderr go (a file, appended to).
     pub log_path: PathBuf,
     pub labels: HashMap<String, String>,
+    /// The container's hostname (a pod's containers share the pod's name);
+    /// empty means the container id.
+    pub hostname: String,
+    /// Volumes bound into the container.
+    pub binds: Vec<crate::spec::BindMount>,
+    pub memory_limit: Option<i64>,
+    pub cpu_limit_millis: Option<i64>,
 }
 
 /// How a task ended.
@@ -72,9 +79,12 @@ impl Runtime {
             args: &args,
             env: &env,
             cwd: &config.config.working_dir,
-            hostname: &cfg.id,
+            hostname: if cfg.hostname.is_empty() { &cfg.id } else { &cfg.hostname },
             netns: netns.as_deref(),
             cgroups_path: &cgroups_path,
+            binds: &cfg.binds,
+            memory_limit: cfg.memory_limit,
+            cpu_limit_millis: cfg.cpu_limit_millis,
         });
         let spec = serde_json::to_vec(&spec).map_err(|source| Error::Spec { container: cfg.id.clone(), source })?;
 
@@ -181,7 +191,7 @@ impl Runtime {
     }
 
     /// Reads a whole blob from the content store and parses it as JSON.
-    async fn read_json<T: for<'de> serde::Deserialize<'de>>(&self, digest: &str) -> Result<T, Error> {
+    pub(crate) async fn read_json<T: for<'de> serde::Deserialize<'de>>(&self, digest: &str) -> Result<T, Error> {
         let mut stream = ContentClient::new(self.channel.clone())
             .read(self.request(ReadContentRequest { digest: digest.to_owned(), offset: 0, size: 0 }))
             .await

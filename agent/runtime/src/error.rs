@@ -27,6 +27,8 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: String, after: std::time::Duration },
     #[error("{what} contains bytes that are not valid in gRPC metadata")]
     Metadata { what: String },
 }

@@ -11,11 +11,14 @@ mod containers;
 mod error;
 mod images;
 pub mod spec;
+mod tasks;
 
 pub use client::Runtime;
 pub use containers::{ContainerConfig, ExitStatus};
 pub use error::Error;
 pub use images::ImportedImage;
+pub use spec::BindMount;
+pub use tasks::{ContainerInfo, ExecOutcome, TaskStatus};
 
 /// The snapshotter waggle uses (works on this kernel with cgroup v1 + runc).
 pub const SNAPSHOTTER: &str = "overlayfs";

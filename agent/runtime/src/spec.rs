@@ -36,6 +36,20 @@ pub struct SpecInput<'a> {
     pub netns: Option<&'a str>,
     /// cgroup path (cgroupfs driver, relative to each v1 hierarchy's root).
     pub cgroups_path: &'a str,
+    /// Host paths bound into the container (volumes).
+    pub binds: &'a [BindMount],
+    /// Memory limit in bytes (cgroup memory.limit_in_bytes).
+    pub memory_limit: Option<i64>,
+    /// CPU limit in millicores (CFS quota over a 100 ms period).
+    pub cpu_limit_millis: Option<i64>,
+}
+
+/// A host path bound into a container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: String,
+    pub destination: String,
+    pub read_only: bool,
 }
 
 /// Builds the spec. No rlimits and no oomScoreAdj: root here lacks
@@ -43,6 +57,25 @@ pub struct SpecInput<'a> {
 pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
     let mut namespaces =
         vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for b in input.binds {
+        let mode = if b.read_only { "ro" } else { "rw" };
+        mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source, "options": ["rbind", "rprivate", mode]}));
+    }
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(limit) = input.memory_limit {
+        resources["memory"] = json!({"limit": limit});
+    }
+    if let Some(millis) = input.cpu_limit_millis {
+        resources["cpu"] = json!({"quota": (millis * 100).max(1000), "period": 100_000});
+    }
     namespaces.push(match input.netns {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),
@@ -64,18 +97,11 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
         },
         "root": {"path": "rootfs", "readonly": false},
         "hostname": input.hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
+        "mounts": mounts,
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": input.cgroups_path,
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "resources": resources,
             "maskedPaths": [
                 "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                 "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",

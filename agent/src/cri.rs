@@ -1,0 +1,379 @@
+//! The container runtime seam: what the pod logic needs from containerd,
+//! as a trait with the containerd implementation and an in-memory fake.
+//!
+//! Containers carry labels naming their node, pod and container, so that a
+//! restarted agent finds (re-adopts) what runs instead of starting it again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use thiserror::Error;
+use waggle_runtime::{BindMount, ContainerConfig, Runtime, TaskStatus};
+
+pub const LABEL_NODE: &str = "io.waggle.node";
+pub const LABEL_POD_UID: &str = "io.waggle.pod.uid";
+pub const LABEL_POD_NAME: &str = "io.waggle.pod.name";
+pub const LABEL_POD_NAMESPACE: &str = "io.waggle.pod.namespace";
+pub const LABEL_CONTAINER: &str = "io.waggle.container.name";
+pub const LABEL_ATTEMPT: &str = "io.waggle.container.attempt";
+pub const LABEL_INIT: &str = "io.waggle.container.init";
+pub const LABEL_LOG: &str = "io.waggle.container.log";
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Containerd(#[from] waggle_runtime::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A container the agent asks for.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    pub id: String,
+    pub node: String,
+    pub pod_uid: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub name: String,
+    pub attempt: u32,
+    pub init: bool,
+    pub image: String,
+    /// Full argv; empty means the image's entrypoint + cmd.
+    pub args: Vec<String>,
+    /// When only `args` are given, the image's entrypoint is kept.
+    pub args_only: Vec<String>,
+    pub env: Vec<String>,
+    pub netns: PathBuf,
+    pub log_path: PathBuf,
+    pub hostname: String,
+    pub binds: Vec<BindMount>,
+    pub memory_limit: Option<i64>,
+    pub cpu_limit_millis: Option<i64>,
+}
+
+/// Where a container is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running {
+        started_at: SystemTime,
+    },
+    /// `oom_killed`: the kernel's OOM killer ended it (memory limit reached).
+    Exited {
+        exit_code: u32,
+        started_at: SystemTime,
+        finished_at: SystemTime,
+        oom_killed: bool,
+    },
+}
+
+/// One container of a pod, as the runtime reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_uid: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub name: String,
+    pub attempt: u32,
+    pub init: bool,
+    pub image: String,
+    pub log_path: PathBuf,
+    pub state: ContainerState,
+}
+
+/// What the pod logic needs from a container runtime.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError>;
+    /// Creates and starts; on a failed start the container is removed again.
+    async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;
+    /// This node's containers; of one pod when `pod_uid` is given.
+    async fn list(&self, node: &str, pod_uid: Option<&str>) -> Result<Vec<ContainerRecord>, RuntimeError>;
+    async fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError>;
+    /// Returns when the container's main process has exited.
+    async fn wait(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Kills what still runs and removes the container and its rootfs.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Runs `args` in the container; returns the exit code and output.
+    async fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<(u32, Vec<u8>), RuntimeError>;
+}
+
+/// containerd through `waggle-runtime`.
+#[derive(Debug, Clone)]
+pub struct Containerd {
+    runtime: Runtime,
+    /// Scratch files for exec output.
+    scratch: PathBuf,
+}
+
+impl Containerd {
+    pub fn new(runtime: Runtime, scratch: PathBuf) -> Self {
+        Self { runtime, scratch }
+    }
+
+    fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_NODE.to_owned(), spec.node.clone()),
+            (LABEL_POD_UID.to_owned(), spec.pod_uid.clone()),
+            (LABEL_POD_NAME.to_owned(), spec.pod_name.clone()),
+            (LABEL_POD_NAMESPACE.to_owned(), spec.pod_namespace.clone()),
+            (LABEL_CONTAINER.to_owned(), spec.name.clone()),
+            (LABEL_ATTEMPT.to_owned(), spec.attempt.to_string()),
+            (LABEL_INIT.to_owned(), spec.init.to_string()),
+            (LABEL_LOG.to_owned(), spec.log_path.to_string_lossy().into_owned()),
+        ])
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for Containerd {
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        Ok(self.runtime.has_image(image).await?)
+    }
+
+    async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let mut args = spec.args.clone();
+        if args.is_empty() && !spec.args_only.is_empty() {
+            let mut a = self.runtime.image_entrypoint(&spec.image).await?;
+            a.extend(spec.args_only.iter().cloned());
+            args = a;
+        }
+        let cfg = ContainerConfig {
+            id: spec.id.clone(),
+            image: spec.image.clone(),
+            args,
+            env: spec.env.clone(),
+            netns: Some(spec.netns.clone()),
+            log_path: spec.log_path.clone(),
+            labels: Self::labels(spec),
+            hostname: spec.hostname.clone(),
+            binds: spec.binds.clone(),
+            memory_limit: spec.memory_limit,
+            cpu_limit_millis: spec.cpu_limit_millis,
+        };
+        self.runtime.create_container(&cfg).await?;
+        if let Err(e) = self.runtime.start_container(&cfg).await {
+            let _ = self.runtime.remove_container(&cfg.id).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn list(&self, node: &str, pod_uid: Option<&str>) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        let mut filter = vec![(LABEL_NODE, node)];
+        if let Some(uid) = pod_uid {
+            filter.push((LABEL_POD_UID, uid));
+        }
+        let infos = self.runtime.list_containers(&filter).await?;
+        let mut out = Vec::with_capacity(infos.len());
+        for info in infos {
+            let label = |k: &str| info.labels.get(k).cloned().unwrap_or_default();
+            let started_at = info.created_at.unwrap_or(SystemTime::UNIX_EPOCH);
+            let state = match self.runtime.task_status(&info.id).await? {
+                TaskStatus::Running | TaskStatus::Unknown => ContainerState::Running { started_at },
+                TaskStatus::Created | TaskStatus::Absent => ContainerState::Created,
+                TaskStatus::Stopped { exit_code, exited_at } => ContainerState::Exited {
+                    exit_code,
+                    started_at,
+                    finished_at: exited_at.unwrap_or_else(SystemTime::now),
+                    oom_killed: exit_code == 137 && oom_killed(&info.id),
+                },
+            };
+            out.push(ContainerRecord {
+                id: info.id.clone(),
+                pod_uid: label(LABEL_POD_UID),
+                pod_name: label(LABEL_POD_NAME),
+                pod_namespace: label(LABEL_POD_NAMESPACE),
+                name: label(LABEL_CONTAINER),
+                attempt: label(LABEL_ATTEMPT).parse().unwrap_or(0),
+                init: label(LABEL_INIT) == "true",
+                image: info.image,
+                log_path: PathBuf::from(label(LABEL_LOG)),
+                state,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        Ok(self.runtime.signal_container(id, signal as u32).await?)
+    }
+
+    async fn wait(&self, id: &str) -> Result<(), RuntimeError> {
+        self.runtime.wait_task(id).await?;
+        Ok(())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        Ok(self.runtime.remove_container(id).await?)
+    }
+
+    async fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<(u32, Vec<u8>), RuntimeError> {
+        let exec_id = format!("probe-{}", unique());
+        let out = self.scratch.join(format!("{exec_id}.out"));
+        let result = self.runtime.exec_in_container(id, &exec_id, args, &out, timeout, 10 * 1024).await;
+        let _ = std::fs::remove_file(&out);
+        let outcome = result?;
+        Ok((outcome.exit_code, outcome.output))
+    }
+}
+
+/// Whether the OOM killer struck in the container's memory cgroup (cgroup v1,
+/// cgroupfs driver, the path waggle-runtime gives runc). The cgroup stays
+/// until the task is deleted, which the agent does only when it removes the
+/// container.
+fn oom_killed(id: &str) -> bool {
+    let path = format!("/sys/fs/cgroup/memory/waggle/{id}/memory.oom_control");
+    std::fs::read_to_string(path).ok().is_some_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    })
+}
+
+fn unique() -> String {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{}-{nanos:x}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// An in-memory runtime for unit tests: containers "run" until signalled,
+/// or exit at once with `exit_code_for(name)`.
+#[derive(Debug, Default, Clone)]
+pub struct FakeRuntime {
+    inner: Arc<Mutex<FakeState>>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    images: Vec<String>,
+    containers: Vec<(ContainerSpec, ContainerState)>,
+    /// Containers with these names exit at once with this code.
+    exits: HashMap<String, u32>,
+    exec_code: u32,
+    pub started: Vec<String>,
+}
+
+impl FakeRuntime {
+    pub fn with_image(self, image: &str) -> Self {
+        self.lock().images.push(image.to_owned());
+        self
+    }
+
+    /// Containers named `name` exit immediately with `code`.
+    pub fn exits(self, name: &str, code: u32) -> Self {
+        self.lock().exits.insert(name.to_owned(), code);
+        self
+    }
+
+    pub fn set_exec_code(&self, code: u32) {
+        self.lock().exec_code = code;
+    }
+
+    /// Ids of every container started, in order.
+    pub fn started(&self) -> Vec<String> {
+        self.lock().started.clone()
+    }
+
+    /// Ids of containers that exist now.
+    pub fn existing(&self) -> Vec<String> {
+        self.lock().containers.iter().map(|(s, _)| s.id.clone()).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for FakeRuntime {
+    async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
+        Ok(self.lock().images.iter().any(|i| i == image))
+    }
+
+    async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        if !s.images.contains(&spec.image) {
+            return Err(RuntimeError::Other(format!("image {} not found", spec.image)));
+        }
+        if s.containers.iter().any(|(c, _)| c.id == spec.id) {
+            return Err(RuntimeError::Other(format!("container {} already exists", spec.id)));
+        }
+        let now = SystemTime::now();
+        let state = match s.exits.get(&spec.name) {
+            Some(code) => {
+                ContainerState::Exited { exit_code: *code, started_at: now, finished_at: now, oom_killed: false }
+            }
+            None => ContainerState::Running { started_at: now },
+        };
+        s.started.push(spec.id.clone());
+        s.containers.push((spec.clone(), state));
+        Ok(())
+    }
+
+    async fn list(&self, node: &str, pod_uid: Option<&str>) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        Ok(self
+            .lock()
+            .containers
+            .iter()
+            .filter(|(c, _)| c.node == node && pod_uid.is_none_or(|u| u == c.pod_uid))
+            .map(|(c, state)| ContainerRecord {
+                id: c.id.clone(),
+                pod_uid: c.pod_uid.clone(),
+                pod_name: c.pod_name.clone(),
+                pod_namespace: c.pod_namespace.clone(),
+                name: c.name.clone(),
+                attempt: c.attempt,
+                init: c.init,
+                image: c.image.clone(),
+                log_path: c.log_path.clone(),
+                state: *state,
+            })
+            .collect())
+    }
+
+    async fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        for (c, state) in s.containers.iter_mut() {
+            if c.id == id
+                && let ContainerState::Running { started_at } = *state
+            {
+                let code = 128 + signal as u32;
+                *state = ContainerState::Exited {
+                    exit_code: code,
+                    started_at,
+                    finished_at: SystemTime::now(),
+                    oom_killed: false,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str) -> Result<(), RuntimeError> {
+        loop {
+            let running =
+                self.lock().containers.iter().any(|(c, s)| c.id == id && matches!(s, ContainerState::Running { .. }));
+            if !running {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.lock().containers.retain(|(c, _)| c.id != id);
+        Ok(())
+    }
+
+    async fn exec(&self, _id: &str, _args: &[String], _timeout: Duration) -> Result<(u32, Vec<u8>), RuntimeError> {
+        Ok((self.lock().exec_code, Vec::new()))
+    }
+}

@@ -1,0 +1,771 @@
+//! One worker per pod (keyed by uid): a loop that reads the pod from the
+//! cache, looks at the runtime, decides, acts and writes the status. Events
+//! only wake it; it never runs twice at once for a pod.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use tokio::sync::Notify;
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use super::decide::{Action, Context, decide};
+use super::env::ConfigSource;
+use super::status::{StatusInput, build};
+use super::{ProbeView, Waiting, attempts, pod_key, probe, volumes};
+use crate::cri::{ContainerRecord, ContainerRuntime, ContainerSpec, ContainerState};
+use crate::network::{PodNetwork, SandboxId, SandboxNet};
+
+/// Writes the worker makes to the API (a seam, so the worker runs on fakes).
+#[async_trait]
+pub trait PodApi: Send + Sync {
+    async fn write_status(&self, namespace: &str, name: &str, status: &PodStatus) -> Result<(), String>;
+    /// Deletes the pod with grace 0 once its containers are gone (uid precondition).
+    async fn finish_deletion(&self, namespace: &str, name: &str, uid: &str) -> Result<(), String>;
+    /// Records a core/v1 Event about the pod (what `kubectl describe` shows).
+    async fn event(&self, _pod: &PodKey, _node: &str, _kind: &str, _reason: &str, _message: &str) {}
+}
+
+#[async_trait]
+impl PodApi for kube::Client {
+    async fn write_status(&self, namespace: &str, name: &str, status: &PodStatus) -> Result<(), String> {
+        let api = kube::Api::<Pod>::namespaced(self.clone(), namespace);
+        let patch = serde_json::json!({"status": status});
+        api.patch_status(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn finish_deletion(&self, namespace: &str, name: &str, uid: &str) -> Result<(), String> {
+        let api = kube::Api::<Pod>::namespaced(self.clone(), namespace);
+        let dp = kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(kube::api::Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn event(&self, pod: &PodKey, node: &str, kind: &str, reason: &str, message: &str) {
+        let now = super::status::time(SystemTime::now());
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let ev = k8s_openapi::api::core::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{}.{nanos:x}", pod.name)),
+                namespace: Some(pod.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name.clone()),
+                namespace: Some(pod.namespace.clone()),
+                uid: Some(pod.uid.clone()),
+                ..Default::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            type_: Some(kind.to_owned()),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some("kubelet".into()),
+                host: Some(node.to_owned()),
+            }),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(node.to_owned()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        let api = kube::Api::<k8s_openapi::api::core::v1::Event>::namespaced(self.clone(), &pod.namespace);
+        if let Err(e) = api.create(&kube::api::PostParams::default(), &ev).await {
+            debug!(error = %e, "recording an event failed");
+        }
+    }
+}
+
+/// The pod as the cache holds it now.
+pub type Lookup = Arc<dyn Fn(&str, &str) -> Option<Arc<Pod>> + Send + Sync>;
+
+/// What every worker shares.
+pub struct Shared {
+    pub node: String,
+    pub host_ip: String,
+    pub pods_dir: PathBuf,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub network: Arc<dyn PodNetwork>,
+    pub api: Arc<dyn PodApi>,
+    pub configs: Arc<dyn ConfigSource>,
+    pub lookup: Lookup,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub resync: Duration,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+/// Identifies the pod a worker serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PodKey {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+pub struct Worker {
+    key: PodKey,
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+    probes: Arc<Mutex<ProbeView>>,
+    probe_tasks: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
+    waiters: HashSet<String>,
+    killing: HashSet<String>,
+    errors: HashMap<String, Waiting>,
+    last_written: Option<serde_json::Value>,
+    /// Events already recorded (one per occurrence, not per sync).
+    reported: HashSet<String>,
+}
+
+impl Worker {
+    /// Records an event in the background, once per `once` key.
+    fn event(&mut self, once: Option<String>, kind: &'static str, reason: &'static str, message: String) {
+        if let Some(k) = once
+            && !self.reported.insert(k)
+        {
+            return;
+        }
+        let (api, key, node) = (self.shared.api.clone(), self.key.clone(), self.shared.node.clone());
+        tokio::spawn(async move { api.event(&key, &node, kind, reason, &message).await });
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+enum Next {
+    Done,
+    After(Duration),
+}
+
+impl Worker {
+    pub fn new(key: PodKey, shared: Arc<Shared>, wake: Arc<Notify>) -> Self {
+        Self {
+            key,
+            shared,
+            wake,
+            probes: Arc::default(),
+            probe_tasks: HashMap::new(),
+            waiters: HashSet::new(),
+            killing: HashSet::new(),
+            errors: HashMap::new(),
+            last_written: None,
+            reported: HashSet::new(),
+        }
+    }
+
+    /// Runs until the pod is gone and everything it had is released.
+    pub async fn run(mut self) {
+        let span = info_span!("pod", pod = %format!("{}/{}", self.key.namespace, self.key.name), uid = %self.key.uid);
+        async {
+            loop {
+                let pod = (self.shared.lookup)(&self.key.namespace, &self.key.name)
+                    .filter(|p| p.metadata.uid.as_deref() == Some(self.key.uid.as_str()));
+                let next = match pod.as_deref() {
+                    Some(p) if p.metadata.deletion_timestamp.is_none() => self.sync(p).await,
+                    other => self.terminate(other).await,
+                };
+                let wait = match next {
+                    Ok(Next::Done) => break,
+                    Ok(Next::After(d)) => d,
+                    Err(e) => {
+                        warn!(error = %e, "pod sync failed; retrying");
+                        Duration::from_secs(1)
+                    }
+                };
+                if !wait.is_zero() {
+                    let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                }
+            }
+            for (_, tasks) in self.probe_tasks.drain() {
+                tasks.iter().for_each(tokio::task::JoinHandle::abort);
+            }
+            info!("pod worker done");
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        self.shared.pods_dir.join(&self.key.uid)
+    }
+
+    async fn sync(&mut self, pod: &Pod) -> Result<Next, crate::Error> {
+        let s = self.shared.clone();
+        let mut records = s.runtime.list(&s.node, Some(&self.key.uid)).await?;
+        // This worker creates and starts in one step, so a container that was
+        // created but never started was left by an agent that died in between.
+        for r in records.iter().filter(|r| r.state == ContainerState::Created) {
+            info!(container = %r.name, "removing a container that was created but never started");
+            s.runtime.remove(&r.id).await?;
+        }
+        records.retain(|r| r.state != ContainerState::Created);
+        let mut sandbox = s.network.get(&self.key.uid).await?;
+        let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let decision = decide(
+            pod,
+            Context {
+                records: &records,
+                sandbox_ready: sandbox.is_some(),
+                probes: &probes,
+                now: SystemTime::now(),
+                backoff_base: s.backoff_base,
+                backoff_max: s.backoff_max,
+            },
+        );
+        for (name, w) in &decision.waiting {
+            let attempt = attempts(&records, name, false).current.map_or(0, |r| r.attempt);
+            self.event(
+                Some(format!("backoff-{name}-{attempt}")),
+                "Warning",
+                "BackOff",
+                format!("Back-off restarting failed container {name} in pod {}: {}", self.key.name, w.message),
+            );
+        }
+        let mut progressed = false;
+        for action in &decision.actions {
+            debug!(?action, "acting");
+            match action {
+                Action::SetupSandbox => {
+                    let id = SandboxId {
+                        uid: self.key.uid.clone(),
+                        namespace: self.key.namespace.clone(),
+                        name: self.key.name.clone(),
+                    };
+                    match s.network.setup(&id).await {
+                        Ok(net) => {
+                            sandbox = Some(net);
+                            progressed = true;
+                            self.errors.remove("");
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "setting up the pod's network failed");
+                            self.event(
+                                Some(format!("sandbox-{e}")),
+                                "Warning",
+                                "FailedCreatePodSandBox",
+                                format!("Failed to create pod sandbox: {e}"),
+                            );
+                            self.errors.insert(
+                                String::new(),
+                                Waiting { reason: "FailedCreatePodSandBox".into(), message: e.to_string() },
+                            );
+                        }
+                    }
+                }
+                Action::Start { name, init, attempt } => {
+                    if let Some(net) = &sandbox
+                        && self.start(pod, name, *init, *attempt, net).await
+                    {
+                        progressed = true;
+                    }
+                }
+                Action::Kill { id, name } => {
+                    if self.killing.insert(id.clone()) {
+                        info!(container = %name, "killing the container: its liveness probe failed");
+                        self.event(
+                            None,
+                            "Normal",
+                            "Killing",
+                            format!("Container {name} failed liveness probe, will be restarted"),
+                        );
+                        self.spawn_stop(id.clone(), grace_of(pod));
+                    }
+                }
+                Action::Finish => {
+                    progressed |= self.finish(&records, pod).await?;
+                    sandbox = s.network.get(&self.key.uid).await?;
+                }
+            }
+        }
+        if progressed {
+            records = s.runtime.list(&s.node, Some(&self.key.uid)).await?;
+        }
+        self.tend(pod, &records, sandbox.as_ref());
+        self.collect_old_attempts(&records).await;
+
+        let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut waiting = self.errors.clone();
+        waiting.extend(decision.waiting.clone());
+        let ips = sandbox.as_ref().map(|n| n.ips.clone()).unwrap_or_default();
+        let status = build(&StatusInput {
+            pod,
+            records: &records,
+            pod_ips: &ips,
+            sandbox_ready: sandbox.is_some(),
+            host_ip: &s.host_ip,
+            probes: &probes,
+            waiting: &waiting,
+            now: SystemTime::now(),
+        });
+        self.write_status(pod, &status).await;
+        if progressed {
+            return Ok(Next::After(Duration::ZERO));
+        }
+        let wait = decision.wake_after.map_or(s.resync, |w| w.min(s.resync) + Duration::from_millis(20));
+        Ok(Next::After(wait))
+    }
+
+    async fn write_status(&mut self, pod: &Pod, status: &PodStatus) {
+        let new = serde_json::to_value(status).ok();
+        let current = pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
+        if new == current || new == self.last_written {
+            return;
+        }
+        match self.shared.api.write_status(&self.key.namespace, &self.key.name, status).await {
+            Ok(()) => {
+                debug!(phase = ?status.phase, "wrote pod status");
+                self.last_written = new;
+            }
+            Err(e) => warn!(error = %e, "writing the pod status failed"),
+        }
+    }
+
+    /// Starts one container; a failure is remembered as the reason it waits.
+    async fn start(&mut self, pod: &Pod, name: &str, init: bool, attempt: u32, net: &SandboxNet) -> bool {
+        let spec = pod.spec.as_ref();
+        let list = if init { spec.and_then(|s| s.init_containers.clone()) } else { spec.map(|s| s.containers.clone()) };
+        let Some(c) = list.into_iter().flatten().find(|c| c.name == name) else { return false };
+        match self.container_spec(pod, &c, init, attempt, net).await {
+            Ok(cs) => match self.shared.runtime.run(&cs).await {
+                Ok(()) => {
+                    info!(container = %name, attempt, "started container");
+                    let image = c.image.clone().unwrap_or_default();
+                    self.event(
+                        None,
+                        "Normal",
+                        "Pulled",
+                        format!("Container image \"{image}\" already present on machine"),
+                    );
+                    self.event(None, "Normal", "Created", format!("Created container: {name}"));
+                    self.event(None, "Normal", "Started", format!("Started container {name}"));
+                    self.errors.remove(name);
+                    true
+                }
+                Err(e) => {
+                    warn!(container = %name, error = %e, "starting the container failed");
+                    self.errors.insert(
+                        name.to_owned(),
+                        Waiting { reason: "RunContainerError".into(), message: e.to_string() },
+                    );
+                    false
+                }
+            },
+            Err(w) => {
+                if self.errors.get(name) != Some(&w) {
+                    warn!(container = %name, reason = %w.reason, message = %w.message, "cannot start the container");
+                    let once = format!("failed-{name}-{}", w.reason);
+                    self.event(Some(once), "Warning", "Failed", format!("Error: {}", w.reason));
+                    self.event(None, "Warning", "Failed", w.message.clone());
+                }
+                self.errors.insert(name.to_owned(), w);
+                false
+            }
+        }
+    }
+
+    async fn container_spec(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        attempt: u32,
+        net: &SandboxNet,
+    ) -> Result<ContainerSpec, Waiting> {
+        let s = &self.shared;
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            if image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':') {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let present = s
+            .runtime
+            .has_image(&image)
+            .await
+            .map_err(|e| Waiting { reason: "ErrImageInspect".into(), message: e.to_string() })?;
+        if !present {
+            // Pulling from a registry is not built yet: only imported images run.
+            let (reason, message) = if policy == "Never" {
+                ("ErrImageNeverPull", format!("Container image \"{image}\" is not present with pull policy of Never"))
+            } else if self.errors.get(&c.name).is_some_and(|w| w.reason == "ErrImagePull") {
+                ("ImagePullBackOff", format!("Back-off pulling image \"{image}\""))
+            } else {
+                ("ErrImagePull", format!("image \"{image}\" is not present on the node and pulling is not supported"))
+            };
+            return Err(Waiting { reason: reason.into(), message });
+        }
+        let pod_ip = net.ips.first().map(|i| i.to_string()).unwrap_or_default();
+        let (env, vars) = super::env::resolve(pod, c, &pod_ip, &s.host_ip, s.configs.as_ref())
+            .await
+            .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
+        let vols = volumes::prepare(pod, &self.pod_dir(), &pod_ip, &s.host_ip, s.configs.as_ref())
+            .await
+            .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
+        let binds = volumes::binds(c, &vols)
+            .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
+        let expand = |v: &Option<Vec<String>>| -> Vec<String> {
+            v.iter().flatten().map(|a| super::env::expand(a, &vars)).collect()
+        };
+        let command = expand(&c.command);
+        let args = expand(&c.args);
+        let (full, args_only) = if command.is_empty() {
+            (Vec::new(), args)
+        } else {
+            (command.into_iter().chain(args).collect(), Vec::new())
+        };
+        let log_dir = self.pod_dir().join("logs").join(&c.name);
+        std::fs::create_dir_all(&log_dir).map_err(|e| Waiting {
+            reason: "CreateContainerError".into(),
+            message: format!("{}: {e}", log_dir.display()),
+        })?;
+        let limits = c.resources.as_ref().and_then(|r| r.limits.clone()).unwrap_or_default();
+        Ok(ContainerSpec {
+            id: format!("{}-{}{}-{attempt}", self.key.uid, if init { "init-" } else { "" }, c.name),
+            node: s.node.clone(),
+            pod_uid: self.key.uid.clone(),
+            pod_name: self.key.name.clone(),
+            pod_namespace: self.key.namespace.clone(),
+            name: c.name.clone(),
+            attempt,
+            init,
+            image,
+            args: full,
+            args_only,
+            env,
+            netns: net.netns.clone(),
+            log_path: log_dir.join(format!("{attempt}.log")),
+            hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.key.name.clone()),
+            binds,
+            memory_limit: limits.get("memory").and_then(|q| crate::machine::parse_quantity(&q.0)).map(|v| v as i64),
+            cpu_limit_millis: limits
+                .get("cpu")
+                .and_then(|q| crate::machine::parse_quantity(&q.0).map(|v| (v * 1000.0) as i64)),
+        })
+    }
+
+    /// Keeps a waiter per running container (it wakes the worker on exit) and
+    /// probe tasks per running container; drops those of exited ones.
+    fn tend(&mut self, pod: &Pod, records: &[ContainerRecord], sandbox: Option<&SandboxNet>) {
+        let running: HashSet<&str> = records
+            .iter()
+            .filter(|r| matches!(r.state, ContainerState::Running { .. }))
+            .map(|r| r.id.as_str())
+            .collect();
+        for r in records.iter().filter(|r| running.contains(r.id.as_str())) {
+            if self.waiters.insert(r.id.clone()) {
+                let (runtime, wake, id) = (self.shared.runtime.clone(), self.wake.clone(), r.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = runtime.wait(&id).await {
+                        debug!(container = %id, error = %e, "waiting for the container failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    wake.notify_one();
+                });
+            }
+            if r.init || self.probe_tasks.contains_key(&r.id) {
+                continue;
+            }
+            let spec = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == r.name)).cloned();
+            if let (Some(c), Some(net)) = (spec, sandbox) {
+                let target = probe::Target {
+                    container_id: r.id.clone(),
+                    container: c,
+                    netns: net.netns.clone(),
+                    pod_ip: net.ips.first().copied(),
+                };
+                let tasks = probe::spawn(target, self.shared.runtime.clone(), self.probes.clone(), self.wake.clone());
+                self.probe_tasks.insert(r.id.clone(), tasks);
+            }
+        }
+        let gone: Vec<String> = self.probe_tasks.keys().filter(|id| !running.contains(id.as_str())).cloned().collect();
+        for id in gone {
+            if let Some(tasks) = self.probe_tasks.remove(&id) {
+                tasks.iter().for_each(tokio::task::JoinHandle::abort);
+            }
+            let mut v = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+            v.ready.remove(&id);
+            v.liveness_failed.remove(&id);
+            v.started.remove(&id);
+        }
+        self.waiters.retain(|id| running.contains(id.as_str()));
+        self.killing.retain(|id| running.contains(id.as_str()));
+    }
+
+    /// Keeps the newest two attempts of each container (status and
+    /// `logs --previous` need the one before); removes older ones.
+    async fn collect_old_attempts(&self, records: &[ContainerRecord]) {
+        for r in records {
+            let a = attempts(records, &r.name, r.init);
+            let keep = [a.current.map(|c| c.id.as_str()), a.previous.map(|c| c.id.as_str())];
+            if !keep.contains(&Some(r.id.as_str())) && matches!(r.state, ContainerState::Exited { .. }) {
+                if let Err(e) = self.shared.runtime.remove(&r.id).await {
+                    debug!(container = %r.id, error = %e, "removing an old attempt failed");
+                }
+                let _ = std::fs::remove_file(&r.log_path);
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`, in the background.
+    fn spawn_stop(&self, id: String, grace: Duration) {
+        let runtime = self.shared.runtime.clone();
+        tokio::spawn(async move { stop_container(runtime.as_ref(), &id, grace).await });
+    }
+
+    /// The pod has finished: stop what runs, release the address. True when
+    /// something changed.
+    async fn finish(&mut self, records: &[ContainerRecord], pod: &Pod) -> Result<bool, crate::Error> {
+        let running: Vec<&ContainerRecord> =
+            records.iter().filter(|r| matches!(r.state, ContainerState::Running { .. })).collect();
+        for r in &running {
+            if self.killing.insert(r.id.clone()) {
+                self.spawn_stop(r.id.clone(), grace_of(pod));
+            }
+        }
+        if running.is_empty() && self.shared.network.get(&self.key.uid).await?.is_some() {
+            info!("pod finished; releasing its network");
+            self.shared.network.teardown(&self.key.uid).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Graceful termination: preStop, SIGTERM, the grace period, SIGKILL; then
+    /// containers, network and files are removed and the deletion finished.
+    async fn terminate(&mut self, pod: Option<&Pod>) -> Result<Next, crate::Error> {
+        let s = self.shared.clone();
+        let records = s.runtime.list(&s.node, Some(&self.key.uid)).await?;
+        let grace = pod.map_or(Duration::from_secs(2), |p| {
+            p.metadata
+                .deletion_grace_period_seconds
+                .map(|g| Duration::from_secs(g.max(0) as u64))
+                .unwrap_or_else(|| grace_of(p))
+        });
+        let running: Vec<&ContainerRecord> =
+            records.iter().filter(|r| matches!(r.state, ContainerState::Running { .. })).collect();
+        if !running.is_empty() {
+            info!(containers = running.len(), grace_seconds = grace.as_secs(), "stopping the pod's containers");
+            for r in &running {
+                self.event(None, "Normal", "Killing", format!("Stopping container {}", r.name));
+            }
+        }
+        let deadline = Instant::now() + grace;
+        let stops = running.iter().map(|r| {
+            let runtime = s.runtime.clone();
+            let pre_stop = pod
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|sp| sp.containers.iter().find(|c| c.name == r.name))
+                .and_then(|c| c.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.as_ref())
+                .and_then(|h| h.exec.as_ref())
+                .and_then(|e| e.command.clone());
+            let id = r.id.clone();
+            async move {
+                if let Some(cmd) = pre_stop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let _ = runtime.exec(&id, &cmd, left).await;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                stop_container(runtime.as_ref(), &id, left).await;
+            }
+        });
+        futures::future::join_all(stops).await;
+        for (_, tasks) in self.probe_tasks.drain() {
+            tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        }
+        for r in &records {
+            s.runtime.remove(&r.id).await?;
+        }
+        s.network.teardown(&self.key.uid).await?;
+        let dir = self.pod_dir();
+        if dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            warn!(dir = %dir.display(), error = %e, "removing the pod's directory failed");
+        }
+        if let Some(p) = pod {
+            s.api
+                .finish_deletion(&self.key.namespace, &self.key.name, &self.key.uid)
+                .await
+                .map_err(|e| crate::Error::Config(format!("finishing the deletion of {}: {e}", pod_key(p))))?;
+            info!("pod deleted");
+        } else {
+            info!("released what remained of a pod that is gone");
+        }
+        Ok(Next::Done)
+    }
+}
+
+fn grace_of(pod: &Pod) -> Duration {
+    let secs = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+/// SIGTERM, wait up to `grace`, SIGKILL, wait.
+pub async fn stop_container(runtime: &dyn ContainerRuntime, id: &str, grace: Duration) {
+    if !grace.is_zero() {
+        if let Err(e) = runtime.signal(id, libc::SIGTERM).await {
+            debug!(container = %id, error = %e, "SIGTERM failed");
+        }
+        if tokio::time::timeout(grace, runtime.wait(id)).await.is_ok() {
+            return;
+        }
+        info!(container = %id, "the container outlived its grace period; killing it");
+    }
+    if let Err(e) = runtime.signal(id, libc::SIGKILL).await {
+        debug!(container = %id, error = %e, "SIGKILL failed");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), runtime.wait(id)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cri::FakeRuntime;
+    use crate::network::FakeNetwork;
+    use crate::pod::env::ConfigSource;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    #[derive(Default)]
+    struct FakeApi {
+        statuses: Mutex<Vec<PodStatus>>,
+        deleted: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl PodApi for FakeApi {
+        async fn write_status(&self, _ns: &str, _name: &str, status: &PodStatus) -> Result<(), String> {
+            self.statuses.lock().map_err(|e| e.to_string())?.push(status.clone());
+            Ok(())
+        }
+        async fn finish_deletion(&self, _ns: &str, _name: &str, uid: &str) -> Result<(), String> {
+            self.deleted.lock().map_err(|e| e.to_string())?.push(uid.to_owned());
+            Ok(())
+        }
+    }
+
+    struct NoConfig;
+
+    #[async_trait]
+    impl ConfigSource for NoConfig {
+        async fn config_map(&self, _: &str, _: &str) -> Result<Option<ConfigMap>, String> {
+            Ok(None)
+        }
+        async fn secret(&self, _: &str, _: &str) -> Result<Option<Secret>, String> {
+            Ok(None)
+        }
+    }
+
+    fn shared(
+        runtime: FakeRuntime,
+        network: FakeNetwork,
+        api: Arc<FakeApi>,
+        pod: Arc<Mutex<Option<Arc<Pod>>>>,
+        dir: &std::path::Path,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            node: "n1".into(),
+            host_ip: "192.168.0.2".into(),
+            pods_dir: dir.to_path_buf(),
+            runtime: Arc::new(runtime),
+            network: Arc::new(network),
+            api,
+            configs: Arc::new(NoConfig),
+            lookup: Arc::new(move |_, _| pod.lock().ok().and_then(|p| p.clone())),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            resync: Duration::from_millis(50),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_pod_gets_a_sandbox_and_its_container_then_deletion_releases_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = FakeRuntime::default().with_image("busybox");
+        let network = FakeNetwork::default();
+        let api = Arc::new(FakeApi::default());
+        let pod = Arc::new(crate::pod::status::tests::pod_with(&["web"], &[], "Always"));
+        let current = Arc::new(Mutex::new(Some(pod.clone())));
+        let s = shared(runtime.clone(), network.clone(), api.clone(), current.clone(), dir.path());
+        let key = PodKey { namespace: "default".into(), name: "p".into(), uid: "u1".into() };
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(Worker::new(key, s, wake.clone()).run());
+
+        let start = Instant::now();
+        loop {
+            let running = api
+                .statuses
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|st| st.phase.as_deref() == Some("Running") && st.pod_ip.as_deref() == Some("10.244.0.2"));
+            if running {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "the pod never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runtime.started(), vec!["u1-web-0".to_owned()]);
+
+        let mut deleting = (*pod).clone();
+        deleting.metadata.deletion_timestamp = Some(crate::pod::status::time(SystemTime::now()));
+        deleting.metadata.deletion_grace_period_seconds = Some(1);
+        *current.lock().expect("lock") = Some(Arc::new(deleting));
+        wake.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("worker ends").expect("worker ok");
+        assert!(runtime.existing().is_empty(), "containers removed");
+        assert!(network.list().await.expect("list").is_empty(), "sandbox released");
+        assert_eq!(*api.deleted.lock().expect("lock"), vec!["u1".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_with_pull_policy_never_is_reported_and_nothing_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = FakeRuntime::default();
+        let api = Arc::new(FakeApi::default());
+        let mut pod = crate::pod::status::tests::pod_with(&["web"], &[], "Always");
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.containers[0].image_pull_policy = Some("Never".into());
+        }
+        let current = Arc::new(Mutex::new(Some(Arc::new(pod))));
+        let s = shared(runtime.clone(), FakeNetwork::default(), api.clone(), current, dir.path());
+        let key = PodKey { namespace: "default".into(), name: "p".into(), uid: "u1".into() };
+        let task = tokio::spawn(Worker::new(key, s, Arc::new(Notify::new())).run());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        task.abort();
+        let statuses = api.statuses.lock().expect("lock").clone();
+        let reason = statuses
+            .last()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c[0].state.as_ref()?.waiting.as_ref()?.reason.clone());
+        assert_eq!(reason.as_deref(), Some("ErrImageNeverPull"));
+        assert!(runtime.started().is_empty());
+    }
+}

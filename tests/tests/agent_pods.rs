@@ -1,0 +1,672 @@
+//! The node agent end to end: `waggle agent` as a process against an
+//! in-process API server, a private containerd, waggle-cni with its bridge in
+//! a test-created "node" namespace, and the busybox image built locally.
+//!
+//! Privileged: CI runs as root. Every name is unique; the agent is killed,
+//! and containerd, namespaces, netns files and directories are removed on
+//! drop, also when a test fails.
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+use support::TestServer;
+use waggle_runtime::Runtime;
+use waggle_tests::{Containerd, NetNs, image, is_root, names};
+
+/// The binaries next to this test's directory (built by `cargo build`).
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|d| d.parent()).context("test binary has no target dir")?.to_path_buf();
+    for bin in ["waggle", "waggle-cni"] {
+        anyhow::ensure!(dir.join(bin).exists(), "{} is missing: cargo build -p waggle -p waggle-cni", bin);
+    }
+    Ok(dir)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One node: its containerd, "host" namespace, directories and agent process.
+struct Node {
+    name: String,
+    namespace: String,
+    containerd: Containerd,
+    host: NetNs,
+    dir: tempfile::TempDir,
+    bridge: String,
+    pod_cidr: String,
+    port: u16,
+    kubeconfig: PathBuf,
+    agent: Option<Child>,
+}
+
+impl Node {
+    async fn start(server: &TestServer, third_octet: u8) -> anyhow::Result<Self> {
+        assert!(is_root(), "this test runs containerd and creates namespaces: run it as root");
+        let containerd = Containerd::start()?;
+        let dir = tempfile::Builder::new().prefix("wgt-agent-").tempdir_in("/var/tmp")?;
+        let kubeconfig = dir.path().join("agent.kubeconfig");
+        std::fs::write(&kubeconfig, &server.server.admin_kubeconfig)?;
+        let mut node = Self {
+            name: names::unique("wgt-node"),
+            namespace: names::unique("wgt"),
+            containerd,
+            host: NetNs::new("node")?,
+            dir,
+            bridge: names::unique_ifname("wgab"),
+            pod_cidr: format!("10.231.{third_octet}.0/24"),
+            port: free_port()?,
+            kubeconfig,
+            agent: None,
+        };
+        let tarball = node.dir.path().join("busybox.tar");
+        image::build_busybox(&tarball)?;
+        node.runtime().await?.import_archive(&tarball).await.with_context(|| node.containerd.log())?;
+        node.spawn_agent()?;
+        Ok(node)
+    }
+
+    async fn runtime(&self) -> anyhow::Result<Runtime> {
+        Ok(Runtime::connect(self.containerd.socket(), &self.namespace).await?)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn netns_dir(&self) -> PathBuf {
+        self.dir.path().join("netns")
+    }
+
+    fn spawn_agent(&mut self) -> anyhow::Result<()> {
+        let bin = target_dir()?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log"))?;
+        let child = Command::new(bin.join("waggle"))
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--node-name", &self.name])
+            .arg("--container-runtime-endpoint")
+            .arg(self.containerd.socket())
+            .args(["--containerd-namespace", &self.namespace])
+            .arg("--runc-root")
+            .arg(self.containerd.dir().join("runc"))
+            .arg("--root-dir")
+            .arg(self.root())
+            .arg("--cni-bin-dir")
+            .arg(&bin)
+            .arg("--cni-conf-dir")
+            .arg(self.dir.path().join("net.d"))
+            .args(["--cni-bridge", &self.bridge])
+            .arg("--node-netns")
+            .arg(self.host.path())
+            .arg("--netns-dir")
+            .arg(self.netns_dir())
+            .args(["--pod-cidr", &self.pod_cidr])
+            .args(["--node-ip", "127.0.0.1"])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--backoff-seconds", "1"])
+            .env("RUST_LOG", "info,waggle_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning waggle agent")?;
+        self.agent = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// GET over plain HTTP from inside the node namespace.
+    fn http_get_from_node(&self, ip: &str, port: u16, path: &str) -> anyhow::Result<String> {
+        let addr: SocketAddr = format!("{ip}:{port}").parse()?;
+        let path = path.to_owned();
+        self.host.run(move || -> anyhow::Result<String> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })?
+    }
+
+    /// GET on the agent's HTTPS API with a client certificate for `user`
+    /// (curl: status line, headers and body).
+    fn agent_api_as(&self, server: &TestServer, user: &str, path: &str) -> anyhow::Result<String> {
+        self.agent_api_as_with(server, user, &[], path)
+    }
+
+    fn agent_api_with(&self, server: &TestServer, extra: &[&str], path: &str) -> anyhow::Result<String> {
+        self.agent_api_as_with(server, "kube-apiserver-kubelet-client", extra, path)
+    }
+
+    fn agent_api_as_with(&self, server: &TestServer, user: &str, extra: &[&str], path: &str) -> anyhow::Result<String> {
+        let kubeconfig = server.server.kubeconfig_for(user, &[])?;
+        let field = |key: &str| -> anyhow::Result<Vec<u8>> {
+            let b64 = kubeconfig
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .with_context(|| format!("{key} in the kubeconfig"))?
+                .trim()
+                .trim_matches('"')
+                .to_owned();
+            let out = Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+            out.stdin.as_ref().context("stdin")?.write_all(b64.as_bytes())?;
+            Ok(out.wait_with_output()?.stdout)
+        };
+        let cert = self.dir.path().join(format!("{user}.crt"));
+        let key = self.dir.path().join(format!("{user}.key"));
+        std::fs::write(&cert, field("client-certificate-data:")?)?;
+        std::fs::write(&key, field("client-key-data:")?)?;
+        let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+        let mut args = vec!["--cert", cert.as_str(), "--key", key.as_str()];
+        args.extend_from_slice(extra);
+        self.curl(&args, path)
+    }
+
+    fn curl(&self, extra: &[&str], path: &str) -> anyhow::Result<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "-k", "--max-time", "10"])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()?;
+        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        // (curl's --max-time also ends a WebSocket session that stays open.)
+    }
+
+    /// GET as the API server's kubelet client identity.
+    fn agent_api(&self, server: &TestServer, path: &str) -> anyhow::Result<String> {
+        self.agent_api_as(server, "kube-apiserver-kubelet-client", path)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_agent();
+        // Netns files are bind mounts: unmount them before the directory goes.
+        if let Ok(entries) = std::fs::read_dir(self.netns_dir()) {
+            for e in entries.flatten() {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn pod_manifest(name: &str, node: &str, container: serde_json::Value, extra: serde_json::Value) -> anyhow::Result<Pod> {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [container],
+        },
+    });
+    if let (Some(spec), Some(extra)) = (pod["spec"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(serde_json::from_value(pod)?)
+}
+
+async fn wait_for(
+    pods: &Api<Pod>,
+    name: &str,
+    node: &Node,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&Pod) -> bool,
+) -> anyhow::Result<Pod> {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < timeout {
+        if let Some(p) = pods.get_opt(name).await? {
+            if ok(&p) {
+                return Ok(p);
+            }
+            last = Some(p);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!(
+        "pod {name}: {what} not reached within {timeout:?}; last status: {}\nagent log:\n{}",
+        serde_json::to_string_pretty(&last.and_then(|p| p.status)).unwrap_or_default(),
+        node.agent_log()
+    )
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+fn restart_count(p: &Pod) -> i32 {
+    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).map_or(0, |c| c.restart_count)
+}
+
+fn httpd(port: u16) -> serde_json::Value {
+    json!({
+        "name": "web",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", format!("mkdir -p /www && echo hello from $POD_NAME > /www/index.html && echo serving && exec httpd -f -p {port} -h /www")],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
+    })
+}
+
+/// Files that hold an address in a host-local style IPAM directory.
+fn ipam_leases(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(networks) = std::fs::read_dir(root.join("cni").join("networks")) else { return out };
+    for net in networks.flatten() {
+        for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.parse::<std::net::IpAddr>().is_ok() {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_released_on_delete() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 11).await?;
+    let client = server.kube_client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    // The node registers, ready, with its podCIDR.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let start = Instant::now();
+    let registered = loop {
+        if let Some(n) = nodes.get_opt(&node.name).await? {
+            break n;
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "node never registered:\n{}", node.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(registered.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()), Some(node.pod_cidr.as_str()));
+    let ready = registered
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    assert!(ready, "the node reports Ready");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let start = Instant::now();
+    while leases.get_opt(&node.name).await?.is_none() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "no lease:\n{}", node.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let name = names::unique("web");
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
+    let running = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+        phase(p) == "Running" && is_ready(p)
+    })
+    .await?;
+    let status = running.status.clone().context("status")?;
+    let ip = status.pod_ip.clone().context("podIP")?;
+    assert!(ip.starts_with("10.231.11."), "pod IP {ip} is from the node's podCIDR");
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    let cs = &status.container_statuses.context("container statuses")?[0];
+    assert!(cs.ready && cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+    assert!(cs.container_id.as_deref().is_some_and(|id| id.starts_with("containerd://")));
+
+    // The real kubectl sees it as upstream's kubelet would show it.
+    let kubectl = server.kubectl(33);
+    let wide = kubectl.ok(&["get", "pod", &name, "-o", "wide"])?;
+    assert!(wide.contains("Running") && wide.contains("1/1") && wide.contains(&ip), "kubectl get -o wide:\n{wide}");
+    let described = kubectl.ok(&["describe", "pod", &name])?;
+    assert!(described.contains("Started container web"), "kubectl describe shows the events:\n{described}");
+
+    let answer = node.http_get_from_node(&ip, 8080, "/")?;
+    assert!(answer.contains(&format!("hello from {name}")), "httpd answered: {answer}");
+
+    let logs = node.agent_api(&server, &format!("/containerLogs/default/{name}/web"))?;
+    assert!(logs.starts_with("HTTP/1.1 200") && logs.contains("serving"), "logs: {logs}");
+    let tail = node.agent_api(&server, &format!("/containerLogs/default/{name}/web?tailLines=1"))?;
+    assert!(tail.ends_with("serving\n"), "tail: {tail}");
+    let stranger = node.agent_api_as(&server, "mallory", &format!("/containerLogs/default/{name}/web"))?;
+    assert!(stranger.starts_with("HTTP/1.1 403"), "a client not allowed is refused: {stranger}");
+    let anonymous = node.curl(&[], &format!("/containerLogs/default/{name}/web"))?;
+    assert!(!anonymous.contains("serving"), "a client without a certificate gets nothing: {anonymous}");
+    // exec: a WebSocket upgrade with v5.channel.k8s.io; curl prints the raw
+    // frames after the 101 (stdout on channel 1, then the Status on channel 3).
+    let exec = node.agent_api_with(
+        &server,
+        &[
+            "-N",
+            "--http1.1",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "-H",
+            "Sec-WebSocket-Protocol: v5.channel.k8s.io",
+        ],
+        &format!("/exec/default/{name}/web?command=sh&command=-c&command=echo%20exec-works%20%24POD_NAME&stdout=true&stderr=true"),
+    )?;
+    assert!(exec.starts_with("HTTP/1.1 101"), "exec upgrade: {exec}");
+    assert!(exec.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "accept key: {exec}");
+    assert!(exec.contains(&format!("exec-works {name}")), "exec output: {exec}");
+    assert!(exec.contains(r#""status":"Success""#), "exec status: {exec}");
+    let missing = node.agent_api(&server, &format!("/containerLogs/default/{name}/nope"))?;
+    assert!(missing.starts_with("HTTP/1.1 400"), "unknown container: {missing}");
+
+    // Deleting the pod stops it, releases its address, netns and containers,
+    // and the agent finishes the deletion.
+    pods.delete(&name, &DeleteParams::default()).await?;
+    let start = Instant::now();
+    while pods.get_opt(&name).await?.is_some() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "pod never went away:\n{}", node.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left = node.runtime().await?.list_containers(&[]).await?;
+    assert!(left.is_empty(), "containers left in containerd: {left:?}");
+    assert_eq!(ipam_leases(&node.root()), Vec::<String>::new(), "addresses left in the IPAM dir");
+    let netns_left: Vec<_> = std::fs::read_dir(node.netns_dir())?.flatten().map(|e| e.file_name()).collect();
+    assert!(netns_left.is_empty(), "netns files left: {netns_left:?}");
+    assert!(node.http_get_from_node(&ip, 8080, "/").is_err(), "the address no longer answers");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_liveness_probe_restarts_the_container_and_a_failing_readiness_probe_keeps_it_not_ready()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 12).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("live");
+    let container = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", "touch /tmp/healthy; sleep 2; rm /tmp/healthy; sleep 600"],
+        "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 1},
+        "readinessProbe": {"tcpSocket": {"port": 9999}, "periodSeconds": 1},
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "a restart", |p| restart_count(p) >= 1).await?;
+    assert_eq!(phase(&p), "Running");
+    assert!(!is_ready(&p), "nothing listens on 9999: the pod is not ready");
+    let last = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c[0].last_state.clone());
+    assert!(last.and_then(|l| l.terminated).is_some(), "the killed attempt is the last state");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 13).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("crash");
+    let container = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo boom; exit 3"],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "CrashLoopBackOff", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+            .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+    })
+    .await?;
+    let cs = &p.status.as_ref().and_then(|s| s.container_statuses.clone()).context("statuses")?[0];
+    assert!(cs.restart_count >= 1);
+    let last = cs.last_state.as_ref().and_then(|l| l.terminated.as_ref()).context("last state")?;
+    assert_eq!(last.exit_code, 3);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(server.kube_client().await?, "default");
+    let back_off =
+        events.list(&Default::default()).await?.items.into_iter().any(|e| {
+            e.involved_object.name.as_deref() == Some(name.as_str()) && e.reason.as_deref() == Some("BackOff")
+        });
+    assert!(back_off, "a BackOff event is recorded");
+    // Only the newest two attempts are kept in containerd.
+    let ours = node.runtime().await?.list_containers(&[]).await?;
+    assert!(ours.len() <= 2, "old attempts are removed: {ours:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_is_not_present_with_pull_policy_never_waits_with_err_image_never_pull() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 14).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("noimg");
+    let container = json!({"name": "c", "image": "example.invalid/none:1", "imagePullPolicy": "Never"});
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "ErrImageNeverPull", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+            .is_some_and(|r| r == "ErrImageNeverPull")
+    })
+    .await?;
+    assert_eq!(phase(&p), "Pending");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_duplicating_it() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut node = Node::start(&server, 15).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("adopt");
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
+    let before = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+        phase(p) == "Running" && is_ready(p)
+    })
+    .await?;
+    let containers_before = node.runtime().await?.list_containers(&[]).await?;
+    assert_eq!(containers_before.len(), 1);
+
+    node.kill_agent();
+    node.spawn_agent()?;
+    // Give the new agent time to list, sync and resync its pod.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let after = pods.get(&name).await?;
+    assert_eq!(phase(&after), "Running");
+    assert_eq!(restart_count(&after), 0, "agent log:\n{}", node.agent_log());
+    let containers_after = node.runtime().await?.list_containers(&[]).await?;
+    assert_eq!(
+        containers_after.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        containers_before.iter().map(|c| &c.id).collect::<Vec<_>>(),
+        "the same single container runs"
+    );
+    let ip = before.status.and_then(|s| s.pod_ip).context("podIP")?;
+    assert_eq!(after.status.and_then(|s| s.pod_ip), Some(ip.clone()));
+    assert!(node.http_get_from_node(&ip, 8080, "/")?.contains("hello from"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_volumes_and_env_from_config_maps_and_secrets_reach_the_container() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 16).await?;
+    let client = server.kube_client().await?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let cm = names::unique("cm");
+    let secret = names::unique("sec");
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": cm}, "data": {"color": "blue", "app.conf": "mode=fast"}
+        }))?,
+    )
+    .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": secret}, "stringData": {"password": "hunter2"}
+            }))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let name = names::unique("vols");
+    let container = json!({
+        "name": "main",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo color=$COLOR pw=$PW; cat /etc/app/app.conf; echo; cat /work/from-init; cat /secret/password; echo; cat /info/name; echo; sleep 600"],
+        "env": [
+            {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": cm, "key": "color"}}},
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}},
+        ],
+        "volumeMounts": [
+            {"name": "conf", "mountPath": "/etc/app"},
+            {"name": "scratch", "mountPath": "/work"},
+            {"name": "sec", "mountPath": "/secret", "readOnly": true},
+            {"name": "info", "mountPath": "/info"},
+        ],
+    });
+    let extra = json!({
+        "initContainers": [{
+            "name": "prepare",
+            "image": image::BUSYBOX_IMAGE,
+            "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "echo written-by-init > /work/from-init"],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/work"}],
+        }],
+        "volumes": [
+            {"name": "conf", "configMap": {"name": cm}},
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "sec", "secret": {"secretName": secret}},
+            {"name": "info", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+        ],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, extra)?).await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let init = p.status.as_ref().and_then(|s| s.init_container_statuses.clone()).context("init statuses")?;
+    let done = init[0].state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
+    assert_eq!(done, Some(0), "the init container completed");
+    let start = Instant::now();
+    let logs = loop {
+        let logs = node.agent_api(&server, &format!("/containerLogs/default/{name}/main"))?;
+        if logs.contains(&name) || start.elapsed() > Duration::from_secs(10) {
+            break logs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for want in ["color=blue pw=hunter2", "mode=fast", "written-by-init", "hunter2", name.as_str()] {
+        assert!(logs.contains(want), "{want:?} missing from the logs:\n{logs}\nagent log:\n{}", node.agent_log());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_over_its_memory_limit_is_reported_oom_killed() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 17).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("oom");
+    let container = json!({
+        "name": "hog",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        // A shell variable of 64 MB in a 16 MiB cgroup.
+        "command": ["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived"],
+        "resources": {"limits": {"memory": "16Mi"}, "requests": {"memory": "16Mi"}},
+    });
+    pods.create(
+        &PostParams::default(),
+        &pod_manifest(&name, &node.name, container, json!({"restartPolicy": "Never"}))?,
+    )
+    .await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "Failed", |p| phase(p) == "Failed").await?;
+    let cs = &p.status.as_ref().and_then(|s| s.container_statuses.clone()).context("statuses")?[0];
+    let t = cs.state.as_ref().and_then(|s| s.terminated.as_ref()).context("terminated")?;
+    assert_eq!(t.reason.as_deref(), Some("OOMKilled"), "{t:?}");
+    assert_eq!(t.exit_code, 137);
+    assert_eq!(p.status.as_ref().and_then(|s| s.qos_class.as_deref()), Some("Burstable"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pods_started_together_get_distinct_addresses_that_each_answer_and_are_all_released() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 18).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let names: Vec<String> = (0..3).map(|i| names::unique(&format!("web{i}"))).collect();
+    for name in &names {
+        pods.create(&PostParams::default(), &pod_manifest(name, &node.name, httpd(8080), json!({}))?).await?;
+    }
+    let mut ips = Vec::new();
+    for name in &names {
+        let p = wait_for(&pods, name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+            phase(p) == "Running" && is_ready(p)
+        })
+        .await?;
+        let ip = p.status.and_then(|s| s.pod_ip).context("podIP")?;
+        let answer = node.http_get_from_node(&ip, 8080, "/")?;
+        assert!(answer.contains(&format!("hello from {name}")), "{ip} answered: {answer}");
+        ips.push(ip);
+    }
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "addresses: {ips:?}");
+    for name in &names {
+        pods.delete(name, &DeleteParams::default()).await?;
+    }
+    let start = Instant::now();
+    while !pods.list(&Default::default()).await?.items.is_empty() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "pods never went away:\n{}", node.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(node.runtime().await?.list_containers(&[]).await?.is_empty(), "no container left");
+    assert_eq!(ipam_leases(&node.root()), Vec::<String>::new(), "no address left");
+    Ok(())
+}

@@ -125,6 +125,12 @@ pub async fn start(config: ApiServerConfig, store: Arc<dyn Store>) -> Result<Run
     });
     // 4. Objects that exist from the start.
     bootstrap::ensure(&app).await.map_err(|e| StartError::Bootstrap(e.message))?;
+    // Fill every watch cache now, as upstream does at start: a cache made
+    // later would begin after revisions clients have already seen, and their
+    // watches from those revisions would get 410.
+    for r in waggle_api::registry::RESOURCES.iter().filter(|r| r.has_verb("watch")) {
+        app.caches.get(r).await.map_err(|e| StartError::Bootstrap(e.message))?;
+    }
     // 5. Listen and serve; compact the store's history meanwhile.
     let compactor = compact_periodically(app.objects.store().clone(), config.compaction_interval);
     let addr = SocketAddr::new(config.bind_address, config.secure_port);

@@ -59,6 +59,11 @@ pub struct RaftConfig {
     pub snapshot_after_entries: u64,
     /// Entries kept in the log behind the latest snapshot (for followers slightly behind).
     pub keep_entries_after_snapshot: u64,
+    /// How long a write may wait to commit, or a read to confirm leadership,
+    /// before the request fails (a member cut off from the quorum answers
+    /// errors instead of hanging). A timed-out write may still commit later,
+    /// as with etcd's "request timed out".
+    pub request_timeout: Duration,
 }
 
 impl RaftConfig {
@@ -74,6 +79,7 @@ impl RaftConfig {
             election_timeout_max: Duration::from_millis(2000),
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1_000,
+            request_timeout: Duration::from_secs(5),
         }
     }
 
@@ -87,6 +93,9 @@ impl RaftConfig {
             install_snapshot_timeout: 5_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
             max_in_snapshot_log_to_keep: self.keep_entries_after_snapshot,
+            // openraft purges only once this many entries are purgeable (256
+            // by default); keep it proportionate to a small snapshot interval.
+            purge_batch_size: (self.snapshot_after_entries / 4).clamp(1, 256),
             ..openraft::Config::default()
         }
         .validate()
@@ -108,6 +117,7 @@ struct Inner {
     lease_seq: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     lease_check_interval: Duration,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Inner {
@@ -148,6 +158,7 @@ impl RaftStore {
             lease_seq: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             lease_check_interval,
+            request_timeout: config.request_timeout,
         });
         let service = PeerService::new(raft, Arc::clone(&inner)).into_server();
         let server = tokio::spawn(async move {
@@ -278,7 +289,13 @@ impl Inner {
 
     /// Proposes a command on the leader and waits until it is applied here.
     async fn propose(&self, command: Command) -> Result<Reply, WireError> {
-        match self.raft.client_write(command).await {
+        let Ok(written) = tokio::time::timeout(self.request_timeout, self.raft.client_write(command)).await else {
+            return Err(WireError::Internal {
+                op: "proposing a write".to_owned(),
+                reason: format!("not committed within {:?} (no quorum reachable?)", self.request_timeout),
+            });
+        };
+        match written {
             Ok(resp) => resp.data,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WireError::Internal {
                 op: "proposing a write".to_owned(),
@@ -302,10 +319,14 @@ impl Inner {
 
     /// Confirms leadership and returns the index a read must see.
     async fn leader_read_index(&self) -> Result<u64, WireError> {
-        let read_log_id = self.raft.ensure_linearizable().await.map_err(|e| WireError::Internal {
-            op: "confirming leadership for a read".to_owned(),
-            reason: e.to_string(),
-        })?;
+        let op = "confirming leadership for a read";
+        let read_log_id = tokio::time::timeout(self.request_timeout, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| WireError::Internal {
+                op: op.to_owned(),
+                reason: format!("no quorum confirmed within {:?}", self.request_timeout),
+            })?
+            .map_err(|e| WireError::Internal { op: op.to_owned(), reason: e.to_string() })?;
         Ok(read_log_id.map(|l| l.index).unwrap_or(0))
     }
 
@@ -346,10 +367,7 @@ impl ForwardHandler for Inner {
         match req {
             Forwarded::Write(command) => Ok(ForwardReply::Written(self.propose(command).await)),
             Forwarded::KeepAlive(id) => {
-                self.raft.ensure_linearizable().await.map_err(|e| WireError::Internal {
-                    op: "confirming leadership for a keep-alive".to_owned(),
-                    reason: e.to_string(),
-                })?;
+                self.leader_read_index().await?;
                 self.mem.get().lease_keep_alive(id).await.map(ForwardReply::KeptAlive).map_err(WireError::from)
             }
             Forwarded::ReadIndex => self.leader_read_index().await.map(ForwardReply::ReadIndex),

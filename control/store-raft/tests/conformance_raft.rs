@@ -10,5 +10,6 @@ waggle_store::conformance_tests!(|| async {
     let mut cluster = Cluster::start(3, default_tweak).await;
     let leader = cluster.wait_leader(Duration::from_secs(10), None).await;
     let store = cluster.stores.remove(&leader).expect("the leader");
+    let store = std::sync::Arc::into_inner(store).expect("the only handle of the leader");
     (store, cluster)
 });

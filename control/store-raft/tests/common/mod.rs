@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -13,7 +14,7 @@ use waggle_store_raft::{Member, NodeId, RaftConfig, RaftStore};
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub configs: BTreeMap<NodeId, RaftConfig>,
-    pub stores: BTreeMap<NodeId, RaftStore>,
+    pub stores: BTreeMap<NodeId, Arc<RaftStore>>,
     tweak: fn(&mut RaftConfig),
 }
 
@@ -51,17 +52,17 @@ impl Cluster {
     }
 
     /// Starts a member that is not in any membership yet.
-    pub async fn start_new(&mut self, id: NodeId) -> &RaftStore {
+    pub async fn start_new(&mut self, id: NodeId) -> Arc<RaftStore> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a peer port");
         let addr = listener.local_addr().expect("local addr");
         let member = Member { name: format!("n{id}"), peer_url: format!("http://{addr}"), client_urls: vec![] };
         let mut config = RaftConfig::new(id, member, self.dir.path().join(format!("n{id}")));
         config.store = store_config();
         (self.tweak)(&mut config);
-        let store = RaftStore::start(config.clone(), listener).await.expect("start a member");
+        let store = Arc::new(RaftStore::start(config.clone(), listener).await.expect("start a member"));
         self.configs.insert(id, config);
-        self.stores.insert(id, store);
-        &self.stores[&id]
+        self.stores.insert(id, Arc::clone(&store));
+        store
     }
 
     /// Waits until the live members (all but `except`) agree on a leader.
@@ -82,18 +83,16 @@ impl Cluster {
         }
     }
 
-    /// Stops a member at once (its data dir stays).
+    /// Stops a member at once (its data dir stays); other holders of its
+    /// handle see every request fail.
     pub async fn kill(&mut self, id: NodeId) {
         let store = self.stores.remove(&id).expect("a running member");
         store.shutdown().await;
-        drop(store);
-        // The RocksDB lock is released once raft's tasks have dropped the database.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// Starts a killed member again on its old port and data dir (retrying
     /// while the old instance still holds the database lock).
-    pub async fn restart(&mut self, id: NodeId) -> &RaftStore {
+    pub async fn restart(&mut self, id: NodeId) -> Arc<RaftStore> {
         let config = self.configs[&id].clone();
         let addr = config.member.peer_url.trim_start_matches("http://").to_owned();
         let mut last_err = None;
@@ -101,8 +100,9 @@ impl Cluster {
             let listener = TcpListener::bind(&addr).await.expect("rebind the peer port");
             match RaftStore::start(config.clone(), listener).await {
                 Ok(store) => {
-                    self.stores.insert(id, store);
-                    return &self.stores[&id];
+                    let store = Arc::new(store);
+                    self.stores.insert(id, Arc::clone(&store));
+                    return store;
                 }
                 Err(e) => last_err = Some(e.to_string()),
             }
@@ -111,7 +111,7 @@ impl Cluster {
         panic!("restarting member {id}: {last_err:?}");
     }
 
-    pub fn store(&self, id: NodeId) -> &RaftStore {
-        &self.stores[&id]
+    pub fn store(&self, id: NodeId) -> Arc<RaftStore> {
+        Arc::clone(&self.stores[&id])
     }
 }

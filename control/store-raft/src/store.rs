@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::{ChangeMembers, SnapshotPolicy};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{debug, info, warn};
@@ -42,6 +43,15 @@ use crate::{Member, NodeId, Raft};
 
 /// How long a follower waits to apply up to a read index.
 const READ_INDEX_WAIT: Duration = Duration::from_secs(10);
+
+/// Raft entries proposed and not yet applied, at most; proposals arriving
+/// meanwhile are packed into the next entry ([`Command::Batch`]).
+const MAX_ENTRIES_IN_FLIGHT: usize = 4;
+
+/// Most proposals packed into one entry.
+const MAX_BATCH: usize = 512;
+
+type Proposal = (Command, oneshot::Sender<Result<Reply, WireError>>);
 
 /// Everything one member needs to start.
 #[derive(Clone, Debug)]
@@ -75,8 +85,11 @@ impl RaftConfig {
             data_dir,
             store: MemStoreConfig::default(),
             heartbeat_interval: Duration::from_millis(100),
+            // openraft 0.9 makes followers refuse votes for `election_timeout_max`
+            // after the last heartbeat (its leader lease), so a narrow range
+            // elects faster than a wide one.
             election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
+            election_timeout_max: Duration::from_millis(1200),
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1_000,
             request_timeout: Duration::from_secs(5),
@@ -118,6 +131,7 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     lease_check_interval: Duration,
     request_timeout: Duration,
+    proposals: mpsc::UnboundedSender<Proposal>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -150,7 +164,10 @@ impl RaftStore {
         let raft = Raft::new(config.id, raft_config, PeerNetwork::default(), log, sm)
             .await
             .map_err(|e| RaftStoreError::Start { id: config.id, reason: e.to_string() })?;
+        let (proposals, queue) = mpsc::unbounded_channel();
+        let proposer = tokio::spawn(propose_batches(raft.clone(), queue));
         let inner = Arc::new(Inner {
+            proposals,
             id: config.id,
             raft: raft.clone(),
             mem,
@@ -171,7 +188,7 @@ impl RaftStore {
         });
         let leases = tokio::spawn(drive_leases(Arc::downgrade(&inner)));
         if let Ok(mut tasks) = inner.tasks.lock() {
-            tasks.extend([server, leases]);
+            tasks.extend([server, leases, proposer]);
         }
         info!(id = config.id, member = %config.member, data_dir = %config.data_dir.display(), "raft member started");
         Ok(Self { inner })
@@ -289,19 +306,19 @@ impl Inner {
 
     /// Proposes a command on the leader and waits until it is applied here.
     async fn propose(&self, command: Command) -> Result<Reply, WireError> {
-        let Ok(written) = tokio::time::timeout(self.request_timeout, self.raft.client_write(command)).await else {
-            return Err(WireError::Internal {
+        let stopped = || WireError::Internal {
+            op: "proposing a write".to_owned(),
+            reason: "this member is shutting down".to_owned(),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.proposals.send((command, tx)).map_err(|_| stopped())?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(WireError::Internal {
                 op: "proposing a write".to_owned(),
                 reason: format!("not committed within {:?} (no quorum reachable?)", self.request_timeout),
-            });
-        };
-        match written {
-            Ok(resp) => resp.data,
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(WireError::Internal {
-                op: "proposing a write".to_owned(),
-                reason: format!("this member is no longer the leader (leader now: {:?})", f.leader_id),
             }),
-            Err(e) => Err(WireError::Internal { op: "proposing a write".to_owned(), reason: e.to_string() }),
+            Ok(Err(_)) => Err(stopped()),
+            Ok(Ok(applied)) => applied,
         }
     }
 
@@ -372,6 +389,67 @@ impl ForwardHandler for Inner {
             }
             Forwarded::ReadIndex => self.leader_read_index().await.map(ForwardReply::ReadIndex),
         }
+    }
+}
+
+/// Packs the proposals queued while earlier entries are in flight into one
+/// raft entry, so concurrent writers share entries (and fsyncs).
+async fn propose_batches(raft: Raft, mut queue: mpsc::UnboundedReceiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (mut commands, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+        let single = commands.len() == 1;
+        let command = if single && let Some(c) = commands.pop() { c } else { Command::Batch(commands) };
+        let fail = |reason: String| WireError::Internal { op: "proposing a write".to_owned(), reason };
+        let responder = match raft.client_write_ff(command).await {
+            Ok(r) => r,
+            Err(e) => {
+                for w in waiters {
+                    let _ = w.send(Err(fail(e.to_string())));
+                }
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let applied = match responder.await {
+                Ok(Ok(resp)) => resp.data,
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(fail(format!("this member is no longer the leader (leader now: {:?})", f.leader_id)))
+                }
+                Ok(Err(e)) => Err(fail(e.to_string())),
+                Err(_) => Err(fail("raft stopped before the write was applied".to_owned())),
+            };
+            drop(permit);
+            match (single, applied) {
+                (true, applied) => {
+                    if let Some(w) = waiters.into_iter().next() {
+                        let _ = w.send(applied);
+                    }
+                }
+                (false, Ok(Reply::Batch(replies))) if replies.len() == waiters.len() => {
+                    for (w, r) in waiters.into_iter().zip(replies) {
+                        let _ = w.send(r);
+                    }
+                }
+                (false, other) => {
+                    let e = match other {
+                        Err(e) => e,
+                        Ok(r) => fail(format!("a batch was answered with {r:?}")),
+                    };
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -32,8 +32,8 @@ pub fn store_config() -> MemStoreConfig {
 /// busy 2-core machine running tests in parallel does not elect spuriously.
 pub fn default_tweak(c: &mut RaftConfig) {
     c.heartbeat_interval = Duration::from_millis(100);
-    c.election_timeout_min = Duration::from_millis(600);
-    c.election_timeout_max = Duration::from_millis(1200);
+    c.election_timeout_min = Duration::from_millis(500);
+    c.election_timeout_max = Duration::from_millis(700);
 }
 
 impl Cluster {

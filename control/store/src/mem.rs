@@ -38,6 +38,10 @@ pub struct MemStoreConfig {
     pub max_txn_ops: usize,
     /// Seeds lease IDs (etcd uses the member ID).
     pub id_seed: u64,
+    /// Whether the store revokes expired leases itself. A replicated store
+    /// turns this off: there only the leader decides that a lease expired,
+    /// and proposes the revoke (see [`MemStore::expired_leases`]).
+    pub expire_leases: bool,
 }
 
 impl Default for MemStoreConfig {
@@ -49,6 +53,7 @@ impl Default for MemStoreConfig {
             lease_check_interval: Duration::from_millis(200),
             max_txn_ops: 128,
             id_seed: 0x5741_4747,
+            expire_leases: true,
         }
     }
 }
@@ -162,10 +167,33 @@ impl MemStore {
             durability,
             failed: None,
         };
+        let expire = config.expire_leases;
         let inner = Arc::new(Inner { state: Mutex::new(state), config });
-        handle.spawn(expire_leases(Arc::downgrade(&inner)));
+        if expire {
+            handle.spawn(expire_leases(Arc::downgrade(&inner)));
+        }
         handle.spawn(notify_progress(Arc::downgrade(&inner)));
         Ok(Self { inner })
+    }
+}
+
+impl MemStore {
+    /// Leases whose deadline has passed and that are not revoked yet. For a
+    /// store built with `expire_leases: false`, whose owner revokes them.
+    pub fn expired_leases(&self) -> Result<Vec<LeaseId>> {
+        Ok(self.inner.lock("listing expired leases")?.leases.expired(Instant::now()))
+    }
+
+    /// Renews every lease to its granted TTL from now: a new raft leader
+    /// does this, as etcd's lessor does on promotion, so that a lease is not
+    /// expired for keep-alives the old leader received.
+    pub fn renew_all_leases(&self) -> Result<()> {
+        let mut state = self.inner.lock("renewing every lease")?;
+        let now = Instant::now();
+        for id in state.leases.ids() {
+            state.leases.renew(id, now);
+        }
+        Ok(())
     }
 }
 

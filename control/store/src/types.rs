@@ -16,6 +16,7 @@ pub type WatchId = i64;
 
 /// One version of a key.
 #[derive(Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyValue {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
@@ -46,6 +47,7 @@ impl fmt::Debug for KeyValue {
 /// - `range_end == [0]`: every key `>= key` (and with `key == [0]` too, every key);
 /// - otherwise the half-open interval `[key, range_end)`.
 #[derive(Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyRange {
     pub key: Vec<u8>,
     pub range_end: Vec<u8>,
@@ -132,6 +134,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SortOrder {
     #[default]
     None,
@@ -140,6 +143,7 @@ pub enum SortOrder {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SortTarget {
     #[default]
     Key,
@@ -150,6 +154,7 @@ pub enum SortTarget {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RangeRequest {
     pub range: KeyRange,
     /// 0 = the current revision.
@@ -174,6 +179,7 @@ impl RangeRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RangeResponse {
     /// The store's current revision when the range was served.
     pub revision: Revision,
@@ -185,6 +191,7 @@ pub struct RangeResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PutRequest {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
@@ -203,18 +210,21 @@ impl PutRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PutResponse {
     pub revision: Revision,
     pub prev_kv: Option<KeyValue>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeleteRequest {
     pub range: KeyRange,
     pub prev_kv: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct DeleteResponse {
     pub revision: Revision,
     pub deleted: i64,
@@ -222,6 +232,7 @@ pub struct DeleteResponse {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CompareResult {
     Equal,
     Greater,
@@ -231,6 +242,7 @@ pub enum CompareResult {
 
 /// What a compare looks at, with the operand.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CompareTarget {
     Version(i64),
     CreateRevision(Revision),
@@ -242,6 +254,7 @@ pub enum CompareTarget {
 /// One guard of a transaction. A missing key compares as version 0,
 /// create/mod revision 0 and lease 0; a value compare on a missing key fails.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Compare {
     pub range: KeyRange,
     pub result: CompareResult,
@@ -249,6 +262,7 @@ pub struct Compare {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TxnOp {
     Range(RangeRequest),
     Put(PutRequest),
@@ -257,6 +271,7 @@ pub enum TxnOp {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TxnOpResponse {
     Range(RangeResponse),
     Put(PutResponse),
@@ -265,6 +280,7 @@ pub enum TxnOpResponse {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TxnRequest {
     pub compare: Vec<Compare>,
     pub success: Vec<TxnOp>,
@@ -272,6 +288,7 @@ pub struct TxnRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TxnResponse {
     pub revision: Revision,
     pub succeeded: bool,
@@ -279,6 +296,7 @@ pub struct TxnResponse {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EventKind {
     Put,
     Delete,
@@ -287,6 +305,7 @@ pub enum EventKind {
 /// One change. For a delete, `kv` holds the key and the deleting revision
 /// as `mod_revision`, everything else zero (as etcd sends it).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Event {
     pub kind: EventKind,
     pub kv: KeyValue,
@@ -294,6 +313,7 @@ pub struct Event {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WatchRequest {
     pub range: KeyRange,
     /// First revision to report (inclusive); 0 = the next write.
@@ -307,6 +327,7 @@ pub struct WatchRequest {
 
 /// What a watcher receives, in revision order.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum WatchMessage {
     /// The events of one revision that fall in the watched range.
     Events { revision: Revision, events: Vec<Event> },
@@ -317,6 +338,7 @@ pub enum WatchMessage {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LeaseGrant {
     pub id: LeaseId,
     /// The TTL granted, which may be raised to the store's minimum.
@@ -325,6 +347,7 @@ pub struct LeaseGrant {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LeaseTimeToLive {
     pub id: LeaseId,
     /// Remaining seconds.
@@ -335,6 +358,7 @@ pub struct LeaseTimeToLive {
 
 /// What a member reports about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StoreStatus {
     pub revision: Revision,
     pub compact_revision: Revision,

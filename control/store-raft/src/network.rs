@@ -1,0 +1,256 @@
+//! Peer traffic over gRPC (`proto/raft.proto`): the client openraft uses to
+//! reach other members ([`PeerNetwork`]), the server that hands their
+//! messages to the local raft ([`PeerService`]), and the forwarding of
+//! client requests from a follower to the leader ([`Forwarded`]).
+//!
+//! openraft's messages travel as bincode inside `Payload.data`; a reply is
+//! the bincode of `Result<response, openraft error>`, so a remote raft error
+//! reaches the caller as itself.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::command::{Applied, Command, WireError};
+use crate::proto::Payload;
+use crate::proto::raft_client::RaftClient;
+use crate::proto::raft_server::Raft as RaftRpc;
+use crate::{Member, NodeId, Raft, TypeConfig};
+
+/// Largest peer message (a snapshot chunk or a run of entries).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How long a forwarded client request may take at the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client request a follower hands to the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    /// Propose and wait until committed and applied.
+    Write(Command),
+    /// Renew a lease on the leader, which alone tracks lease deadlines.
+    KeepAlive(waggle_store::LeaseId),
+    /// Confirm leadership and return the log index a linearizable read must see.
+    ReadIndex,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Written(Applied),
+    KeptAlive(i64),
+    ReadIndex(u64),
+}
+
+/// What serves forwarded requests on the leader (the [`crate::RaftStore`]).
+pub trait ForwardHandler: Send + Sync + 'static {
+    fn handle(&self, req: Forwarded) -> impl Future<Output = Result<ForwardReply, WireError>> + Send;
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Payload, Status> {
+    bincode::serialize(value)
+        .map(|data| Payload { data })
+        .map_err(|e| Status::internal(format!("encoding a peer message: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(payload: &Payload) -> Result<T, Status> {
+    bincode::deserialize(&payload.data).map_err(|e| Status::invalid_argument(format!("decoding a peer message: {e}")))
+}
+
+/// Connects lazily to `url`, with the peer message limits.
+fn connect(url: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+    let channel =
+        Endpoint::from_shared(url.to_owned())?.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect_lazy();
+    Ok(RaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Makes the clients openraft uses to reach each member.
+#[derive(Clone, Debug, Default)]
+pub struct PeerNetwork {}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        PeerClient { target, url: node.peer_url.clone(), client: connect(&node.peer_url).map_err(|e| e.to_string()) }
+    }
+}
+
+/// The connection to one member.
+#[derive(Debug)]
+pub struct PeerClient {
+    target: NodeId,
+    url: String,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("peer {url}: {reason}")]
+struct PeerError {
+    url: String,
+    reason: String,
+}
+
+type Rpc = fn(
+    RaftClient<Channel>,
+    Payload,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<Payload>, Status>> + Send>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: StdError + DeserializeOwned,
+    {
+        let fail = |reason: String| PeerError { url: self.url.clone(), reason };
+        let client = self.client.clone().map_err(|e| RPCError::Unreachable(Unreachable::new(&fail(e))))?;
+        let payload = encode(req).map_err(|s| RPCError::Network(NetworkError::new(&fail(s.message().to_owned()))))?;
+        let reply = match tokio::time::timeout(option.hard_ttl(), rpc(client, payload)).await {
+            Err(_) => {
+                return Err(RPCError::Network(NetworkError::new(&fail(format!(
+                    "no answer within {:?}",
+                    option.hard_ttl()
+                )))));
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&fail(status.message().to_owned()))));
+            }
+            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&fail(status.to_string())))),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, E> =
+            decode(&reply).map_err(|s| RPCError::Network(NetworkError::new(&fail(s.message().to_owned()))))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.call(|mut c, p| Box::pin(async move { c.append_entries(p).await }), &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call(|mut c, p| Box::pin(async move { c.install_snapshot(p).await }), &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.call(|mut c, p| Box::pin(async move { c.vote(p).await }), &rpc, &option).await
+    }
+}
+
+/// Forwards client requests to the leader, keeping one channel per member.
+#[derive(Clone, Debug, Default)]
+pub struct Forwarder {
+    clients: Arc<Mutex<HashMap<String, RaftClient<Channel>>>>,
+}
+
+impl Forwarder {
+    pub async fn forward(&self, leader: &Member, req: &Forwarded) -> Result<ForwardReply, WireError> {
+        let unavailable = |reason: String| WireError::Internal {
+            op: "forwarding a request to the leader".to_owned(),
+            reason: format!("leader {leader}: {reason}"),
+        };
+        let client = {
+            let mut clients = self.clients.lock().map_err(|_| unavailable("the channel cache is poisoned".into()))?;
+            match clients.get(&leader.peer_url) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = connect(&leader.peer_url).map_err(|e| unavailable(e.to_string()))?;
+                    clients.insert(leader.peer_url.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        let payload = encode(req).map_err(|s| unavailable(s.message().to_owned()))?;
+        let mut client = client;
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, client.forward(payload))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {FORWARD_TIMEOUT:?}")))?
+            .map_err(|s| unavailable(s.to_string()))?
+            .into_inner();
+        decode::<Result<ForwardReply, WireError>>(&reply).map_err(|s| unavailable(s.message().to_owned()))?
+    }
+}
+
+/// Serves the peer RPCs of one member.
+pub struct PeerService<H> {
+    raft: Raft,
+    handler: Arc<H>,
+}
+
+impl<H> PeerService<H> {
+    pub fn new(raft: Raft, handler: Arc<H>) -> Self {
+        Self { raft, handler }
+    }
+
+    pub fn into_server(self) -> crate::proto::raft_server::RaftServer<Self>
+    where
+        H: ForwardHandler,
+    {
+        crate::proto::raft_server::RaftServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+impl<H> std::fmt::Debug for PeerService<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerService").finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl<H: ForwardHandler> RaftRpc for PeerService<H> {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        encode(&self.raft.append_entries(rpc).await).map(Response::new)
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
+        encode(&self.raft.vote(rpc).await).map(Response::new)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
+        encode(&self.raft.install_snapshot(rpc).await).map(Response::new)
+    }
+
+    async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let forwarded: Forwarded = decode(req.get_ref())?;
+        encode(&self.handler.handle(forwarded).await).map(Response::new)
+    }
+}

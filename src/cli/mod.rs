@@ -1,5 +1,6 @@
 //! Command-line flags, defined apart from the code that runs them.
 
+mod agent;
 mod images;
 mod server;
 mod store;
@@ -8,8 +9,8 @@ use clap::{Parser, Subcommand};
 
 /// Kubernetes-compatible orchestrator with an eBPF-first dataplane.
 ///
-/// Only the subcommands listed below work so far; `agent` arrives with its
-/// issue.
+/// Only the subcommands listed below work so far; `agent` runs hollow
+/// (simulated) nodes only.
 #[derive(Debug, Parser)]
 #[command(name = "waggle", version, about, long_about = None)]
 pub struct Cli {
@@ -19,6 +20,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a node agent (so far: hollow, simulated nodes for tests and benchmarks).
+    Agent(agent::AgentArgs),
     /// Manage images in the node's containerd.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -32,6 +35,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Images(cmd) => images::run(cmd),
         Command::Server(args) => server::run(args),
         Command::Store(cmd) => store::run(cmd),

@@ -40,6 +40,30 @@ impl TestServer {
         Ok(me)
     }
 
+    /// A kube-rs client with its own identity (in `system:masters`).
+    pub async fn client_as(&self, user: &str) -> anyhow::Result<kube::Client> {
+        let kubeconfig = self.server.kubeconfig_for(user, &["system:masters"])?;
+        Ok(waggle_controllers::client_from_kubeconfig(&kubeconfig).await?)
+    }
+
+    /// Runs `count` hollow nodes named `<prefix><i>` in this process.
+    pub async fn hollow_nodes(&self, count: usize, prefix: &str) -> anyhow::Result<waggle_hollow::HollowNodes> {
+        self.hollow_nodes_with(waggle_hollow::HollowConfig {
+            count,
+            name_prefix: prefix.into(),
+            ..waggle_hollow::HollowConfig::default()
+        })
+        .await
+    }
+
+    pub async fn hollow_nodes_with(
+        &self,
+        config: waggle_hollow::HollowConfig,
+    ) -> anyhow::Result<waggle_hollow::HollowNodes> {
+        let client = self.client_as("system:node:hollow").await?;
+        Ok(waggle_hollow::HollowNodes::start(client, config).await?)
+    }
+
     pub fn kubectl(&self, minor: u32) -> Kubectl {
         Kubectl::new(minor, &self.kubeconfig, &self.dir.path().join(format!("kube-cache-{minor}")))
     }

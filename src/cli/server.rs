@@ -1,9 +1,10 @@
 //! `waggle server`: the control plane in one process. Boot order: store,
-//! API server (certificates, bootstrap objects), admin kubeconfig.
+//! API server (certificates, bootstrap objects), admin kubeconfig,
+//! controllers, scheduler.
 //!
 //! The embedded store is durable on this machine (RocksDB under
-//! `<data-dir>/store`), not replicated. Not yet here: the scheduler and the
-//! node agent (their issues).
+//! `<data-dir>/store`), not replicated. Not yet here: the node agent (run
+//! `waggle agent --hollow N` for simulated nodes) and leader election.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -34,9 +35,18 @@ pub struct ServerArgs {
     /// Write the admin kubeconfig here (default: <data-dir>/admin.kubeconfig).
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
-    /// Do not run the controllers (namespace, garbage collector).
+    /// Do not run the controllers (namespace, garbage collector, workloads, ...).
     #[arg(long)]
     pub disable_controllers: bool,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// Seconds a node may go without a heartbeat before it is NotReady.
+    #[arg(long, default_value_t = 40)]
+    pub node_monitor_grace_period: u64,
+    /// Seconds pods tolerate an unreachable or not-ready node when they say nothing.
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -80,10 +90,31 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None
     } else {
         let client = client_for(&server, "system:kube-controller-manager").await?;
-        Some(tokio::spawn(waggle_controllers::run(client)))
+        let config = waggle_controllers::ControllerConfig {
+            node_lifecycle: waggle_controllers::NodeLifecycleConfig {
+                grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
+                default_toleration_seconds: args.default_not_ready_toleration_seconds,
+                ..Default::default()
+            },
+        };
+        Some(tokio::spawn(waggle_controllers::run_with(client, config)))
+    };
+    // 5. The scheduler, with its own identity.
+    let scheduler = if args.disable_scheduler {
+        None
+    } else {
+        let client = client_for(&server, "system:kube-scheduler").await?;
+        Some(tokio::spawn(waggle_scheduler::run(client, waggle_scheduler::SchedulerConfig::default())))
     };
     tokio::select! {
         _ = server.wait() => Ok(()),
+        Some(r) = async { match scheduler { Some(c) => Some(c.await), None => None } } => {
+            match r {
+                Ok(Ok(())) => anyhow::bail!("the scheduler stopped"),
+                Ok(Err(e)) => Err(e).context("running the scheduler"),
+                Err(e) => Err(e).context("the scheduler task"),
+            }
+        }
         Some(r) = async { match controllers { Some(c) => Some(c.await), None => None } } => {
             match r {
                 Ok(Ok(())) => anyhow::bail!("the controllers stopped"),

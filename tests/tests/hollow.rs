@@ -4,23 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::TestServer;
-
-/// Polls `check` until it succeeds or `timeout` passes; returns the last error.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
+use support::{TestServer, eventually};
 
 const BOUND_POD: &str = "apiVersion: v1
 kind: Pod

@@ -91,6 +91,7 @@ fn watch_extremes(client: kube::Client) -> (Arc<Mutex<Extremes>>, tokio::task::J
     let task = tokio::spawn(async move {
         let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
         let mut init: BTreeMap<String, Pod> = BTreeMap::new();
+        let mut synced = false;
         let mut stream = watcher(api, watcher::Config::default().labels("app=web")).default_backoff().boxed();
         while let Some(ev) = stream.next().await {
             match ev {
@@ -104,8 +105,14 @@ fn watch_extremes(client: kube::Client) -> (Arc<Mutex<Extremes>>, tokio::task::J
                 Ok(watcher::Event::InitApply(p)) => {
                     init.insert(p.name_any(), p);
                 }
-                Ok(watcher::Event::InitDone) => pods = std::mem::take(&mut init),
+                Ok(watcher::Event::InitDone) => {
+                    pods = std::mem::take(&mut init);
+                    synced = true;
+                }
                 Err(_) => continue,
+            }
+            if !synced {
+                continue;
             }
             let live: Vec<&Pod> = pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
             let ready = live.iter().filter(|p| is_ready(p)).count();

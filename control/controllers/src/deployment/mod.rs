@@ -145,7 +145,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     });
 
     let wanted = template_without_hash(Some(&spec.template));
-    let mut new_rs = all.iter().find(|rs| template_without_hash(rs.spec.as_ref().and_then(|s| s.template.as_ref())) == wanted).cloned();
+    let new_rs = all.iter().find(|rs| template_without_hash(rs.spec.as_ref().and_then(|s| s.template.as_ref())) == wanted).cloned();
     let max_old_revision =
         all.iter().filter(|rs| Some(rs.uid()) != new_rs.as_ref().map(|n| n.uid())).map(|rs| revision_of(rs.as_ref())).max().unwrap_or(0);
     let mut created = None;
@@ -155,13 +155,14 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             scale(&ctx, &plan, new_rs.as_deref(), &all).await?;
         } else {
             if new_rs.is_none() {
+                // The next pass, triggered by the new ReplicaSet's event, finds
+                // it in the cache; going on now would count without it.
                 let rs = create_new_rs(&ctx, &plan, &all, max_old_revision + 1).await?;
                 created = Some(rs.name_any());
-                new_rs = Some(Arc::new(rs));
             } else if let Some(rs) = &new_rs {
                 sync_revision(&ctx, &plan, rs, max_old_revision + 1).await?;
             }
-            if let Some(rs) = &new_rs {
+            if let Some(rs) = new_rs.as_ref().filter(|_| created.is_none()) {
                 if plan.recreate {
                     rollout_recreate(&ctx, &plan, rs, &all).await?;
                 } else {

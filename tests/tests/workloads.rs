@@ -17,6 +17,10 @@ use support::{Kubectl, TestServer, eventually};
 use waggle_controllers::{ControllerConfig, NodeLifecycleConfig};
 
 fn deployment(replicas: u32, image: &str) -> String {
+    deployment_with_cpu(replicas, image, "10m")
+}
+
+fn deployment_with_cpu(replicas: u32, image: &str, cpu: &str) -> String {
     format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -32,7 +36,7 @@ spec:
       - name: web
         image: {image}
         ports: [{{containerPort: 80, name: http}}]
-        resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}
+        resources: {{requests: {{cpu: {cpu}, memory: 16Mi}}}}
 "
     )
 }
@@ -247,7 +251,14 @@ async fn a_hollow_node_that_stops_heartbeating_becomes_not_ready_and_its_pods_mo
         })
         .await?;
     let k = server.kubectl(33);
-    k.ok_stdin(&["apply", "-f", "-"], &deployment(6, "nginx:1.25"))?;
+    // Half a CPU each: LeastAllocated spreads them two per node (without
+    // PodTopologySpread, tiny pods would land at random). The API server
+    // adds 300 s tolerations of unreachable nodes; these pods say 2 s.
+    let manifest = deployment_with_cpu(6, "nginx:1.25", "500m").replace(
+        "      containers:",
+        "      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n      containers:",
+    );
+    k.ok_stdin(&["apply", "-f", "-"], &manifest)?;
     ensure_contains(&k.ok(&["rollout", "status", "deployment/web", "--timeout=120s"])?, "successfully rolled out")?;
     let (_, _, placed) = live_pods(&k)?;
     anyhow::ensure!(placed.iter().any(|n| n == "hn-0"), "no pod on hn-0: {placed:?}");

@@ -103,7 +103,9 @@ async fn monitor(client: &Client, config: &NodeLifecycleConfig, caches: &Caches,
         let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
         let wanted = wanted_taints(ready, &taints, now);
         if wanted != taints {
-            let patch = json!({"spec": {"taints": wanted}});
+            // No taints left: drop the field, as kubectl taint does.
+            let value = if wanted.is_empty() { serde_json::Value::Null } else { json!(wanted) };
+            let patch = json!({"spec": {"taints": value}});
             nodes_api
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -134,6 +136,7 @@ async fn monitor(client: &Client, config: &NodeLifecycleConfig, caches: &Caches,
         }
         let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
         let due = taints.iter().filter_map(|t| evict_at(t, &tolerations, config.default_toleration_seconds)).min();
+        tracing::debug!(pod = %pod.name_any(), namespace = %ns, node, ?due, "pod on an unhealthy node");
         if due.is_some_and(|d| d <= now) {
             match api.delete(&pod.name_any(), &DeleteParams::default()).await {
                 Ok(_) => tracing::info!(pod = %pod.name_any(), namespace = %ns, node, "evicted from an unhealthy node"),

@@ -22,6 +22,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> anyhow::Result<Self> {
+        // Logs only when asked for (RUST_LOG), captured per test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::Builder::new().prefix("wgt-api-").tempdir()?;
         let store = Arc::new(MemStore::new(MemStoreConfig::default())?);
         let config =

@@ -46,8 +46,8 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     };
     config.validate()?;
     // 2. A client from the kubeconfig.
-    let text = std::fs::read_to_string(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let text =
+        std::fs::read_to_string(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let client = waggle_controllers::client_from_kubeconfig(&text).await?;
     // 3. Register the nodes and run them.
     let nodes = HollowNodes::start(client, config).await.context("starting hollow nodes")?;

@@ -24,7 +24,8 @@ async fn hollow_nodes_register_heartbeat_and_run_pods_bound_to_them() -> anyhow:
     let ready = k.ok(&["get", "node", "hn-0", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.allocatable.cpu} {.status.allocatable.pods}"])?;
     anyhow::ensure!(ready == "True 4 110", "node: {ready}");
     eventually(Duration::from_secs(10), || async {
-        let holders = k.ok(&["get", "leases", "-n", "kube-node-lease", "-o", "jsonpath={.items[*].spec.holderIdentity}"])?;
+        let holders =
+            k.ok(&["get", "leases", "-n", "kube-node-lease", "-o", "jsonpath={.items[*].spec.holderIdentity}"])?;
         anyhow::ensure!(holders == "hn-0 hn-1 hn-2", "leases: {holders}");
         Ok(())
     })
@@ -32,7 +33,13 @@ async fn hollow_nodes_register_heartbeat_and_run_pods_bound_to_them() -> anyhow:
 
     k.ok_stdin(&["apply", "-f", "-"], BOUND_POD)?;
     eventually(Duration::from_secs(10), || async {
-        let s = k.ok(&["get", "pod", "bound", "-o", "jsonpath={.status.phase} {.status.podIP} {.status.containerStatuses[0].ready}"])?;
+        let s = k.ok(&[
+            "get",
+            "pod",
+            "bound",
+            "-o",
+            "jsonpath={.status.phase} {.status.podIP} {.status.containerStatuses[0].ready}",
+        ])?;
         anyhow::ensure!(s.starts_with("Running 10.64.1.") && s.ends_with(" true"), "pod: {s}");
         Ok(())
     })

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
-use kube::ResourceExt as _;
 use support::{Kubectl, TestServer, eventually};
 use waggle_controllers::{ControllerConfig, NodeLifecycleConfig};
 
@@ -216,7 +216,10 @@ async fn a_fifty_replica_deployment_rolls_out_updates_rolls_back_scales_heals_an
     eventually(Duration::from_secs(30), || async {
         let (live, running, _) = live_pods(&k)?;
         let names = k.ok(&["get", "pods", "-l", "app=web", "-o", "name"])?;
-        anyhow::ensure!(live == 5 && running == 5 && !names.contains(&victim), "{live} live, {running} running: {names}");
+        anyhow::ensure!(
+            live == 5 && running == 5 && !names.contains(&victim),
+            "{live} live, {running} running: {names}"
+        );
         Ok(())
     })
     .await?;
@@ -289,7 +292,13 @@ async fn a_hollow_node_that_stops_heartbeating_becomes_not_ready_and_its_pods_mo
     // The node comes back: Ready again, untainted.
     nodes.restart_node("hn-0");
     eventually(Duration::from_secs(30), || async {
-        let node = k.ok(&["get", "node", "hn-0", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}|{.spec.taints}"])?;
+        let node = k.ok(&[
+            "get",
+            "node",
+            "hn-0",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}|{.spec.taints}",
+        ])?;
         anyhow::ensure!(node == "True|", "hn-0: {node}");
         Ok(())
     })
@@ -305,7 +314,8 @@ spec:
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_pod_that_tolerates_no_taint_stays_pending_with_the_upstream_message_until_a_node_is_untainted() -> anyhow::Result<()> {
+async fn a_pod_that_tolerates_no_taint_stays_pending_with_the_upstream_message_until_a_node_is_untainted()
+-> anyhow::Result<()> {
     let server = TestServer::with_control_plane(ControllerConfig::default()).await?;
     let _nodes = server.hollow_nodes(2, "tn-").await?;
     let k = server.kubectl(33);

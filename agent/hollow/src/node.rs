@@ -30,7 +30,11 @@ pub async fn register_all(client: &kube::Client, config: &HollowConfig, names: &
 async fn register(api: &Api<Node>, config: &HollowConfig, index: usize, name: &str) -> Result<(), Error> {
     let node = Node {
         metadata: ObjectMeta { name: Some(name.to_owned()), labels: Some(labels(name)), ..Default::default() },
-        spec: Some(NodeSpec { pod_cidr: Some(pod_cidr(index)), pod_cidrs: Some(vec![pod_cidr(index)]), ..Default::default() }),
+        spec: Some(NodeSpec {
+            pod_cidr: Some(pod_cidr(index)),
+            pod_cidrs: Some(vec![pod_cidr(index)]),
+            ..Default::default()
+        }),
         status: None,
     };
     match api.create(&PostParams::default(), &node).await {

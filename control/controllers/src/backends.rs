@@ -89,7 +89,8 @@ fn ports(svc: &Service, pod: &Pod) -> Vec<Port> {
 
 fn named_port(pod: &Pod, name: &str, protocol: &str) -> Option<i32> {
     pod.spec.as_ref()?.containers.iter().flat_map(|c| c.ports.iter().flatten()).find_map(|p| {
-        (p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol).then_some(p.container_port)
+        (p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+            .then_some(p.container_port)
     })
 }
 

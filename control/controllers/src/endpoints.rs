@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -125,7 +127,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 },
                 subsets,
             };
-            api.create(&PostParams::default(), &ep).await.map_err(Error::kube(format!("creating endpoints {ns}/{name}")))?;
+            api.create(&PostParams::default(), &ep)
+                .await
+                .map_err(Error::kube(format!("creating endpoints {ns}/{name}")))?;
             tracing::debug!("endpoints created");
         }
     }

@@ -57,7 +57,8 @@ fn error_policy(_svc: Arc<Service>, err: &Error, _ctx: Arc<Ctx>) -> Action {
 
 /// A stable name per Service and port mapping.
 fn slice_name(svc: &str, ports: &[Port]) -> String {
-    let key = serde_json::to_vec(&ports.iter().map(|p| (&p.name, p.port, &p.protocol)).collect::<Vec<_>>()).unwrap_or_default();
+    let key = serde_json::to_vec(&ports.iter().map(|p| (&p.name, p.port, &p.protocol)).collect::<Vec<_>>())
+        .unwrap_or_default();
     let suffix = safe_encode(&fnv32a(&key).to_string());
     let mut base: String = svc.chars().take(63 - suffix.len() - 1).collect();
     base.push('-');
@@ -125,7 +126,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             ports: Some(ports),
         };
         match api.get(&slice_name).await {
-            Ok(cur) if cur.endpoints == desired.endpoints && cur.ports == desired.ports && cur.metadata.labels == desired.metadata.labels => {}
+            Ok(cur)
+                if cur.endpoints == desired.endpoints
+                    && cur.ports == desired.ports
+                    && cur.metadata.labels == desired.metadata.labels => {}
             Ok(cur) => {
                 let mut next = desired;
                 next.metadata.resource_version = cur.metadata.resource_version;
@@ -142,7 +146,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         }
     }
     let selector = format!("{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}");
-    let existing = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::kube(format!("listing endpointslices of {ns}/{name}")))?;
+    let existing = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("listing endpointslices of {ns}/{name}")))?;
     for stale in existing.items.iter().filter(|s| !wanted.contains(&s.name_any())) {
         match api.delete(&stale.name_any(), &DeleteParams::default()).await {
             Ok(_) | Err(kube::Error::Api(_)) => {}

@@ -76,14 +76,20 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) -> Result<(), Erro
 }
 
 fn ready_status(node: &Node) -> (&str, Option<Timestamp>) {
-    let c = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let c =
+        node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     match c {
         Some(c) => (c.status.as_str(), c.last_heartbeat_time.as_ref().map(|t| t.0)),
         None => ("Unknown", None),
     }
 }
 
-async fn monitor(client: &Client, config: &NodeLifecycleConfig, caches: &Caches, started: Timestamp) -> Result<(), Error> {
+async fn monitor(
+    client: &Client,
+    config: &NodeLifecycleConfig,
+    caches: &Caches,
+    started: Timestamp,
+) -> Result<(), Error> {
     let now = Timestamp::now();
     let nodes_api: Api<Node> = Api::all(client.clone());
     let mut unhealthy: BTreeMap<String, Vec<Taint>> = BTreeMap::new();
@@ -173,8 +179,11 @@ pub fn wanted_taints(ready: &str, current: &[Taint], now: Timestamp) -> Vec<Tain
         "Unknown" => Some(UNREACHABLE),
         _ => Some(NOT_READY),
     };
-    let mut out: Vec<Taint> =
-        current.iter().filter(|t| (t.key != UNREACHABLE && t.key != NOT_READY) || Some(t.key.as_str()) == key).cloned().collect();
+    let mut out: Vec<Taint> = current
+        .iter()
+        .filter(|t| (t.key != UNREACHABLE && t.key != NOT_READY) || Some(t.key.as_str()) == key)
+        .cloned()
+        .collect();
     if let Some(key) = key {
         for effect in ["NoSchedule", "NoExecute"] {
             if !out.iter().any(|t| t.key == key && t.effect == effect) {
@@ -192,7 +201,10 @@ fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
     match t.operator.as_deref() {
         Some("Exists") => t.key.as_deref().is_none_or(|k| k.is_empty() || k == taint.key),
-        _ => t.key.as_deref() == Some(taint.key.as_str()) && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        _ => {
+            t.key.as_deref() == Some(taint.key.as_str())
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
     }
 }
 

@@ -78,7 +78,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         } else if active.len() > want {
             let mut ranked: Vec<&Arc<Pod>> = active.clone();
             ranked.sort_by_key(|p| deletion_rank(p));
-            let victims: Vec<String> = ranked.iter().take((active.len() - want).min(BURST)).map(|p| p.name_any()).collect();
+            let victims: Vec<String> =
+                ranked.iter().take((active.len() - want).min(BURST)).map(|p| p.name_any()).collect();
             delete_pods(&ctx, &ns, &key, victims).await?;
         }
     }

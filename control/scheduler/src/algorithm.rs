@@ -54,7 +54,10 @@ pub struct CycleCursor {
 
 impl Default for CycleCursor {
     fn default() -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         Self { next_start: 0, rng: seed | 1 }
     }
 }
@@ -149,7 +152,7 @@ pub fn schedule(profile: &Profile, pod: &Pod, nodes: &[NodeInfo], cursor: &mut C
             ties = 1;
         } else if *t == totals[best] {
             ties += 1;
-            if cursor.next_random() % ties == 0 {
+            if cursor.next_random().is_multiple_of(ties) {
                 best = i;
             }
         }
@@ -174,7 +177,8 @@ mod tests {
 
     #[test]
     fn the_failure_message_has_upstreams_shape() {
-        let taint = Taint { key: "dedicated".into(), value: Some("db".into()), effect: "NoSchedule".into(), time_added: None };
+        let taint =
+            Taint { key: "dedicated".into(), value: Some("db".into()), effect: "NoSchedule".into(), time_added: None };
         let e = FitError {
             num_all_nodes: 3,
             reasons: BTreeMap::from([(reason(&taint), 2), ("Insufficient cpu".to_owned(), 1)]),

@@ -53,7 +53,14 @@ impl Profile {
             scheduler_name: scheduler_name.to_owned(),
             percentage_of_nodes_to_score,
             pre_filter: vec![fit.clone(), ports.clone(), affinity.clone()],
-            filter: vec![Arc::new(NodeUnschedulable), Arc::new(NodeName), taints.clone(), affinity.clone(), ports, fit.clone()],
+            filter: vec![
+                Arc::new(NodeUnschedulable),
+                Arc::new(NodeName),
+                taints.clone(),
+                affinity.clone(),
+                ports,
+                fit.clone(),
+            ],
             pre_score: vec![taints.clone(), affinity.clone(), fit.clone()],
             score: vec![(taints, 3), (affinity, 2), (fit, 1), (Arc::new(BalancedAllocation), 1)],
             bind: binder,
@@ -61,6 +68,11 @@ impl Profile {
     }
 
     pub fn default_with_client(client: kube::Client) -> Self {
-        Self::default_plugins(DEFAULT_SCHEDULER_NAME, ScoringStrategy::default(), None, Arc::new(DefaultBinder { client }))
+        Self::default_plugins(
+            DEFAULT_SCHEDULER_NAME,
+            ScoringStrategy::default(),
+            None,
+            Arc::new(DefaultBinder { client }),
+        )
     }
 }

@@ -78,7 +78,8 @@ impl SchedulingQueue {
     /// Parked pods older than `age` get another try (upstream's flush).
     pub fn flush_older_than(&self, age: Duration) {
         let Ok(mut q) = self.inner.lock() else { return };
-        let old: Vec<String> = q.unschedulable.iter().filter(|(_, t)| t.elapsed() >= age).map(|(k, _)| k.clone()).collect();
+        let old: Vec<String> =
+            q.unschedulable.iter().filter(|(_, t)| t.elapsed() >= age).map(|(k, _)| k.clone()).collect();
         if old.is_empty() {
             return;
         }
@@ -96,11 +97,11 @@ impl SchedulingQueue {
     pub async fn pop_all(&self) -> Vec<String> {
         loop {
             let notified = self.notify.notified();
-            if let Ok(mut q) = self.inner.lock() {
-                if !q.active.is_empty() {
-                    q.queued.clear();
-                    return q.active.drain(..).collect();
-                }
+            if let Ok(mut q) = self.inner.lock()
+                && !q.active.is_empty()
+            {
+                q.queued.clear();
+                return q.active.drain(..).collect();
             }
             notified.await;
         }

@@ -36,7 +36,12 @@ fn key(pod: &Pod) -> String {
 }
 
 fn responsible(profile: &Profile, pod: &Pod) -> bool {
-    let name = pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).filter(|n| !n.is_empty()).unwrap_or(DEFAULT_SCHEDULER_NAME);
+    let name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(DEFAULT_SCHEDULER_NAME);
     name == profile.scheduler_name
 }
 
@@ -157,10 +162,10 @@ fn snapshot(s: &Shared) -> (Vec<NodeInfo>, HashMap<String, usize>) {
     if let Ok(mut assumed) = s.assumed.lock() {
         assumed.pods.retain(|k, (pod, node, at)| {
             let (ns, name) = k.split_once('/').unwrap_or_default();
-            let seen_bound = s
-                .pods
-                .get(&ObjectRef::new(name).within(ns))
-                .is_none_or(|p| p.uid() != pod.uid() || p.spec.as_ref().and_then(|sp| sp.node_name.as_deref()).is_some_and(|n| !n.is_empty()));
+            let seen_bound = s.pods.get(&ObjectRef::new(name).within(ns)).is_none_or(|p| {
+                p.uid() != pod.uid()
+                    || p.spec.as_ref().and_then(|sp| sp.node_name.as_deref()).is_some_and(|n| !n.is_empty())
+            });
             if seen_bound || at.elapsed() > ASSUME_TTL {
                 return false;
             }
@@ -240,7 +245,10 @@ async fn bind(s: &Shared, key: &str, pod: &Pod, node: &str) {
 /// FailedScheduling event, both only when the message changed.
 async fn record_failure(s: &Shared, pod: &Pod, message: &str) -> Result<(), kube::Error> {
     let conditions = pod.status.as_ref().and_then(|st| st.conditions.clone()).unwrap_or_default();
-    if conditions.iter().any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(message)) {
+    if conditions
+        .iter()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.message.as_deref() == Some(message))
+    {
         return Ok(());
     }
     let now = Time(k8s_openapi::jiff::Timestamp::now());

@@ -78,8 +78,7 @@ impl TestServer {
         let client = me.client_as("system:kube-controller-manager").await?;
         me.controllers = Some(tokio::spawn(waggle_controllers::run_with(client, config)));
         let client = me.client_as("system:kube-scheduler").await?;
-        me.scheduler =
-            Some(tokio::spawn(waggle_scheduler::run(client, waggle_scheduler::SchedulerConfig::default())));
+        me.scheduler = Some(tokio::spawn(waggle_scheduler::run(client, waggle_scheduler::SchedulerConfig::default())));
         Ok(me)
     }
 

@@ -81,13 +81,13 @@ pub fn revision_of(obj: &impl kube::Resource) -> i64 {
 /// The template without the pod-template-hash label, for comparisons.
 fn template_without_hash(t: Option<&PodTemplateSpec>) -> serde_json::Value {
     let mut v = serde_json::to_value(t).unwrap_or_default();
+    let mut now_empty = false;
     if let Some(labels) = v.pointer_mut("/metadata/labels").and_then(|l| l.as_object_mut()) {
         labels.remove(HASH_LABEL);
-        if labels.is_empty() {
-            if let Some(m) = v.pointer_mut("/metadata").and_then(|m| m.as_object_mut()) {
-                m.remove("labels");
-            }
-        }
+        now_empty = labels.is_empty();
+    }
+    if now_empty && let Some(m) = v.pointer_mut("/metadata").and_then(|m| m.as_object_mut()) {
+        m.remove("labels");
     }
     v
 }
@@ -134,7 +134,9 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .replicasets
         .state()
         .into_iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(plan.ns.as_str()) && pod_state::is_controlled_by(rs.as_ref(), &uid))
+        .filter(|rs| {
+            rs.namespace().as_deref() == Some(plan.ns.as_str()) && pod_state::is_controlled_by(rs.as_ref(), &uid)
+        })
         .collect();
     all.sort_by_key(|rs| (rs.metadata.creation_timestamp.clone(), rs.name_any()));
 
@@ -145,9 +147,16 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     });
 
     let wanted = template_without_hash(Some(&spec.template));
-    let new_rs = all.iter().find(|rs| template_without_hash(rs.spec.as_ref().and_then(|s| s.template.as_ref())) == wanted).cloned();
-    let max_old_revision =
-        all.iter().filter(|rs| Some(rs.uid()) != new_rs.as_ref().map(|n| n.uid())).map(|rs| revision_of(rs.as_ref())).max().unwrap_or(0);
+    let new_rs = all
+        .iter()
+        .find(|rs| template_without_hash(rs.spec.as_ref().and_then(|s| s.template.as_ref())) == wanted)
+        .cloned();
+    let max_old_revision = all
+        .iter()
+        .filter(|rs| Some(rs.uid()) != new_rs.as_ref().map(|n| n.uid()))
+        .map(|rs| revision_of(rs.as_ref()))
+        .max()
+        .unwrap_or(0);
     let mut created = None;
 
     if !lagging {
@@ -214,9 +223,11 @@ async fn scale_rs(ctx: &Ctx, plan: &Plan<'_>, rs: &ReplicaSet, replicas: i32) ->
         "metadata": {"annotations": {DESIRED_REPLICAS: desired, MAX_REPLICAS: max}},
         "spec": {"replicas": replicas},
     });
-    api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube(format!("scaling replicaset {}/{}", plan.ns, rs.name_any())))?;
+    api.patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::kube(format!(
+        "scaling replicaset {}/{}",
+        plan.ns,
+        rs.name_any()
+    )))?;
     tracing::info!(replicaset = %rs.name_any(), from = replicas_of(rs), to = replicas, "scaled");
     Ok(())
 }
@@ -244,7 +255,9 @@ async fn scale(ctx: &Ctx, plan: &Plan<'_>, new_rs: Option<&ReplicaSet>, all: &[A
     let to_add = allowed - current;
     let mut ordered = active.clone();
     // Newest first when growing, largest first either way (upstream's sort).
-    ordered.sort_by_key(|rs| (std::cmp::Reverse(replicas_of(rs)), std::cmp::Reverse(rs.metadata.creation_timestamp.clone())));
+    ordered.sort_by_key(|rs| {
+        (std::cmp::Reverse(replicas_of(rs)), std::cmp::Reverse(rs.metadata.creation_timestamp.clone()))
+    });
     let sizes: Vec<i32> = ordered.iter().map(|rs| replicas_of(rs)).collect();
     for (rs, size) in ordered.iter().zip(rolling::proportional(&sizes, to_add)) {
         scale_rs(ctx, plan, rs, size).await?;
@@ -257,7 +270,9 @@ fn rs_annotations(plan: &Plan<'_>, revision: i64) -> BTreeMap<String, String> {
         .d
         .annotations()
         .iter()
-        .filter(|(k, _)| ![LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS, MAX_REPLICAS].contains(&k.as_str()))
+        .filter(|(k, _)| {
+            ![LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS, MAX_REPLICAS].contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     a.insert(REVISION.into(), revision.to_string());
@@ -266,7 +281,12 @@ fn rs_annotations(plan: &Plan<'_>, revision: i64) -> BTreeMap<String, String> {
     a
 }
 
-async fn create_new_rs(ctx: &Ctx, plan: &Plan<'_>, all: &[Arc<ReplicaSet>], revision: i64) -> Result<ReplicaSet, Error> {
+async fn create_new_rs(
+    ctx: &Ctx,
+    plan: &Plan<'_>,
+    all: &[Arc<ReplicaSet>],
+    revision: i64,
+) -> Result<ReplicaSet, Error> {
     let spec = plan.d.spec.clone().unwrap_or_default();
     let template = spec.template.clone();
     let mut collision = plan.d.status.as_ref().and_then(|s| s.collision_count);
@@ -328,7 +348,9 @@ async fn create_new_rs(ctx: &Ctx, plan: &Plan<'_>, all: &[Arc<ReplicaSet>], revi
             Err(e) => return Err(Error::kube(format!("creating replicaset {}/{name}", plan.ns))(e)),
         }
     }
-    Err(Error::Config { reason: format!("deployment {}/{}: too many pod-template-hash collisions", plan.ns, plan.name) })
+    Err(Error::Config {
+        reason: format!("deployment {}/{}: too many pod-template-hash collisions", plan.ns, plan.name),
+    })
 }
 
 /// A reused ReplicaSet (after a rollback) becomes the newest revision.
@@ -352,7 +374,12 @@ async fn sync_revision(ctx: &Ctx, plan: &Plan<'_>, rs: &ReplicaSet, next: i64) -
     Ok(())
 }
 
-async fn rollout_rolling(ctx: &Ctx, plan: &Plan<'_>, new_rs: &ReplicaSet, all: &[Arc<ReplicaSet>]) -> Result<(), Error> {
+async fn rollout_rolling(
+    ctx: &Ctx,
+    plan: &Plan<'_>,
+    new_rs: &ReplicaSet,
+    all: &[Arc<ReplicaSet>],
+) -> Result<(), Error> {
     let all_spec: i32 = all.iter().map(|rs| replicas_of(rs)).sum();
     let target = rolling::new_rs_replicas(plan.replicas, plan.max_surge, all_spec, replicas_of(new_rs));
     if target != replicas_of(new_rs) {
@@ -360,8 +387,15 @@ async fn rollout_rolling(ctx: &Ctx, plan: &Plan<'_>, new_rs: &ReplicaSet, all: &
         return scale_rs(ctx, plan, new_rs, target).await;
     }
     let old: Vec<&Arc<ReplicaSet>> = all.iter().filter(|rs| rs.uid() != new_rs.uid()).collect();
-    let counts: Vec<OldRs> = old.iter().map(|rs| OldRs { spec: replicas_of(rs), available: available_of(rs) }).collect();
-    let specs = rolling::scale_down_old(plan.replicas, plan.max_unavailable, replicas_of(new_rs), available_of(new_rs), &counts);
+    let counts: Vec<OldRs> =
+        old.iter().map(|rs| OldRs { spec: replicas_of(rs), available: available_of(rs) }).collect();
+    let specs = rolling::scale_down_old(
+        plan.replicas,
+        plan.max_unavailable,
+        replicas_of(new_rs),
+        available_of(new_rs),
+        &counts,
+    );
     for (rs, spec) in old.iter().zip(specs) {
         if spec != replicas_of(rs) {
             scale_rs(ctx, plan, rs, spec).await?;
@@ -370,7 +404,12 @@ async fn rollout_rolling(ctx: &Ctx, plan: &Plan<'_>, new_rs: &ReplicaSet, all: &
     Ok(())
 }
 
-async fn rollout_recreate(ctx: &Ctx, plan: &Plan<'_>, new_rs: &ReplicaSet, all: &[Arc<ReplicaSet>]) -> Result<(), Error> {
+async fn rollout_recreate(
+    ctx: &Ctx,
+    plan: &Plan<'_>,
+    new_rs: &ReplicaSet,
+    all: &[Arc<ReplicaSet>],
+) -> Result<(), Error> {
     let old: Vec<&Arc<ReplicaSet>> = all.iter().filter(|rs| rs.uid() != new_rs.uid()).collect();
     let mut scaled_down = false;
     for rs in &old {
@@ -397,7 +436,13 @@ async fn rollout_recreate(ctx: &Ctx, plan: &Plan<'_>, new_rs: &ReplicaSet, all: 
 
 /// Old ReplicaSets beyond revisionHistoryLimit, with no pods, go (oldest
 /// revision first).
-async fn cleanup(ctx: &Ctx, plan: &Plan<'_>, new_rs: Option<&ReplicaSet>, all: &[Arc<ReplicaSet>], limit: i32) -> Result<(), Error> {
+async fn cleanup(
+    ctx: &Ctx,
+    plan: &Plan<'_>,
+    new_rs: Option<&ReplicaSet>,
+    all: &[Arc<ReplicaSet>],
+    limit: i32,
+) -> Result<(), Error> {
     let mut old: Vec<&Arc<ReplicaSet>> = all
         .iter()
         .filter(|rs| new_rs.is_none_or(|n| n.uid() != rs.uid()))
@@ -420,11 +465,21 @@ async fn cleanup(ctx: &Ctx, plan: &Plan<'_>, new_rs: Option<&ReplicaSet>, all: &
     Ok(())
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: String, previous: Option<&DeploymentCondition>) -> DeploymentCondition {
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    previous: Option<&DeploymentCondition>,
+) -> DeploymentCondition {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let same = previous.is_some_and(|p| p.status == status && p.reason.as_deref() == Some(reason));
-    let transition = previous.filter(|p| p.status == status).and_then(|p| p.last_transition_time.clone()).unwrap_or_else(|| now.clone());
-    let update = if same { previous.and_then(|p| p.last_update_time.clone()).unwrap_or_else(|| now.clone()) } else { now };
+    let transition = previous
+        .filter(|p| p.status == status)
+        .and_then(|p| p.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    let update =
+        if same { previous.and_then(|p| p.last_update_time.clone()).unwrap_or_else(|| now.clone()) } else { now };
     DeploymentCondition {
         type_: type_.into(),
         status: status.into(),
@@ -454,9 +509,21 @@ async fn write_status(
     let previous = |t: &str| old_conditions.iter().find(|c| c.type_ == t);
 
     let available_cond = if available >= plan.replicas - plan.max_unavailable {
-        condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), previous("Available"))
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+            previous("Available"),
+        )
     } else {
-        condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), previous("Available"))
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+            previous("Available"),
+        )
     };
     let rs_name = new_rs.map(|rs| rs.name_any()).unwrap_or_default();
     let complete = new_rs.is_some()
@@ -473,20 +540,46 @@ async fn write_status(
     let progressing = if plan.paused {
         condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into(), prev_progressing)
     } else if complete {
-        condition("Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet \"{rs_name}\" has successfully progressed."), prev_progressing)
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            prev_progressing,
+        )
     } else if let Some(c) = created {
         condition("Progressing", "True", "NewReplicaSetCreated", format!("Created new replica set \"{c}\""), None)
     } else if progressed || prev_progressing.is_none() {
-        let mut c = condition("Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."), prev_progressing);
+        let mut c = condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{rs_name}\" is progressing."),
+            prev_progressing,
+        );
         c.last_update_time = Some(Time(k8s_openapi::jiff::Timestamp::now()));
         c
     } else {
         let since = prev_progressing.and_then(|c| c.last_update_time.as_ref()).map(|t| t.0.as_second()).unwrap_or(0);
         let timed_out = k8s_openapi::jiff::Timestamp::now().as_second() - since > i64::from(deadline);
         if timed_out && prev_progressing.is_some_and(|c| c.reason.as_deref() != Some("NewReplicaSetAvailable")) {
-            condition("Progressing", "False", "ProgressDeadlineExceeded", format!("ReplicaSet \"{rs_name}\" has timed out progressing."), prev_progressing)
+            condition(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{rs_name}\" has timed out progressing."),
+                prev_progressing,
+            )
         } else {
-            prev_progressing.cloned().unwrap_or_else(|| condition("Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."), None))
+            prev_progressing.cloned().unwrap_or_else(|| {
+                condition(
+                    "Progressing",
+                    "True",
+                    "ReplicaSetUpdated",
+                    format!("ReplicaSet \"{rs_name}\" is progressing."),
+                    None,
+                )
+            })
         }
     };
     let status = DeploymentStatus {
@@ -506,7 +599,9 @@ async fn write_status(
         match api.patch_status(&plan.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Error::kube(format!("updating the status of deployment {}/{}", plan.ns, plan.name))(e)),
+            Err(e) => {
+                return Err(Error::kube(format!("updating the status of deployment {}/{}", plan.ns, plan.name))(e));
+            }
         }
     }
     Ok(complete)

@@ -116,7 +116,8 @@ pub fn proportional(sizes: &[i32], to_add: i32) -> Vec<i32> {
         }
         return out;
     }
-    let mut out: Vec<i32> = sizes.iter().map(|s| s + (i64::from(*s) * i64::from(to_add) / i64::from(total)) as i32).collect();
+    let mut out: Vec<i32> =
+        sizes.iter().map(|s| s + (i64::from(*s) * i64::from(to_add) / i64::from(total)) as i32).collect();
     let given: i32 = out.iter().sum::<i32>() - total;
     if let Some(first) = out.first_mut() {
         *first += to_add - given;

@@ -200,7 +200,10 @@ mod tests {
     #[test]
     fn containers_without_requests_count_defaults_for_scoring_only() {
         let pod = Pod {
-            spec: Some(PodSpec { containers: vec![Container { name: "c".into(), ..Default::default() }], ..Default::default() }),
+            spec: Some(PodSpec {
+                containers: vec![Container { name: "c".into(), ..Default::default() }],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(pod_requests(&pod, false).milli_cpu, 0);

@@ -32,10 +32,23 @@ impl BindPlugin for DefaultBinder {
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let binding = Binding {
-            metadata: ObjectMeta { name: pod.metadata.name.clone(), namespace: Some(ns.clone()), uid: pod.uid(), ..Default::default() },
-            target: ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: pod.metadata.name.clone(),
+                namespace: Some(ns.clone()),
+                uid: pod.uid(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.into()),
+                ..Default::default()
+            },
         };
-        match api.create_subresource::<_, serde_json::Value>("binding", &pod.name_any(), &PostParams::default(), &binding).await {
+        match api
+            .create_subresource::<_, serde_json::Value>("binding", &pod.name_any(), &PostParams::default(), &binding)
+            .await
+        {
             Ok(_) => Status::success(),
             Err(e) => Status::new(Code::Error, format!("binding {ns}/{} to {node}: {e}", pod.name_any())),
         }

@@ -40,7 +40,8 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok()))
+            let (Some(v), Some(bound)) =
+                (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok()))
             else {
                 return false;
             };
@@ -84,7 +85,11 @@ impl FilterPlugin for NodeAffinity {
         let labels = node.labels();
         let selector_ok = req.selector.iter().all(|(k, v)| labels.get(k) == Some(v));
         let terms_ok = req.terms.as_ref().is_none_or(|ts| ts.iter().any(|t| term_matches(t, &node.name, labels)));
-        if selector_ok && terms_ok { Status::success() } else { Status::new(Code::UnschedulableAndUnresolvable, REASON) }
+        if selector_ok && terms_ok {
+            Status::success()
+        } else {
+            Status::new(Code::UnschedulableAndUnresolvable, REASON)
+        }
     }
 }
 
@@ -108,7 +113,11 @@ impl PreScorePlugin for NodeAffinity {
 impl ScorePlugin for NodeAffinity {
     fn score(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let Some(preferred) = state.read::<Vec<PreferredSchedulingTerm>>(SCORE_STATE) else { return Ok(0) };
-        Ok(preferred.iter().filter(|p| term_matches(&p.preference, &node.name, node.labels())).map(|p| i64::from(p.weight)).sum())
+        Ok(preferred
+            .iter()
+            .filter(|p| term_matches(&p.preference, &node.name, node.labels()))
+            .map(|p| i64::from(p.weight))
+            .sum())
     }
 
     fn normalize(&self, _state: &CycleState, _pod: &Pod, scores: &mut [i64]) -> Status {
@@ -132,7 +141,8 @@ mod tests {
     #[test]
     fn expressions_in_a_term_are_anded_and_operators_behave_as_upstream() {
         let labels = BTreeMap::from([("zone".to_owned(), "a".to_owned()), ("cores".to_owned(), "8".to_owned())]);
-        let term = |rs: Vec<NodeSelectorRequirement>| NodeSelectorTerm { match_expressions: Some(rs), match_fields: None };
+        let term =
+            |rs: Vec<NodeSelectorRequirement>| NodeSelectorTerm { match_expressions: Some(rs), match_fields: None };
         assert!(term_matches(&term(vec![req("zone", "In", &["a", "b"]), req("cores", "Gt", &["4"])]), "n", &labels));
         assert!(!term_matches(&term(vec![req("zone", "In", &["a"]), req("cores", "Lt", &["4"])]), "n", &labels));
         assert!(term_matches(&term(vec![req("gpu", "DoesNotExist", &[])]), "n", &labels));
@@ -142,7 +152,8 @@ mod tests {
 
     #[test]
     fn match_fields_select_a_node_by_name() {
-        let t = NodeSelectorTerm { match_expressions: None, match_fields: Some(vec![req("metadata.name", "In", &["n1"])]) };
+        let t =
+            NodeSelectorTerm { match_expressions: None, match_fields: Some(vec![req("metadata.name", "In", &["n1"])]) };
         assert!(term_matches(&t, "n1", &BTreeMap::new()));
         assert!(!term_matches(&t, "n2", &BTreeMap::new()));
     }

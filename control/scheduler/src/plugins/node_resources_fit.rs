@@ -103,7 +103,11 @@ impl ScorePlugin for NodeResourcesFit {
     fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let req = state.read::<Resource>(SCORE_STATE).cloned().unwrap_or_else(|| pod_requests(pod, true));
         // cpu and memory, weight 1 each (upstream's default resources).
-        let cpu = resource_score(self.strategy, node.non_zero_requested.milli_cpu + req.milli_cpu, node.allocatable.milli_cpu);
+        let cpu = resource_score(
+            self.strategy,
+            node.non_zero_requested.milli_cpu + req.milli_cpu,
+            node.allocatable.milli_cpu,
+        );
         let mem = resource_score(self.strategy, node.non_zero_requested.memory + req.memory, node.allocatable.memory);
         Ok((cpu + mem) / 2)
     }

@@ -29,7 +29,11 @@ impl FilterPlugin for NodeUnschedulable {
             value: None,
             time_added: None,
         };
-        let tolerated = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref()).is_some_and(|ts| ts.iter().any(|t| tolerates(t, &taint)));
+        let tolerated = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_ref())
+            .is_some_and(|ts| ts.iter().any(|t| tolerates(t, &taint)));
         if tolerated { Status::success() } else { Status::new(Code::UnschedulableAndUnresolvable, REASON) }
     }
 }

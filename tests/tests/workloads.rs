@@ -357,3 +357,58 @@ async fn a_pod_that_tolerates_no_taint_stays_pending_with_the_upstream_message_u
     .await?;
     Ok(())
 }
+
+const DAEMONSET: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: busybox}]
+";
+
+const JOB: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: batch}
+spec:
+  completions: 4
+  parallelism: 2
+  template:
+    metadata:
+      annotations: {hollow.waggle.dev/run-seconds: \"1\"}
+    spec:
+      restartPolicy: Never
+      containers: [{name: work, image: busybox}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemonset_puts_one_pod_on_every_node_and_a_job_completes() -> anyhow::Result<()> {
+    let server = TestServer::with_control_plane(ControllerConfig::default()).await?;
+    let _nodes = server.hollow_nodes(3, "dn-").await?;
+    let k = server.kubectl(33);
+    // A tainted node still gets its daemon pod only if tolerated: this one is not.
+    k.ok(&["taint", "nodes", "dn-2", "dedicated=db:NoSchedule"])?;
+    k.ok_stdin(&["apply", "-f", "-"], DAEMONSET)?;
+    ensure_contains(&k.ok(&["rollout", "status", "daemonset/agent", "--timeout=60s"])?, "successfully rolled out")?;
+    let placed = k.ok(&["get", "pods", "-l", "app=agent", "-o", "jsonpath={.items[*].spec.nodeName}"])?;
+    let mut placed: Vec<&str> = placed.split_whitespace().collect();
+    placed.sort();
+    anyhow::ensure!(placed == ["dn-0", "dn-1"], "daemon pods on {placed:?}");
+    // Untainted, dn-2 gets one too.
+    k.ok(&["taint", "nodes", "dn-2", "dedicated-"])?;
+    eventually(Duration::from_secs(30), || async {
+        let s =
+            k.ok(&["get", "ds", "agent", "-o", "jsonpath={.status.desiredNumberScheduled} {.status.numberReady}"])?;
+        anyhow::ensure!(s == "3 3", "daemonset status: {s}");
+        Ok(())
+    })
+    .await?;
+
+    k.ok_stdin(&["apply", "-f", "-"], JOB)?;
+    k.ok(&["wait", "--for=condition=Complete", "job/batch", "--timeout=60s"])?;
+    let s = k.ok(&["get", "job", "batch", "-o", "jsonpath={.status.succeeded} {.status.active}"])?;
+    anyhow::ensure!(s == "4 0", "job status: {s}");
+    Ok(())
+}

@@ -2,6 +2,10 @@
 //! Running and Ready with a fake IP from the node's range; a pod marked for
 //! deletion is deleted with grace 0, as a kubelet does once its containers
 //! have stopped.
+//!
+//! Pods run forever unless annotated: `hollow.waggle.dev/run-seconds: "N"`
+//! makes them finish N seconds after starting, Succeeded, or Failed when
+//! `hollow.waggle.dev/exit-code` is not 0 (for Jobs in tests).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +21,9 @@ use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
 use crate::{Error, Liveness, is_status, now};
+
+pub const RUN_SECONDS: &str = "hollow.waggle.dev/run-seconds";
+pub const EXIT_CODE: &str = "hollow.waggle.dev/exit-code";
 
 struct Ctx {
     client: Client,
@@ -84,6 +91,21 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .is_some_and(|c| c.status == "True");
     let ip = status.and_then(|s| s.pod_ip.clone());
     if phase == Some("Running") && ready && ip.is_some() {
+        let Some(run) = pod.annotations().get(RUN_SECONDS).and_then(|v| v.parse::<i64>().ok()) else {
+            return Ok(Action::await_change());
+        };
+        let started = status.and_then(|s| s.start_time.as_ref()).map(|t| t.0.as_second()).unwrap_or(0);
+        let left = started + run - now().as_second();
+        if left > 0 {
+            return Ok(Action::requeue(Duration::from_secs(left as u64)));
+        }
+        let code = pod.annotations().get(EXIT_CODE).and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+        let patch = json!({"status": finished_status(&pod, code)});
+        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => tracing::debug!(code, "finished"),
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(Error::kube(format!("reporting pod {ns}/{name} finished"))(e)),
+        }
         return Ok(Action::await_change());
     }
     let ip = match ip {
@@ -111,6 +133,35 @@ fn next_ip(ctx: &Ctx, node: &str, index: usize) -> String {
         Err(_) => 1,
     };
     format!("10.{}.{}.{host}", 64 + index / 256, index % 256)
+}
+
+fn finished_status(pod: &Pod, code: i32) -> Value {
+    let t = Time(now());
+    let cond = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": t});
+    let containers: Vec<Value> = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "image": c.image.clone().unwrap_or_default(),
+                "imageID": format!("hollow://{}", c.image.clone().unwrap_or_default()),
+                "containerID": format!("hollow://{}/{}", pod.uid().unwrap_or_default(), c.name),
+                "ready": false,
+                "started": false,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }, "finishedAt": t}},
+            })
+        })
+        .collect();
+    json!({
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "conditions": [cond("PodReadyToStartContainers", "False"), cond("Initialized", "True"), cond("ContainersReady", "False"), cond("Ready", "False"), cond("PodScheduled", "True")],
+        "containerStatuses": containers,
+    })
 }
 
 fn running_status(pod: &Pod, host_ip: &str, ip: &str) -> Value {

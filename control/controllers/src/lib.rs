@@ -4,18 +4,20 @@
 //! - [`namespace`]: empties a deleted namespace, then finalizes it;
 //! - [`gc`]: the garbage collector (ownerReferences; Background, Foreground
 //!   and Orphan propagation);
-//! - [`replicaset`], [`deployment`]: workloads;
+//! - [`replicaset`], [`deployment`], [`daemonset`], [`job`]: workloads;
 //! - [`endpoints`], [`endpointslice`]: Service backends;
 //! - [`nodelifecycle`]: unreachable nodes are tainted, their pods evicted;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
 
 pub mod backends;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
 pub mod gc;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod pod_state;
@@ -81,6 +83,8 @@ pub async fn run_with(client: Client, config: ControllerConfig) -> Result<(), Er
         r = gc::run(client.clone(), resources) => r,
         r = replicaset::run(client.clone()) => r,
         r = deployment::run(client.clone()) => r,
+        r = daemonset::run(client.clone()) => r,
+        r = job::run(client.clone()) => r,
         r = endpoints::run(client.clone()) => r,
         r = endpointslice::run(client.clone()) => r,
         r = nodelifecycle::run(client.clone(), config.node_lifecycle) => r,

@@ -195,7 +195,7 @@ pub fn wanted_taints(ready: &str, current: &[Taint], now: Timestamp) -> Vec<Tain
     out
 }
 
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
         return false;
     }

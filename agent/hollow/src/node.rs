@@ -73,9 +73,10 @@ pub fn pod_cidr(index: usize) -> String {
     format!("10.{}.{}.0/24", 64 + index / 256, index % 256)
 }
 
-/// The node's own (fake) address: 172.(16 + i/65536).(i/256%256).(i%256).
+/// The node's own (fake) address, in 172.16.0.0/12 from 172.16.0.1 on.
 pub(crate) fn node_ip(index: usize) -> String {
-    format!("172.{}.{}.{}", 16 + index / 65536, (index / 256) % 256, index % 256)
+    let i = index + 1;
+    format!("172.{}.{}.{}", 16 + i / 65536, (i / 256) % 256, i % 256)
 }
 
 pub fn ready_condition(status: &str, reason: &str, message: &str) -> NodeCondition {

@@ -163,8 +163,104 @@ pub fn schedule(profile: &Profile, pod: &Pod, nodes: &[NodeInfo], cursor: &mut C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::framework::{BindPlugin, Plugin};
+    use crate::plugins::node_resources_fit::ScoringStrategy;
     use crate::plugins::taint_toleration::reason;
-    use k8s_openapi::api::core::v1::Taint;
+    use k8s_openapi::api::core::v1::{Container, Node, NodeSpec, NodeStatus, PodSpec, ResourceRequirements, Taint};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::sync::Arc;
+
+    /// A binder that binds nothing: the algorithm never calls it.
+    struct NoBinder;
+    impl Plugin for NoBinder {
+        fn name(&self) -> &'static str {
+            "NoBinder"
+        }
+    }
+    #[async_trait::async_trait]
+    impl BindPlugin for NoBinder {
+        async fn bind(&self, _pod: &Pod, _node: &str) -> Status {
+            Status::success()
+        }
+    }
+
+    fn profile(strategy: ScoringStrategy) -> Profile {
+        Profile::default_plugins("default-scheduler", strategy, None, Arc::new(NoBinder))
+    }
+
+    fn node(name: &str, cpu: &str, taints: Vec<Taint>, labels: &[(&str, &str)]) -> NodeInfo {
+        let alloc = BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.into())),
+            ("memory".to_owned(), Quantity("16Gi".into())),
+            ("pods".to_owned(), Quantity("110".into())),
+        ]);
+        NodeInfo::new(Arc::new(Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec { taints: Some(taints), ..Default::default() }),
+            status: Some(NodeStatus { allocatable: Some(alloc), ..Default::default() }),
+        }))
+    }
+
+    fn pod(cpu: &str) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    resources: Some(ResourceRequirements {
+                        requests: Some(BTreeMap::from([("cpu".to_owned(), Quantity(cpu.into()))])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn least_allocated_picks_the_emptier_node_and_most_allocated_the_fuller() {
+        let mut busy = node("busy", "4", vec![], &[]);
+        busy.add_pod(&pod("3"));
+        let nodes = vec![busy, node("idle", "4", vec![], &[])];
+        let mut cursor = CycleCursor::default();
+        let least = schedule(&profile(ScoringStrategy::LeastAllocated), &pod("500m"), &nodes, &mut cursor);
+        assert_eq!(least.map(|i| nodes[i].name.as_str()).ok(), Some("idle"));
+        let most = schedule(&profile(ScoringStrategy::MostAllocated), &pod("500m"), &nodes, &mut cursor);
+        assert_eq!(most.map(|i| nodes[i].name.as_str()).ok(), Some("busy"));
+    }
+
+    #[test]
+    fn each_node_reports_why_it_was_filtered_out() {
+        let taint =
+            Taint { key: "dedicated".into(), value: Some("db".into()), effect: "NoSchedule".into(), time_added: None };
+        let nodes = vec![node("small", "1", vec![], &[]), node("tainted", "8", vec![taint], &[])];
+        let err = schedule(&profile(ScoringStrategy::LeastAllocated), &pod("2"), &nodes, &mut CycleCursor::default())
+            .err()
+            .map(|e| e.message());
+        assert_eq!(
+            err.as_deref(),
+            Some("0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}.")
+        );
+    }
+
+    #[test]
+    fn a_node_selector_narrows_the_choice_to_matching_nodes() {
+        let nodes = vec![node("a", "4", vec![], &[("disk", "hdd")]), node("b", "4", vec![], &[("disk", "ssd")])];
+        let mut p = pod("100m");
+        if let Some(spec) = p.spec.as_mut() {
+            spec.node_selector = Some(BTreeMap::from([("disk".to_owned(), "ssd".to_owned())]));
+        }
+        for _ in 0..5 {
+            let got = schedule(&profile(ScoringStrategy::LeastAllocated), &p, &nodes, &mut CycleCursor::default());
+            assert_eq!(got.ok(), Some(1));
+        }
+    }
 
     #[test]
     fn small_clusters_are_searched_whole_and_large_ones_adaptively() {

@@ -41,6 +41,10 @@ pub struct ServerArgs {
     /// Do not run the scheduler.
     #[arg(long)]
     pub disable_scheduler: bool,
+    /// Run the controllers and the scheduler only while holding their Leases
+    /// in kube-system, so several servers can share one store.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
     /// Seconds a node may go without a heartbeat before it is NotReady.
     #[arg(long, default_value_t = 40)]
     pub node_monitor_grace_period: u64,
@@ -78,7 +82,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     let server = waggle_apiserver::start(config, store).await.context("starting the API server")?;
     // 3. The admin kubeconfig.
-    let path = args.write_kubeconfig.unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+    let path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -97,14 +101,36 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
         };
-        Some(tokio::spawn(waggle_controllers::run_with(client, config)))
+        let election = election("kube-controller-manager", &args);
+        Some(tokio::spawn(async move {
+            match election {
+                None => waggle_controllers::run_with(client, config).await,
+                Some(e) => waggle_controllers::leader::run_as_leader(client.clone(), e, || {
+                    waggle_controllers::run_with(client, config)
+                })
+                .await
+                .and_then(|r| r),
+            }
+        }))
     };
     // 5. The scheduler, with its own identity.
     let scheduler = if args.disable_scheduler {
         None
     } else {
         let client = client_for(&server, "system:kube-scheduler").await?;
-        Some(tokio::spawn(waggle_scheduler::run(client, waggle_scheduler::SchedulerConfig::default())))
+        let config = waggle_scheduler::SchedulerConfig::default();
+        let election = election("kube-scheduler", &args);
+        Some(tokio::spawn(async move {
+            match election {
+                None => waggle_scheduler::run(client, config).await.map_err(anyhow::Error::from),
+                Some(e) => waggle_controllers::leader::run_as_leader(client.clone(), e, || {
+                    waggle_scheduler::run(client, config)
+                })
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::from),
+            }
+        }))
     };
     tokio::select! {
         _ = server.wait() => Ok(()),
@@ -127,6 +153,18 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Leader election settings for a component, unless disabled. The identity
+/// is unique per process, as upstream's `<hostname>_<uuid>`.
+fn election(lease: &str, args: &ServerArgs) -> Option<waggle_controllers::leader::LeaderElectionConfig> {
+    if !args.leader_elect {
+        return None;
+    }
+    let host =
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "waggle".into());
+    let identity = format!("{host}_{}_{}", std::process::id(), args.secure_port);
+    Some(waggle_controllers::leader::LeaderElectionConfig::new(lease, &identity))
 }
 
 /// A kube-rs client for a control-plane component, with a client certificate

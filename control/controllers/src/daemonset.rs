@@ -184,10 +184,13 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         // RollingUpdate, maxUnavailable 1: replace one outdated pod when all are ready.
         let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()) != Some("OnDelete");
         let all_ready = pods.iter().all(|p| pod_state::is_ready(p));
-        if rolling && all_ready && deleted.is_empty() && created.is_empty() {
-            if let Some(old) = pods.iter().find(|p| p.labels().get(HASH_LABEL) != Some(&hash)) {
-                deleted.push(old.name_any());
-            }
+        if rolling
+            && all_ready
+            && deleted.is_empty()
+            && created.is_empty()
+            && let Some(old) = pods.iter().find(|p| p.labels().get(HASH_LABEL) != Some(&hash))
+        {
+            deleted.push(old.name_any());
         }
         ctx.expectations.expect_adds(&key, created);
         ctx.expectations.expect_deletes(&key, deleted.clone());

@@ -7,7 +7,9 @@
 //! - [`replicaset`], [`deployment`], [`daemonset`], [`job`]: workloads;
 //! - [`endpoints`], [`endpointslice`]: Service backends;
 //! - [`nodelifecycle`]: unreachable nodes are tainted, their pods evicted;
-//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
+//! - [`leader`]: leader election through a Lease (for the controller
+//!   manager and the scheduler).
 
 pub mod backends;
 pub mod daemonset;
@@ -18,6 +20,7 @@ pub mod expectations;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod pod_state;

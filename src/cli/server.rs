@@ -41,6 +41,9 @@ pub struct ServerArgs {
     /// Do not run the scheduler.
     #[arg(long)]
     pub disable_scheduler: bool,
+    /// A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1).
+    #[arg(long)]
+    pub scheduler_config: Option<PathBuf>,
     /// Run the controllers and the scheduler only while holding their Leases
     /// in kube-system, so several servers can share one store.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -69,6 +72,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    // 0. Configuration files, validated before anything starts.
+    let scheduler_config = match &args.scheduler_config {
+        None => waggle_scheduler::SchedulerConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            waggle_scheduler::SchedulerConfig::from_kube_scheduler_configuration(&text)?
+        }
+    };
     // 1. The store: embedded, single member, durable in <data-dir>/store.
     let store = Arc::new(super::store::open_store(&args.data_dir.join("store"), MemStoreConfig::default())?);
     // 2. The API server.
@@ -118,7 +129,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None
     } else {
         let client = client_for(&server, "system:kube-scheduler").await?;
-        let config = waggle_scheduler::SchedulerConfig::default();
+        let config = scheduler_config;
         let election = election("kube-scheduler", &args);
         Some(tokio::spawn(async move {
             match election {

@@ -5,11 +5,13 @@
 //! - [`framework`]: extension-point traits, cycle state, node info;
 //! - [`plugins`]: one module per in-tree plugin, named as upstream;
 //! - [`profile`]: which plugins run, with which weights;
+//! - [`config`]: reading a KubeSchedulerConfiguration file;
 //! - [`algorithm`]: one scheduling cycle, pure;
 //! - [`queue`]: active and unschedulable pods;
 //! - [`scheduler`]: watches, the loop, binding and failure reporting.
 
 pub mod algorithm;
+pub mod config;
 pub mod framework;
 pub mod plugins;
 pub mod profile;
@@ -29,6 +31,8 @@ use crate::profile::{DEFAULT_SCHEDULER_NAME, Profile};
 pub enum Error {
     #[error("the scheduler stopped: {0}")]
     Stopped(&'static str),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The scheduler's settings (a subset of upstream's

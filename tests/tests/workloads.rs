@@ -161,10 +161,12 @@ async fn a_fifty_replica_deployment_rolls_out_updates_rolls_back_scales_heals_an
     k.ok(&["set", "image", "deployment/web", "web=nginx:1.26"])?;
     ensure_contains(&k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"])?, "successfully rolled out")?;
     watch.abort();
-    let x = extremes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    anyhow::ensure!(x.max_live <= 50 + 13, "maxSurge violated: {} live pods", x.max_live);
-    anyhow::ensure!(x.min_ready >= 50 - 12, "maxUnavailable violated: only {} ready pods", x.min_ready);
-    drop(x);
+    let (max_live, min_ready) = {
+        let x = extremes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        (x.max_live, x.min_ready)
+    };
+    anyhow::ensure!(max_live <= 50 + 13, "maxSurge violated: {max_live} live pods");
+    anyhow::ensure!(min_ready >= 50 - 12, "maxUnavailable violated: only {min_ready} ready pods");
     let images = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}"])?;
     anyhow::ensure!(images.split_whitespace().all(|i| i == "nginx:1.26"), "old pods remain: {images}");
 

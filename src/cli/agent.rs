@@ -1,5 +1,7 @@
 //! `waggle agent`: the node agent (kubelet). Flags are parsed and validated
 //! here into an `AgentConfig`; the boot script is `waggle_agent::run`.
+//! With `--hollow N` it runs N simulated nodes instead (`waggle_hollow`):
+//! they heartbeat and report their pods Running without running containers.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -12,6 +14,15 @@ use waggle_agent::{AgentConfig, CniConfig, ContainerdEndpoint};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    /// Run this many hollow (simulated) nodes instead of a real one.
+    #[arg(long)]
+    pub hollow: Option<usize>,
+    /// Hollow node names are `<prefix><index>`.
+    #[arg(long, default_value = "hollow-node-")]
+    pub name_prefix: String,
+    /// Seconds between a hollow node's Lease renewals.
+    #[arg(long, default_value_t = 10)]
+    pub lease_period_seconds: u64,
     /// Credentials and address of the API server.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: PathBuf,
@@ -149,6 +160,9 @@ fn tls_settings(args: &AgentArgs, kubeconfig: &kube::config::Kubeconfig) -> anyh
 }
 
 async fn serve(args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(count) = args.hollow {
+        return serve_hollow(&args, count).await;
+    }
     let text =
         std::fs::read_to_string(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).context("parsing the kubeconfig")?;
@@ -161,6 +175,29 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => {
             // Containers keep running: a restarted agent re-adopts them.
             tracing::info!("agent stopping; pods keep running");
+            Ok(())
+        }
+    }
+}
+
+/// `--hollow N`: register N simulated nodes and run them until interrupted.
+async fn serve_hollow(args: &AgentArgs, count: usize) -> anyhow::Result<()> {
+    let config = waggle_hollow::HollowConfig {
+        count,
+        name_prefix: args.name_prefix.clone(),
+        lease_period: Duration::from_secs(args.lease_period_seconds),
+        ..waggle_hollow::HollowConfig::default()
+    };
+    config.validate()?;
+    let text =
+        std::fs::read_to_string(&args.kubeconfig).with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let client = waggle_controllers::client_from_kubeconfig(&text).await?;
+    let nodes = waggle_hollow::HollowNodes::start(client, config).await.context("starting hollow nodes")?;
+    println!("{} hollow nodes running", nodes.names().len());
+    tokio::select! {
+        r = nodes.wait() => r.context("running hollow nodes"),
+        _ = shutdown_signal() => {
+            tracing::info!("interrupted, stopping");
             Ok(())
         }
     }

@@ -18,7 +18,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the node agent (kubelet): register the node, run its pods on containerd.
+    /// Run the node agent (kubelet): register the node, run its pods on containerd;
+    /// or, with `--hollow N`, N simulated nodes for tests and benchmarks.
     Agent(agent::AgentArgs),
     /// Manage images in the node's containerd.
     #[command(subcommand)]

@@ -1,9 +1,10 @@
 //! `waggle server`: the control plane in one process. Boot order: store,
-//! API server (certificates, bootstrap objects), admin kubeconfig.
+//! API server (certificates, bootstrap objects), admin kubeconfig,
+//! controllers, scheduler.
 //!
 //! The embedded store is durable on this machine (RocksDB under
-//! `<data-dir>/store`), not replicated. Not yet here: the scheduler and the
-//! node agent (their issues).
+//! `<data-dir>/store`), not replicated. Not yet here: the node agent (run
+//! `waggle agent --hollow N` for simulated nodes) and leader election.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -34,9 +35,25 @@ pub struct ServerArgs {
     /// Write the admin kubeconfig here (default: <data-dir>/admin.kubeconfig).
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
-    /// Do not run the controllers (namespace, garbage collector).
+    /// Do not run the controllers (namespace, garbage collector, workloads, ...).
     #[arg(long)]
     pub disable_controllers: bool,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1).
+    #[arg(long)]
+    pub scheduler_config: Option<PathBuf>,
+    /// Run the controllers and the scheduler only while holding their Leases
+    /// in kube-system, so several servers can share one store.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Seconds a node may go without a heartbeat before it is NotReady.
+    #[arg(long, default_value_t = 40)]
+    pub node_monitor_grace_period: u64,
+    /// Seconds pods tolerate an unreachable or not-ready node when they say nothing.
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -55,6 +72,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
+    // 0. Configuration files, validated before anything starts.
+    let scheduler_config = match &args.scheduler_config {
+        None => waggle_scheduler::SchedulerConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            waggle_scheduler::SchedulerConfig::from_kube_scheduler_configuration(&text)?
+        }
+    };
     // 1. The store: embedded, single member, durable in <data-dir>/store.
     let store = Arc::new(super::store::open_store(&args.data_dir.join("store"), MemStoreConfig::default())?);
     // 2. The API server.
@@ -68,7 +93,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     };
     let server = waggle_apiserver::start(config, store).await.context("starting the API server")?;
     // 3. The admin kubeconfig.
-    let path = args.write_kubeconfig.unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
+    let path = args.write_kubeconfig.clone().unwrap_or_else(|| args.data_dir.join("admin.kubeconfig"));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -80,10 +105,53 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
         None
     } else {
         let client = client_for(&server, "system:kube-controller-manager").await?;
-        Some(tokio::spawn(waggle_controllers::run(client)))
+        let config = waggle_controllers::ControllerConfig {
+            node_lifecycle: waggle_controllers::NodeLifecycleConfig {
+                grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
+                default_toleration_seconds: args.default_not_ready_toleration_seconds,
+                ..Default::default()
+            },
+        };
+        let election = election("kube-controller-manager", &args);
+        Some(tokio::spawn(async move {
+            match election {
+                None => waggle_controllers::run_with(client, config).await,
+                Some(e) => waggle_controllers::leader::run_as_leader(client.clone(), e, || {
+                    waggle_controllers::run_with(client, config)
+                })
+                .await
+                .and_then(|r| r),
+            }
+        }))
+    };
+    // 5. The scheduler, with its own identity.
+    let scheduler = if args.disable_scheduler {
+        None
+    } else {
+        let client = client_for(&server, "system:kube-scheduler").await?;
+        let config = scheduler_config;
+        let election = election("kube-scheduler", &args);
+        Some(tokio::spawn(async move {
+            match election {
+                None => waggle_scheduler::run(client, config).await.map_err(anyhow::Error::from),
+                Some(e) => waggle_controllers::leader::run_as_leader(client.clone(), e, || {
+                    waggle_scheduler::run(client, config)
+                })
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::from),
+            }
+        }))
     };
     tokio::select! {
         _ = server.wait() => Ok(()),
+        Some(r) = async { match scheduler { Some(c) => Some(c.await), None => None } } => {
+            match r {
+                Ok(Ok(())) => anyhow::bail!("the scheduler stopped"),
+                Ok(Err(e)) => Err(e).context("running the scheduler"),
+                Err(e) => Err(e).context("the scheduler task"),
+            }
+        }
         Some(r) = async { match controllers { Some(c) => Some(c.await), None => None } } => {
             match r {
                 Ok(Ok(())) => anyhow::bail!("the controllers stopped"),
@@ -96,6 +164,18 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Leader election settings for a component, unless disabled. The identity
+/// is unique per process, as upstream's `<hostname>_<uuid>`.
+fn election(lease: &str, args: &ServerArgs) -> Option<waggle_controllers::leader::LeaderElectionConfig> {
+    if !args.leader_elect {
+        return None;
+    }
+    let host =
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "waggle".into());
+    let identity = format!("{host}_{}_{}", std::process::id(), args.secure_port);
+    Some(waggle_controllers::leader::LeaderElectionConfig::new(lease, &identity))
 }
 
 /// A kube-rs client for a control-plane component, with a client certificate

@@ -3,11 +3,32 @@
 //!
 //! - [`namespace`]: empties a deleted namespace, then finalizes it;
 //! - [`gc`]: the garbage collector (ownerReferences; Background, Foreground
-//!   and Orphan propagation).
+//!   and Orphan propagation);
+//! - [`replicaset`], [`deployment`], [`daemonset`], [`job`]: workloads;
+//! - [`endpoints`], [`endpointslice`]: Service backends;
+//! - [`nodelifecycle`]: unreachable nodes are tainted, their pods evicted;
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
+//! - [`leader`]: leader election through a Lease (for the controller
+//!   manager and the scheduler).
 
+pub mod backends;
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod expectations;
 pub mod gc;
+pub mod informer;
+pub mod job;
+pub mod leader;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod pod_state;
+pub mod replicaset;
 pub mod resources;
+pub mod serviceaccount;
+
+pub use nodelifecycle::NodeLifecycleConfig;
 
 use kube::Client;
 
@@ -46,12 +67,30 @@ pub(crate) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// Settings of the controller manager, parsed once by its caller.
+#[derive(Clone, Debug, Default)]
+pub struct ControllerConfig {
+    pub node_lifecycle: NodeLifecycleConfig,
+}
+
 /// Runs every controller until one of them stops (they do not, short of the
 /// process ending).
 pub async fn run(client: Client) -> Result<(), Error> {
+    run_with(client, ControllerConfig::default()).await
+}
+
+pub async fn run_with(client: Client, config: ControllerConfig) -> Result<(), Error> {
     let resources = resources::discover(&client).await?;
     tokio::select! {
         r = namespace::run(client.clone(), resources.clone()) => r,
-        r = gc::run(client, resources) => r,
+        r = gc::run(client.clone(), resources) => r,
+        r = replicaset::run(client.clone()) => r,
+        r = deployment::run(client.clone()) => r,
+        r = daemonset::run(client.clone()) => r,
+        r = job::run(client.clone()) => r,
+        r = endpoints::run(client.clone()) => r,
+        r = endpointslice::run(client.clone()) => r,
+        r = nodelifecycle::run(client.clone(), config.node_lifecycle) => r,
+        r = serviceaccount::run(client) => r,
     }
 }

@@ -15,6 +15,7 @@ use waggle_store::{MemStore, MemStoreConfig};
 pub struct TestServer {
     pub server: RunningApiServer,
     controllers: Option<tokio::task::JoinHandle<Result<(), waggle_controllers::Error>>>,
+    scheduler: Option<tokio::task::JoinHandle<Result<(), waggle_scheduler::Error>>>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
 }
@@ -26,6 +27,13 @@ impl TestServer {
 
     /// Starts with a configuration adjusted by `tune`.
     pub async fn start_with(tune: impl FnOnce(&mut ApiServerConfig)) -> anyhow::Result<Self> {
+        // Logs only when asked for (RUST_LOG), captured per test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::Builder::new().prefix("wgt-api-").tempdir()?;
         let store = Arc::new(MemStore::new(MemStoreConfig::default())?);
         let mut config =
@@ -34,7 +42,7 @@ impl TestServer {
         let server = waggle_apiserver::start(config, store).await?;
         let kubeconfig = dir.path().join("admin.kubeconfig");
         std::fs::write(&kubeconfig, &server.admin_kubeconfig)?;
-        Ok(Self { server, controllers: None, dir, kubeconfig })
+        Ok(Self { server, controllers: None, scheduler: None, dir, kubeconfig })
     }
 
     /// Also runs the controllers (namespace, garbage collector), as `waggle server` does.
@@ -51,6 +59,40 @@ impl TestServer {
         Ok(waggle_controllers::client_from_kubeconfig(&self.server.admin_kubeconfig).await?)
     }
 
+    /// A kube-rs client with its own identity (in `system:masters`).
+    pub async fn client_as(&self, user: &str) -> anyhow::Result<kube::Client> {
+        let kubeconfig = self.server.kubeconfig_for(user, &["system:masters"])?;
+        Ok(waggle_controllers::client_from_kubeconfig(&kubeconfig).await?)
+    }
+
+    /// Runs `count` hollow nodes named `<prefix><i>` in this process.
+    pub async fn hollow_nodes(&self, count: usize, prefix: &str) -> anyhow::Result<waggle_hollow::HollowNodes> {
+        self.hollow_nodes_with(waggle_hollow::HollowConfig {
+            count,
+            name_prefix: prefix.into(),
+            ..waggle_hollow::HollowConfig::default()
+        })
+        .await
+    }
+
+    pub async fn hollow_nodes_with(
+        &self,
+        config: waggle_hollow::HollowConfig,
+    ) -> anyhow::Result<waggle_hollow::HollowNodes> {
+        let client = self.client_as("system:node:hollow").await?;
+        Ok(waggle_hollow::HollowNodes::start(client, config).await?)
+    }
+
+    /// Controllers (with `config`) and the scheduler, as `waggle server` runs them.
+    pub async fn with_control_plane(config: waggle_controllers::ControllerConfig) -> anyhow::Result<Self> {
+        let mut me = Self::start().await?;
+        let client = me.client_as("system:kube-controller-manager").await?;
+        me.controllers = Some(tokio::spawn(waggle_controllers::run_with(client, config)));
+        let client = me.client_as("system:kube-scheduler").await?;
+        me.scheduler = Some(tokio::spawn(waggle_scheduler::run(client, waggle_scheduler::SchedulerConfig::default())));
+        Ok(me)
+    }
+
     pub fn kubectl(&self, minor: u32) -> Kubectl {
         Kubectl::new(minor, &self.kubeconfig, &self.dir.path().join(format!("kube-cache-{minor}")))
     }
@@ -60,6 +102,26 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(c) = &self.controllers {
             c.abort();
+        }
+        if let Some(s) = &self.scheduler {
+            s.abort();
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it succeeds or `timeout` passes;
+/// returns the last error.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.context("timed out")),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     }
 }

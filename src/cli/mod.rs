@@ -20,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the node agent (kubelet): register the node, run its pods on containerd;
     /// or, with `--hollow N`, N simulated nodes for tests and benchmarks.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Manage images in the node's containerd.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -34,7 +34,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Images(cmd) => images::run(cmd),
         Command::Server(args) => server::run(args),
         Command::Store(cmd) => store::run(cmd),

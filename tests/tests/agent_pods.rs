@@ -360,6 +360,13 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
 
     let logs = node.agent_api(&server, &format!("/containerLogs/default/{name}/web"))?;
     assert!(logs.starts_with("HTTP/1.1 200") && logs.contains("serving"), "logs: {logs}");
+    // kubectl logs goes through the API server, which proxies to the agent.
+    for minor in [33, 29] {
+        let via_api = server.kubectl(minor).ok(&["logs", &name])?;
+        assert!(via_api.contains("serving"), "kubectl 1.{minor} logs through the API server: {via_api}");
+    }
+    let via_api = kubectl.ok(&["logs", &name, "-c", "web", "--tail=1"])?;
+    assert!(via_api.ends_with("serving\n"), "kubectl logs --tail=1: {via_api:?}");
     let tail = node.agent_api(&server, &format!("/containerLogs/default/{name}/web?tailLines=1"))?;
     assert!(tail.ends_with("serving\n"), "tail: {tail}");
     let stranger = node.agent_api_as(&server, "mallory", &format!("/containerLogs/default/{name}/web"))?;

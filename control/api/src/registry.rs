@@ -118,6 +118,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         subresources: &[
             status_of!("", "v1", "Pod"),
             Subresource { name: "binding", group: "", version: "v1", kind: "Binding", verbs: CREATE_ONLY },
+            Subresource { name: "log", group: "", version: "v1", kind: "Pod", verbs: &["get"] },
         ],
     },
     ResourceInfo {

@@ -11,6 +11,7 @@ mod bootstrap;
 pub mod config;
 mod discovery;
 mod handlers;
+mod kubelet;
 mod objects;
 mod openapi;
 mod openapi_v2;
@@ -114,10 +115,12 @@ pub async fn start(config: ApiServerConfig, store: Arc<dyn Store>) -> Result<Run
     let pki = pki::Pki::load_or_create(&config.data_dir.join("pki"), &ips)?;
     // 2. TLS.
     let tls = tls::server_config(&pki)?;
-    // 3. State.
+    // 3. State, with the client identity the API server shows node agents.
+    let kubelet_client = pki.issue_client(kubelet::CLIENT_USER, &["system:masters"])?;
     let objects = objects::Objects::new(store);
     let app = Arc::new(state::App {
         caches: watchcache::WatchCaches::new(objects.clone(), config.watch_cache_history),
+        kubelet_tls: kubelet::client_config(&kubelet_client)?,
         objects,
         allocator: alloc::Allocator::new(&config),
         metrics: system::Metrics::default(),

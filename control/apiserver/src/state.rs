@@ -16,6 +16,8 @@ pub struct App {
     pub metrics: Metrics,
     pub allocator: Allocator,
     pub caches: WatchCaches,
+    /// TLS to node agents (logs), with the API server's client identity.
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
 }
 
 pub type AppRef = Arc<App>;

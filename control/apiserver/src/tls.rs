@@ -26,7 +26,7 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Pem { what, source })?;
@@ -36,7 +36,7 @@ fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-fn key(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn key(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut pem.as_bytes())
         .map_err(|source| TlsError::Pem { what, source })?
         .ok_or(TlsError::Empty { what })

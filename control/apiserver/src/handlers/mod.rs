@@ -1,6 +1,7 @@
 //! Request dispatch: authentication, routing, and one module per verb family.
 
 mod delete;
+mod proxy;
 mod read;
 mod reviews;
 mod table;
@@ -105,6 +106,7 @@ async fn resource(
         (Method::GET, Some(_), None) if watching => watch::watch(app, t, q, headers).await,
         (Method::GET, Some(_), None | Some("status")) => read::get(&app, t, q, headers).await,
         (Method::GET, Some(_), Some("scale")) if r.subresource("scale").is_some() => write::get_scale(&app, t).await,
+        (Method::GET, Some(_), Some("log")) if r.subresource("log").is_some() => proxy::pod_log(&app, t, q).await,
         (Method::POST, _, _) => write::create(&app, t, q, headers, body, user).await,
         (Method::PUT, Some(_), _) => write::update(&app, t, q, headers, body).await,
         (Method::PATCH, Some(_), _) => write::patch(&app, t, q, headers, body).await,

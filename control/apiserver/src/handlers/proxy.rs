@@ -1,0 +1,114 @@
+//! Subresources answered by the pod's node agent: `pods/log` is proxied to
+//! the agent's `/containerLogs/<ns>/<pod>/<container>`, streaming (follow).
+//!
+//! Not yet: exec, attach and port-forward (upgraded connections).
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::Response;
+use serde_json::Value;
+use waggle_api::registry::lookup;
+use waggle_api::{Reason, StatusError};
+
+use crate::request::Query;
+use crate::response::ApiResult;
+use crate::routes::Target;
+use crate::state::App;
+
+/// Query parameters of `pods/log` the agent understands.
+const LOG_PARAMS: &[&str] =
+    &["follow", "tailLines", "previous", "limitBytes", "timestamps", "sinceSeconds", "sinceTime"];
+
+/// The container a request means: `container=`, or the pod's only one.
+fn container_of(pod: &Value, name: &str, q: &Query) -> Result<String, StatusError> {
+    if let Some(c) = q.get("container").filter(|c| !c.is_empty()) {
+        return Ok(c.to_owned());
+    }
+    let names: Vec<&str> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| cs.iter().filter_map(|c| c.get("name")?.as_str()).collect())
+        .unwrap_or_default();
+    match names.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        _ => Err(StatusError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            names.join(" ")
+        ))),
+    }
+}
+
+/// The agent's address for `node`: its InternalIP and daemon endpoint port.
+async fn agent_address(app: &App, node: &str) -> Result<String, StatusError> {
+    let nodes = lookup("", "v1", "nodes").ok_or_else(|| StatusError::internal("nodes not registered"))?;
+    let obj = app.objects.get(nodes, None, node).await?;
+    let ip = obj
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x.get("address")?.as_str())
+        .ok_or_else(|| StatusError::new(Reason::ServiceUnavailable, format!("node {node} has no InternalIP")))?
+        .to_owned();
+    let port = obj.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(10250);
+    Ok(if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
+}
+
+pub async fn pod_log(app: &App, t: &Target, q: &Query) -> ApiResult {
+    let name = t.name.as_deref().unwrap_or_default();
+    let ns = t.namespace.as_deref().unwrap_or("default");
+    let pod = app.objects.get(t.resource, Some(ns), name).await?;
+    let container = container_of(&pod, name, q)?;
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
+        StatusError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
+        ))
+    })?;
+    let addr = agent_address(app, node).await?;
+    let mut query: Vec<String> = Vec::new();
+    for p in LOG_PARAMS {
+        if let Some(v) = q.get(p) {
+            query.push(format!("{p}={}", url_escape(v)));
+        }
+    }
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
+    let unavailable = |what: String| StatusError::new(Reason::ServiceUnavailable, what);
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| unavailable(format!("connecting to the agent of node {node} at {addr}: {e}")))?;
+    let server_name = rustls::pki_types::ServerName::try_from(node.to_owned())
+        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("agent").expect("a valid DNS name"));
+    let tls = tokio_rustls::TlsConnector::from(app.kubelet_tls.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(format!("TLS to the agent of node {node}: {e}")))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| unavailable(format!("HTTP to the agent of node {node}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "agent connection ended");
+        }
+    });
+    let req = Request::get(&path)
+        .header(header::HOST, addr.as_str())
+        .body(Body::empty())
+        .map_err(|e| StatusError::internal(format!("building the agent request: {e}")))?;
+    let resp =
+        sender.send_request(req).await.map_err(|e| unavailable(format!("asking the agent of node {node}: {e}")))?;
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::new(Body::new(body));
+    *out.status_mut() = if parts.status.is_success() { StatusCode::OK } else { parts.status };
+    let ct = parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("text/plain"));
+    out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    Ok(out)
+}
+
+/// Percent-escapes a query value.
+fn url_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

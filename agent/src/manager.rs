@@ -73,10 +73,17 @@ pub async fn run(
             ev = stream.next() => {
                 let Some(ev) = ev else { return Ok(()) };
                 match ev {
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod) | watcher::Event::InitApply(pod)) => {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod)) => {
                         if let Some(k) = key_of(&pod) { workers.wake(k) }
                     }
+                    // The reflector's store holds a (re)list's pods only from InitDone
+                    // on: a worker started now would look its pod up, miss it, and
+                    // release it as gone.
+                    Ok(watcher::Event::InitApply(_)) => {}
                     Ok(watcher::Event::InitDone) => {
+                        for pod in store.state() {
+                            if let Some(k) = key_of(&pod) { workers.wake(k) }
+                        }
                         // Pods deleted while the watch was down: every worker looks again.
                         workers.running.values().for_each(|n| n.notify_one());
                         if !synced {

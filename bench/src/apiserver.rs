@@ -117,7 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let kubeconfig = dir.path().join("admin.kubeconfig");
     let child = Command::new(&args.waggle)
-        .args(["server", "--disable-controllers", "--secure-port", &port.to_string(), "--data-dir"])
+        .args(["server", "--disable-controllers", "--disable-agent", "--secure-port", &port.to_string(), "--data-dir"])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -54,6 +54,18 @@ pub struct ServerArgs {
     /// Seconds pods tolerate an unreachable or not-ready node when they say nothing.
     #[arg(long, default_value_t = 300)]
     pub default_not_ready_toleration_seconds: i64,
+    /// Do not run a node agent on this machine (a control plane without a node).
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Name of this machine's Node (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// podCIDR of this machine's Node.
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pub pod_cidr: ipnet::IpNet,
+    /// Where the CNI plugins are (default: next to this binary, where waggle-cni is built).
+    #[arg(long)]
+    pub cni_bin_dir: Option<PathBuf>,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -143,8 +155,28 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             }
         }))
     };
+    // 6. The node agent of this machine, with its own identity.
+    let agent = if args.disable_agent {
+        None
+    } else {
+        let config = agent_config(&args, &server)?;
+        let client = client_for(&server, &format!("system:node:{}", config.node_name)).await?;
+        println!(
+            "node agent for {} (containerd socket {})",
+            config.node_name,
+            config.root_dir.join("containerd").join("containerd.sock").display()
+        );
+        Some(tokio::spawn(async move { waggle_agent::run(config, client).await }))
+    };
     tokio::select! {
         _ = server.wait() => Ok(()),
+        Some(r) = async { match agent { Some(c) => Some(c.await), None => None } } => {
+            match r {
+                Ok(Ok(())) => anyhow::bail!("the node agent stopped"),
+                Ok(Err(e)) => Err(e).context("running the node agent"),
+                Err(e) => Err(e).context("the node agent task"),
+            }
+        }
         Some(r) = async { match scheduler { Some(c) => Some(c.await), None => None } } => {
             match r {
                 Ok(Ok(())) => anyhow::bail!("the scheduler stopped"),
@@ -164,6 +196,48 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The agent of the server's own machine: a supervised containerd and CNI
+/// state under `<data-dir>/agent`, waggle-cni from next to this binary.
+fn agent_config(
+    args: &ServerArgs,
+    server: &waggle_apiserver::RunningApiServer,
+) -> anyhow::Result<waggle_agent::AgentConfig> {
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name (or give --node-name)")?
+            .trim()
+            .to_lowercase(),
+    };
+    anyhow::ensure!(!node_name.is_empty(), "the node name is empty: give --node-name");
+    let root = args.data_dir.join("agent");
+    let bin_dir = match &args.cni_bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?.parent().context("this binary has no directory")?.to_path_buf(),
+    };
+    anyhow::ensure!(
+        bin_dir.join("waggle-cni").exists(),
+        "{} has no waggle-cni: build it (cargo build -p waggle-cni) or give --cni-bin-dir",
+        bin_dir.display()
+    );
+    let cni = waggle_agent::CniConfig {
+        bin_dir,
+        conf_dir: root.join("cni").join("net.d"),
+        bridge: "waggle0".into(),
+        host_netns: None,
+        netns_dir: PathBuf::from("/var/run/netns"),
+    };
+    let containerd = waggle_agent::ContainerdEndpoint::Supervised { binary: PathBuf::from("containerd") };
+    let mut config = waggle_agent::AgentConfig::new(&node_name, root, containerd, cni);
+    config.pod_cidr = Some(args.pod_cidr);
+    config.tls = Some(waggle_agent::tls::TlsSettings {
+        serving: None,
+        client_ca_pem: server.pki.ca.cert_pem.clone(),
+        allowed: waggle_agent::tls::default_allowed(),
+    });
+    Ok(config)
 }
 
 /// Leader election settings for a component, unless disabled. The identity

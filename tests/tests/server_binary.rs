@@ -35,7 +35,7 @@ impl Drop for Server {
 
 fn start(data_dir: &std::path::Path, port: u16) -> anyhow::Result<Server> {
     let child = Command::new(waggle_bin()?)
-        .args(["server", "--secure-port", &port.to_string(), "--data-dir"])
+        .args(["server", "--disable-agent", "--secure-port", &port.to_string(), "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

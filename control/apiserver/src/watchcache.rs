@@ -137,15 +137,26 @@ impl WatchCaches {
     /// The cache of `r`, caught up with the store's current revision: what a
     /// consistent read is served from. `None` if it could not catch up in time.
     pub async fn consistent(&self, r: &'static ResourceInfo) -> Result<Option<Arc<Cache>>, StatusError> {
-        let cache = self.get(r).await?;
         let current = self.objects.current_revision().await?;
-        if cache.revision() >= current {
+        self.reaching(r, current).await
+    }
+
+    /// The cache of `r` once it reflects `revision`. Writes to other types
+    /// move the store's revision without events for this one, so the store
+    /// is asked to confirm progress rather than waiting for the next event.
+    pub async fn reaching(
+        &self,
+        r: &'static ResourceInfo,
+        revision: Revision,
+    ) -> Result<Option<Arc<Cache>>, StatusError> {
+        let cache = self.get(r).await?;
+        if cache.revision() >= revision {
             return Ok(Some(cache));
         }
         if let Some(id) = *cache.watch_id.lock().await {
             let _ = self.objects.store().request_progress(id).await;
         }
-        Ok(cache.wait_for(current, CATCH_UP).await.then_some(cache))
+        Ok(cache.wait_for(revision, CATCH_UP).await.then_some(cache))
     }
 }
 

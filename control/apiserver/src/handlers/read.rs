@@ -158,10 +158,7 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
         let cache = match rv {
             "0" => Some(app.caches.get(t.resource).await?),
             "" => app.caches.consistent(t.resource).await?,
-            n => {
-                let cache = app.caches.get(t.resource).await?;
-                cache.wait_for(parse_rv(n)?, std::time::Duration::from_secs(3)).await.then_some(cache)
-            }
+            n => app.caches.reaching(t.resource, parse_rv(n)?).await?,
         };
         if let Some(cache) = cache {
             let (objects, revision) = cache.list_prefix(&crate::objects::prefix(t.resource, ns)).await;

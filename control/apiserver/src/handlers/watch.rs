@@ -84,17 +84,20 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
 
     // "" and "0": start with the current state as ADDED events.
     let after = if rv.is_empty() || rv == "0" { None } else { Some(parse_rv(&rv)?) };
-    let cache = app.caches.get(t.resource).await?;
-    if let Some(after) = after
-        && after > cache.revision()
-        && !cache.wait_for(after, Duration::from_secs(3)).await
-    {
-        return Err(StatusError::new(
-            waggle_api::Reason::Timeout,
-            format!("Too large resource version: {after}, current: {}", cache.revision()),
-        )
-        .into());
-    }
+    let cache = match after {
+        None => app.caches.get(t.resource).await?,
+        Some(after) => match app.caches.reaching(t.resource, after).await? {
+            Some(cache) => cache,
+            None => {
+                let current = app.caches.get(t.resource).await?.revision();
+                return Err(StatusError::new(
+                    waggle_api::Reason::Timeout,
+                    format!("Too large resource version: {after}, current: {current}"),
+                )
+                .into());
+            }
+        },
+    };
     let namespace = target.namespace.clone();
     let in_scope =
         move |obj: &Value| namespace.as_deref().is_none_or(|ns| waggle_api::meta::namespace(obj) == Some(ns));

@@ -148,8 +148,14 @@ fn build_network(cfg: &AgentConfig, pod_cidr: &ipnet::IpNet) -> Result<Arc<dyn n
         invoker,
         cfg.cni.netns_dir.clone(),
         cfg.root_dir.join("sandboxes"),
-        &format!("wgp-{}", short_hash(&cfg.node_name)),
+        &sandbox_netns_prefix(&cfg.node_name),
     )))
+}
+
+/// The prefix of the network namespace files of `node`'s pods
+/// (`<netns-dir>/<prefix>-<pod uid>`).
+pub fn sandbox_netns_prefix(node: &str) -> String {
+    format!("wgp-{}", short_hash(node))
 }
 
 /// Eight hex digits naming a node in file names.

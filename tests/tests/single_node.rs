@@ -1,0 +1,168 @@
+//! `waggle server` as `cargo xtask up` runs it: control plane plus this
+//! machine's node agent. The whole cluster runs inside a network namespace
+//! the test creates (server, agent, containerd, bridge, pods), so nothing
+//! lands in the machine's own network; a busybox deployment becomes Running
+//! and answers from the node.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use waggle_tests::{NetNs, image, is_root, names};
+
+fn target_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|d| d.parent()).context("test binary has no target dir")?;
+    let bin = dir.join(name);
+    anyhow::ensure!(bin.exists(), "{} is missing: build it first (cargo build --all-targets)", bin.display());
+    Ok(bin)
+}
+
+/// The server process and everything its agent started, stopped on drop.
+struct Cluster {
+    child: Child,
+    dir: PathBuf,
+    node: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Pods outlive their agent by design: stop containerd and its shims,
+        // then release what they held.
+        let marker = self.dir.to_string_lossy().into_owned();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+                if String::from_utf8_lossy(&cmd).contains(&marker) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> =
+            mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&marker)).collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        // Pod namespaces the agent had no time to release.
+        let prefix = waggle_agent::sandbox_netns_prefix(&self.node);
+        if let Ok(entries) = std::fs::read_dir("/var/run/netns") {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+                }
+            }
+        }
+    }
+}
+
+fn in_netns(ns: &NetNs, program: &Path) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", ns.path().display())).arg(program);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> anyhow::Result<()> {
+    assert!(is_root(), "this test runs containerd and creates namespaces: run it as root");
+    let ns = NetNs::new("node")?;
+    let dir = tempfile::Builder::new().prefix("wgt-node-").tempdir_in("/var/tmp")?;
+    let node = names::unique("wgt-node");
+    let port = 16443u16;
+    let waggle = target_bin("waggle")?;
+    let child = in_netns(&ns, &waggle)
+        .args(["server", "--secure-port", &port.to_string(), "--node-name", &node, "--pod-cidr", "10.245.0.0/24"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--cni-bin-dir")
+        .arg(target_bin("waggle-cni")?.parent().context("dir")?)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.path().join("server.log"))?))
+        .spawn()?;
+    let _cluster = Cluster { child, dir: dir.path().to_path_buf(), node: node.clone() };
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    let kubectl = |args: &[&str]| -> anyhow::Result<String> {
+        let out = in_netns(&ns, Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.path().join("kube-cache"))
+            .args(args)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let log = || std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    let mut ready = false;
+    for _ in 0..150 {
+        if kubectl(&["get", "node", &node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])
+            .is_ok_and(|s| s == "True")
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::ensure!(ready, "the server's own node did not become Ready:\n{}", log());
+
+    let tarball = dir.path().join("busybox.tar");
+    let built = image::build_busybox(&tarball)?;
+    let socket = dir.path().join("agent").join("containerd").join("containerd.sock");
+    let out = Command::new(&waggle).args(["images", "import"]).arg(&tarball).arg("--address").arg(&socket).output()?;
+    anyhow::ensure!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+
+    kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        &format!("--image={}", built.name),
+        "--replicas=2",
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+    ])?;
+    kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]).with_context(log)?;
+    let ips = kubectl(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}"])?;
+    let ips: Vec<&str> = ips.split_whitespace().collect();
+    anyhow::ensure!(
+        ips.len() == 2 && ips.iter().all(|ip| ip.starts_with("10.245.0.")),
+        "pod IPs from the node's podCIDR: {ips:?}"
+    );
+    for ip in ips {
+        let addr: std::net::SocketAddr = format!("{ip}:8080").parse()?;
+        let answer = ns.run(|| -> anyhow::Result<String> {
+            use std::io::{Read as _, Write as _};
+            let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+            conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut buf = String::new();
+            conn.read_to_string(&mut buf)?;
+            Ok(buf)
+        })??;
+        // busybox httpd answers 404 for an empty root: any HTTP answer proves the pod serves.
+        anyhow::ensure!(answer.starts_with("HTTP/1."), "pod {ip} answers from the node's network: {answer:?}");
+    }
+    // Deleting the deployment removes its pods; the agent releases them.
+    kubectl(&["delete", "deployment", "web", "--timeout=60s"])?;
+    let mut gone = false;
+    for _ in 0..150 {
+        if kubectl(&["get", "pods", "-o", "name"]).is_ok_and(|s| s.trim().is_empty()) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::ensure!(gone, "the deployment's pods were not removed:\n{}", log());
+    Ok(())
+}

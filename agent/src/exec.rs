@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::unix::pipe;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 /// The subprotocols served, best first.
 pub const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -56,7 +57,10 @@ where
     let mut frame = vec![3u8];
     frame.extend_from_slice(json.to_string().as_bytes());
     let _ = sink.send(Message::binary(frame)).await;
-    let _ = sink.send(Message::Close(None)).await;
+    // A normal closure (1000), as upstream's kubelet sends: client-go reads a
+    // close without a status code (1005) as an error on the error stream.
+    let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    let _ = sink.send(Message::Close(Some(normal))).await;
 }
 
 type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;

@@ -367,6 +367,11 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
     }
     let via_api = kubectl.ok(&["logs", &name, "-c", "web", "--tail=1"])?;
     assert!(via_api.ends_with("serving\n"), "kubectl logs --tail=1: {via_api:?}");
+    // kubectl exec (WebSocket v5) goes through the API server to the agent.
+    let echoed = kubectl.ok(&["exec", &name, "--", "sh", "-c", "echo exec-ok; echo to-stderr >&2"])?;
+    assert_eq!(echoed, "exec-ok\n", "kubectl exec through the API server");
+    let failed = kubectl.output(&["exec", &name, "--", "sh", "-c", "exit 3"])?;
+    assert_eq!(failed.status.code(), Some(3), "kubectl exec passes the exit code on: {failed:?}");
     let tail = node.agent_api(&server, &format!("/containerLogs/default/{name}/web?tailLines=1"))?;
     assert!(tail.ends_with("serving\n"), "tail: {tail}");
     let stranger = node.agent_api_as(&server, "mallory", &format!("/containerLogs/default/{name}/web"))?;

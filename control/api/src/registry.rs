@@ -119,6 +119,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
             status_of!("", "v1", "Pod"),
             Subresource { name: "binding", group: "", version: "v1", kind: "Binding", verbs: CREATE_ONLY },
             Subresource { name: "log", group: "", version: "v1", kind: "Pod", verbs: &["get"] },
+            Subresource { name: "exec", group: "", version: "v1", kind: "PodExecOptions", verbs: &["create", "get"] },
         ],
     },
     ResourceInfo {

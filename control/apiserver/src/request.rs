@@ -6,21 +6,25 @@ use axum::http::{HeaderMap, header};
 use serde_json::Value;
 use waggle_api::{Reason, StatusError};
 
-/// Query parameters, first value wins.
+/// Query parameters, first value wins; the raw string is kept for proxying
+/// (exec repeats `command=`).
 #[derive(Debug, Default, Clone)]
-pub struct Query(pub HashMap<String, String>);
+pub struct Query {
+    params: HashMap<String, String>,
+    pub raw: String,
+}
 
 impl Query {
     pub fn parse(query: Option<&str>) -> Self {
-        let mut map = HashMap::new();
+        let mut params = HashMap::new();
         for (k, v) in form_urlencoded(query.unwrap_or_default()) {
-            map.entry(k).or_insert(v);
+            params.entry(k).or_insert(v);
         }
-        Self(map)
+        Self { params, raw: query.unwrap_or_default().to_owned() }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.params.get(key).map(String::as_str)
     }
 
     /// A boolean parameter, read as Go's strconv.ParseBool reads it

@@ -34,7 +34,9 @@ pub async fn dispatch(State(app): State<AppRef>, req: Request) -> Response {
 }
 
 async fn handle(app: AppRef, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // Kept aside for subresources that switch protocols (exec).
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let user = parts.extensions.get::<User>().cloned().unwrap_or_else(User::anonymous);
     let route = route(parts.uri.path());
     // What upstream lets anyone read (system:public-info-viewer).
@@ -74,6 +76,9 @@ async fn handle(app: AppRef, req: Request) -> Response {
             format!("the server could not find the requested resource ({plural})"),
         )
         .into()),
+        Route::Resource(t) if t.subresource.as_deref() == Some("exec") && t.resource.subresource("exec").is_some() => {
+            proxy::pod_exec(&app, &t, &q, &headers, upgrade).await
+        }
         Route::Resource(t) => resource(app, &method, &t, &q, &headers, &body, &user).await,
     };
     match result {

@@ -1,7 +1,8 @@
 //! Subresources answered by the pod's node agent: `pods/log` is proxied to
-//! the agent's `/containerLogs/<ns>/<pod>/<container>`, streaming (follow).
+//! the agent's `/containerLogs/<ns>/<pod>/<container>`, streaming (follow),
+//! and `pods/exec` WebSocket upgrades to its `/exec/…`.
 //!
-//! Not yet: exec, attach and port-forward (upgraded connections).
+//! Not yet: attach, port-forward, SPDY.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
@@ -53,53 +54,148 @@ async fn agent_address(app: &App, node: &str) -> Result<String, StatusError> {
     Ok(if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
 }
 
-pub async fn pod_log(app: &App, t: &Target, q: &Query) -> ApiResult {
+/// An HTTP/1.1 connection to the agent of the pod's node, and the pod's
+/// container as the request names it.
+struct AgentConn {
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    addr: String,
+    node: String,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+async fn connect(app: &App, t: &Target, q: &Query) -> Result<AgentConn, StatusError> {
     let name = t.name.as_deref().unwrap_or_default();
     let ns = t.namespace.as_deref().unwrap_or("default");
     let pod = app.objects.get(t.resource, Some(ns), name).await?;
     let container = container_of(&pod, name, q)?;
-    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
-        StatusError::bad_request(format!(
-            "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
-        ))
-    })?;
-    let addr = agent_address(app, node).await?;
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            StatusError::bad_request(format!(
+                "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
+            ))
+        })?
+        .to_owned();
+    let addr = agent_address(app, &node).await?;
+    let unavailable = |what: String| StatusError::new(Reason::ServiceUnavailable, what);
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| unavailable(format!("connecting to the agent of node {node} at {addr}: {e}")))?;
+    let server_name = rustls::pki_types::ServerName::try_from(node.clone())
+        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("agent").expect("a valid DNS name"));
+    let tls = tokio_rustls::TlsConnector::from(app.kubelet_tls.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(format!("TLS to the agent of node {node}: {e}")))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| unavailable(format!("HTTP to the agent of node {node}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "agent connection ended");
+        }
+    });
+    Ok(AgentConn { sender, addr, node, namespace: ns.to_owned(), pod: name.to_owned(), container })
+}
+
+pub async fn pod_log(app: &App, t: &Target, q: &Query) -> ApiResult {
+    let mut c = connect(app, t, q).await?;
     let mut query: Vec<String> = Vec::new();
     for p in LOG_PARAMS {
         if let Some(v) = q.get(p) {
             query.push(format!("{p}={}", url_escape(v)));
         }
     }
-    let path = format!("/containerLogs/{ns}/{name}/{container}?{}", query.join("&"));
-    let unavailable = |what: String| StatusError::new(Reason::ServiceUnavailable, what);
-    let tcp = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|e| unavailable(format!("connecting to the agent of node {node} at {addr}: {e}")))?;
-    let server_name = rustls::pki_types::ServerName::try_from(node.to_owned())
-        .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("agent").expect("a valid DNS name"));
-    let tls = tokio_rustls::TlsConnector::from(app.kubelet_tls.clone())
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unavailable(format!("TLS to the agent of node {node}: {e}")))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| unavailable(format!("HTTP to the agent of node {node}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "agent connection ended");
-        }
-    });
+    let path = format!("/containerLogs/{}/{}/{}?{}", c.namespace, c.pod, c.container, query.join("&"));
     let req = Request::get(&path)
-        .header(header::HOST, addr.as_str())
+        .header(header::HOST, c.addr.as_str())
         .body(Body::empty())
         .map_err(|e| StatusError::internal(format!("building the agent request: {e}")))?;
-    let resp =
-        sender.send_request(req).await.map_err(|e| unavailable(format!("asking the agent of node {node}: {e}")))?;
+    let resp = c.sender.send_request(req).await.map_err(|e| {
+        StatusError::new(Reason::ServiceUnavailable, format!("asking the agent of node {}: {e}", c.node))
+    })?;
     let (parts, body) = resp.into_parts();
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = if parts.status.is_success() { StatusCode::OK } else { parts.status };
     let ct = parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("text/plain"));
     out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    Ok(out)
+}
+
+/// Headers of a WebSocket handshake passed through in both directions.
+const UPGRADE_HEADERS: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+];
+
+/// `pods/exec` over WebSocket (kubectl ≥ 1.30): the upgrade is forwarded to
+/// the agent's `/exec/<ns>/<pod>/<container>`, and once both sides switched
+/// protocols the bytes are copied both ways. SPDY (kubectl ≤ 1.29) is not
+/// supported (the agent does not speak it).
+pub async fn pod_exec(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &axum::http::HeaderMap,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> ApiResult {
+    let is_websocket =
+        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(client_upgrade) = client_upgrade.filter(|_| is_websocket) else {
+        return Err(StatusError::bad_request(
+            "exec needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported yet",
+        )
+        .into());
+    };
+    let mut c = connect(app, t, q).await?;
+    let path = format!("/exec/{}/{}/{}?{}", c.namespace, c.pod, c.container, q.raw);
+    let mut req = Request::get(&path).header(header::HOST, c.addr.as_str());
+    for h in UPGRADE_HEADERS {
+        if let Some(v) = headers.get(*h) {
+            req = req.header(*h, v);
+        }
+    }
+    let req = req.body(Body::empty()).map_err(|e| StatusError::internal(format!("building the agent request: {e}")))?;
+    let mut resp = c.sender.send_request(req).await.map_err(|e| {
+        StatusError::new(Reason::ServiceUnavailable, format!("asking the agent of node {}: {e}", c.node))
+    })?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status();
+        let (_, body) = resp.into_parts();
+        let mut out = Response::new(Body::new(body));
+        *out.status_mut() = status;
+        return Ok(out);
+    }
+    let agent_upgrade = hyper::upgrade::on(&mut resp);
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for h in UPGRADE_HEADERS {
+        if let Some(v) = resp.headers().get(*h) {
+            out.headers_mut().insert(*h, v.clone());
+        }
+    }
+    tokio::spawn(async move {
+        let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "exec upgrade failed");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut agent = hyper_util::rt::TokioIo::new(agent);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
+            tracing::debug!(error = %e, "exec stream ended");
+        }
+    });
     Ok(out)
 }
 

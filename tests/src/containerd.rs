@@ -88,26 +88,8 @@ impl Containerd {
     /// Kills the shims this containerd started (a test that failed half way may
     /// leave tasks running) and unmounts whatever is left under our directory.
     fn reap_leftovers(&self) {
-        let address = self.socket.to_string_lossy().into_owned();
-        if let Ok(entries) = fs::read_dir("/proc") {
-            for entry in entries.flatten() {
-                let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                if cmdline.contains("containerd-shim") && cmdline.contains(&address) {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-        }
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut ours: Vec<&str> =
-            mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&root)).collect();
-        // Deepest first.
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-        }
+        crate::cleanup::kill_processes_mentioning(&self.socket.to_string_lossy(), "containerd-shim");
+        crate::cleanup::unmount_under(self.dir.path());
     }
 }
 

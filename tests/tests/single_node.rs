@@ -34,24 +34,9 @@ impl Drop for Cluster {
         let _ = self.child.wait();
         // Pods outlive their agent by design: stop containerd and its shims,
         // then release what they held.
-        let marker = self.dir.to_string_lossy().into_owned();
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for e in entries.flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-                if String::from_utf8_lossy(&cmd).contains(&marker) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
+        waggle_tests::cleanup::kill_processes_mentioning(&self.dir.to_string_lossy(), "");
         std::thread::sleep(Duration::from_millis(300));
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut ours: Vec<&str> =
-            mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&marker)).collect();
-        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in ours {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-        }
+        waggle_tests::cleanup::unmount_under(&self.dir);
         // Pod namespaces the agent had no time to release.
         let prefix = waggle_agent::sandbox_netns_prefix(&self.node);
         if let Ok(entries) = std::fs::read_dir("/var/run/netns") {

@@ -463,10 +463,10 @@ impl Worker {
             log_path: log_dir.join(format!("{attempt}.log")),
             hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.key.name.clone()),
             binds,
-            memory_limit: limits.get("memory").and_then(|q| crate::machine::parse_quantity(&q.0)).map(|v| v as i64),
+            memory_limit: limits.get("memory").and_then(|q| waggle_api::quantity::parse(&q.0)).map(|v| v as i64),
             cpu_limit_millis: limits
                 .get("cpu")
-                .and_then(|q| crate::machine::parse_quantity(&q.0).map(|v| (v * 1000.0) as i64)),
+                .and_then(|q| waggle_api::quantity::parse(&q.0).map(|v| (v * 1000.0) as i64)),
         })
     }
 

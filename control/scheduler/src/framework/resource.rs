@@ -28,12 +28,14 @@ impl Resource {
         let mut r = Resource::default();
         for (name, q) in list.into_iter().flatten() {
             match name.as_str() {
-                "cpu" => r.milli_cpu = parse_quantity_milli(&q.0).unwrap_or(0),
-                "memory" => r.memory = parse_quantity_milli(&q.0).unwrap_or(0) / 1000,
-                "ephemeral-storage" => r.ephemeral_storage = parse_quantity_milli(&q.0).unwrap_or(0) / 1000,
-                "pods" => r.allowed_pods = parse_quantity_milli(&q.0).unwrap_or(0) / 1000,
+                "cpu" => r.milli_cpu = waggle_api::quantity::parse_milli(&q.0).unwrap_or(0),
+                "memory" => r.memory = waggle_api::quantity::parse_milli(&q.0).unwrap_or(0) / 1000,
+                "ephemeral-storage" => {
+                    r.ephemeral_storage = waggle_api::quantity::parse_milli(&q.0).unwrap_or(0) / 1000
+                }
+                "pods" => r.allowed_pods = waggle_api::quantity::parse_milli(&q.0).unwrap_or(0) / 1000,
                 other if other.contains('/') || other.starts_with("hugepages-") => {
-                    r.scalar.insert(other.to_owned(), parse_quantity_milli(&q.0).unwrap_or(0) / 1000);
+                    r.scalar.insert(other.to_owned(), waggle_api::quantity::parse_milli(&q.0).unwrap_or(0) / 1000);
                 }
                 _ => {}
             }
@@ -115,35 +117,6 @@ pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resource {
     sum
 }
 
-/// A Kubernetes quantity in thousandths of its unit ("100m" → 100,
-/// "2" → 2000, "1Gi" → 1073741824000). `None` when malformed.
-pub fn parse_quantity_milli(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let multiplier: f64 = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
-    // Upstream rounds fractional milli-units up.
-    Some((value * multiplier * 1000.0).ceil() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,12 +124,12 @@ mod tests {
 
     #[test]
     fn quantities_parse_to_thousandths() {
-        assert_eq!(parse_quantity_milli("100m"), Some(100));
-        assert_eq!(parse_quantity_milli("2"), Some(2000));
-        assert_eq!(parse_quantity_milli("0.5"), Some(500));
-        assert_eq!(parse_quantity_milli("1Gi"), Some(1024 * 1024 * 1024 * 1000));
-        assert_eq!(parse_quantity_milli("1e3"), Some(1_000_000));
-        assert_eq!(parse_quantity_milli("12x"), None);
+        assert_eq!(waggle_api::quantity::parse_milli("100m"), Some(100));
+        assert_eq!(waggle_api::quantity::parse_milli("2"), Some(2000));
+        assert_eq!(waggle_api::quantity::parse_milli("0.5"), Some(500));
+        assert_eq!(waggle_api::quantity::parse_milli("1Gi"), Some(1024 * 1024 * 1024 * 1000));
+        assert_eq!(waggle_api::quantity::parse_milli("1e3"), Some(1_000_000));
+        assert_eq!(waggle_api::quantity::parse_milli("12x"), None);
     }
 
     fn container(cpu: &str, restart: Option<&str>) -> Container {

@@ -98,3 +98,56 @@ fn named_port(pod: &Pod, name: &str, protocol: &str) -> Option<i32> {
 pub fn services_for(services: &Store<Service>, pod: &Pod) -> Vec<ObjectRef<Service>> {
     services.state().iter().filter(|s| selects(s, pod)).map(|s| ObjectRef::from_obj(s.as_ref())).collect()
 }
+
+/// What a controller of a Service's backends reads: the client and the pods.
+pub struct ServiceCtx {
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+}
+
+impl std::fmt::Debug for ServiceCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceCtx").finish_non_exhaustive()
+    }
+}
+
+/// Runs a controller that reconciles each Service into objects of kind `K`
+/// it owns (Endpoints, EndpointSlices), woken by the Service, by what it owns
+/// and by the pods its selector matches.
+pub async fn run_for_services<K, F, Fut>(
+    client: kube::Client,
+    name: &'static str,
+    reconcile: F,
+) -> Result<(), crate::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    F: FnMut(Arc<Service>, Arc<ServiceCtx>) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, crate::Error>> + Send + 'static,
+{
+    use futures::StreamExt as _;
+    use kube::Api;
+    use kube::runtime::controller::{Action, Controller};
+    use kube::runtime::watcher;
+    let (pods, pod_events) = crate::informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let ctx = Arc::new(ServiceCtx { client: client.clone(), pods });
+    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let services = controller.store();
+    controller
+        .owns(Api::<K>::all(client), watcher::Config::default())
+        .watches_stream(pod_events, move |pod: Pod| services_for(&services, &pod))
+        .run(
+            reconcile,
+            move |_svc: Arc<Service>, err: &crate::Error, _ctx: Arc<ServiceCtx>| {
+                tracing::warn!(error = %err, controller = name, "reconcile failed");
+                Action::requeue(std::time::Duration::from_secs(1))
+            },
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, controller = name, "reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}

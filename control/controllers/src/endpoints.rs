@@ -7,49 +7,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
-};
+use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt as _};
 
 use crate::backends::{self, Backend};
-use crate::{Error, informer, is_not_found, pod_state};
+use crate::{Error, is_not_found, pod_state};
 
 /// Resync, for the pod label changes that no longer match a Service.
 const RESYNC: Duration = Duration::from_secs(30);
 
-struct Ctx {
-    client: Client,
-    pods: Store<Pod>,
-}
+type Ctx = backends::ServiceCtx;
 
 pub async fn run(client: Client) -> Result<(), Error> {
-    let (pods, pod_events) = informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), pods });
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
-    let services = controller.store();
-    controller
-        .owns(Api::<Endpoints>::all(client), watcher::Config::default())
-        .watches_stream(pod_events, move |pod: Pod| backends::services_for(&services, &pod))
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "endpoints reconcile");
-            }
-        })
-        .await;
-    Ok(())
-}
-
-fn error_policy(_svc: Arc<Service>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "endpoints controller");
-    Action::requeue(Duration::from_secs(1))
+    backends::run_for_services::<Endpoints, _, _>(client, "endpoints", reconcile).await
 }
 
 fn address(b: &Backend) -> EndpointAddress {

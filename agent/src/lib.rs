@@ -18,6 +18,7 @@ pub mod manager;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod stats;
 pub mod tls;
 
 use std::sync::Arc;
@@ -123,7 +124,16 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     let tls =
         cfg.tls.as_ref().map(|t| tls::server_config(t, &cfg.node_name, ip).map(|c| (c, t.clone()))).transpose()?;
     let exec = Some((exec_runtime, cfg.root_dir.join("exec")));
-    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec)));
+    // 8. Resource usage from cgroups, for metrics.k8s.io (`kubectl top`).
+    let stats = stats::Stats::default();
+    let sampler = tokio::spawn(stats::run(
+        stats.clone(),
+        runtime.clone(),
+        cfg.node_name.clone(),
+        stats::CgroupPaths::default(),
+        cfg.stats_period,
+    ));
+    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec, stats)));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,
@@ -132,6 +142,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         }
     };
     heartbeat.abort();
+    sampler.abort();
     result
 }
 

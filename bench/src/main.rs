@@ -5,6 +5,7 @@
 mod apiserver;
 mod cni;
 mod lb;
+mod podstartup;
 mod report;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ enum Bench {
     Cni(cni::Args),
     /// API server: pod creates/s (1 and 32 clients), LIST of many pods, watch fan-out, RSS.
     Apiserver(apiserver::Args),
+    /// Pod startup: create → Running latency of pods on a real node, agent RSS.
+    Podstartup(podstartup::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(apiserver::run(args))
         }
+        Bench::Podstartup(args) => podstartup::run(args),
     }
 }

@@ -10,10 +10,12 @@ pub mod containerd;
 pub mod image;
 pub mod names;
 pub mod netns;
+pub mod node;
 pub mod packet;
 
 pub use containerd::Containerd;
 pub use netns::{NetNs, VethPair};
+pub use node::{NodeGuard, target_bin};
 
 /// True when the process runs as root; privileged tests check this first and
 /// fail loudly rather than skip, because CI runs as root.

@@ -46,6 +46,14 @@ impl NetNs {
         run(Command::new("ip").args(["netns", "exec", &self.name, program]).args(args))
     }
 
+    /// A command that runs `program` inside the namespace (`nsenter --net`),
+    /// for long-running processes the caller spawns and supervises.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.path().display())).arg(program);
+        cmd
+    }
+
     /// Runs `f` on a thread that has entered this namespace. Sockets opened and
     /// interfaces named inside `f` belong to the namespace.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {

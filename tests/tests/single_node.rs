@@ -6,55 +6,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use waggle_tests::{NetNs, image, is_root, names};
-
-fn target_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).context("test binary has no target dir")?;
-    let bin = dir.join(name);
-    anyhow::ensure!(bin.exists(), "{} is missing: build it first (cargo build --all-targets)", bin.display());
-    Ok(bin)
-}
-
-/// The server process and everything its agent started, stopped on drop.
-struct Cluster {
-    child: Child,
-    dir: PathBuf,
-    node: String,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Pods outlive their agent by design: stop containerd and its shims,
-        // then release what they held.
-        waggle_tests::cleanup::kill_processes_mentioning(&self.dir.to_string_lossy(), "");
-        std::thread::sleep(Duration::from_millis(300));
-        waggle_tests::cleanup::unmount_under(&self.dir);
-        // Pod namespaces the agent had no time to release.
-        let prefix = waggle_agent::sandbox_netns_prefix(&self.node);
-        if let Ok(entries) = std::fs::read_dir("/var/run/netns") {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&prefix) {
-                    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-                }
-            }
-        }
-    }
-}
-
-fn in_netns(ns: &NetNs, program: &Path) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", ns.path().display())).arg(program);
-    cmd
-}
+use waggle_tests::{NetNs, NodeGuard, image, is_root, names, target_bin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> anyhow::Result<()> {
@@ -64,7 +21,9 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
     let node = names::unique("wgt-node");
     let port = 16443u16;
     let waggle = target_bin("waggle")?;
-    let child = in_netns(&ns, &waggle)
+    let mut cluster = NodeGuard::new(dir.path(), &waggle_agent::sandbox_netns_prefix(&node));
+    let child = ns
+        .command(&waggle)
         .args(["server", "--secure-port", &port.to_string(), "--node-name", &node, "--pod-cidr", "10.245.0.0/24"])
         .arg("--data-dir")
         .arg(dir.path())
@@ -73,10 +32,11 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("server.log"))?))
         .spawn()?;
-    let _cluster = Cluster { child, dir: dir.path().to_path_buf(), node: node.clone() };
+    cluster.adopt(child);
     let kubeconfig = dir.path().join("admin.kubeconfig");
     let kubectl = |args: &[&str]| -> anyhow::Result<String> {
-        let out = in_netns(&ns, Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33"))
+        let out = ns
+            .command(Path::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33"))
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--cache-dir")

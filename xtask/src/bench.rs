@@ -7,14 +7,14 @@ use crate::util::{cargo, exec, step, target_dir};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `lb` (Service load balancing), `apiserver`, `cni`.
+    /// Which benchmark: `lb` (Service load balancing), `apiserver`, `cni`, `podstartup`.
     pub name: String,
     /// Passed on to the benchmark (e.g. `--pods 2000`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub rest: Vec<String>,
 }
 
-const KNOWN: &[&str] = &["lb", "apiserver", "cni"];
+const KNOWN: &[&str] = &["lb", "apiserver", "cni", "podstartup"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -43,6 +43,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             })?;
             let plugin = target_dir().join("release").join("waggle-cni");
             bench_args.extend(["--plugin".into(), plugin.to_string_lossy().into_owned(), "--out".into(), out_str]);
+        }
+        "podstartup" => {
+            step("build", || {
+                exec(cargo().args(["build", "--release", "--bin", "waggle"]))?;
+                exec(cargo().args(["build", "--release", "-p", "waggle-cni"]))?;
+                Ok("waggle and waggle-cni built (release)".into())
+            })?;
+            let release = target_dir().join("release");
+            bench_args.extend([
+                "--waggle".into(),
+                release.join("waggle").to_string_lossy().into_owned(),
+                "--cni-bin-dir".into(),
+                release.to_string_lossy().into_owned(),
+                "--out".into(),
+                out_str,
+            ]);
         }
         _ => bench_args.push(out_str),
     }

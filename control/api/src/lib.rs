@@ -17,6 +17,7 @@ pub mod quantity;
 pub mod registry;
 pub mod schema;
 pub mod selector;
+pub mod stats;
 pub mod status;
 pub mod table;
 pub mod validation;

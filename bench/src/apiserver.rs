@@ -23,6 +23,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
 use crate::report;
+use crate::server::{rss_mb, wait_for_client};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -47,17 +48,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS missing")?;
-    Ok(kb / 1024.0)
 }
 
 /// Just enough of a list to count it and follow `continue`.
@@ -125,18 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", args.waggle.display()))?;
     let server = Server(child);
     let pid = server.0.id();
-    let mut client = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(text) = std::fs::read_to_string(&kubeconfig)
-            && let Ok(c) = waggle_controllers::client_from_kubeconfig(&text).await
-            && c.apiserver_version().await.is_ok()
-        {
-            client = Some(c);
-            break;
-        }
-    }
-    let client = client.context("waggle server did not come up within 10 s")?;
+    let client = wait_for_client(&kubeconfig, Duration::from_secs(10)).await?;
     let rss_empty = rss_mb(pid)?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 

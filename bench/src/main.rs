@@ -7,6 +7,7 @@ mod cni;
 mod lb;
 mod podstartup;
 mod report;
+mod server;
 
 use std::path::PathBuf;
 

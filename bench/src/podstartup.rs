@@ -20,6 +20,7 @@ use serde_json::json;
 use waggle_tests::{NetNs, NodeGuard, image, names};
 
 use crate::report;
+use crate::server::{rss_mb, wait_for_client};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -38,17 +39,6 @@ pub struct Args {
     /// Where the JSON report goes.
     #[arg(long)]
     pub out: PathBuf,
-}
-
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS missing")?;
-    Ok(kb / 1024.0)
 }
 
 /// Runs the whole benchmark on a thread inside the node's namespace, so the
@@ -78,18 +68,7 @@ async fn measure(args: &Args, ns: &NetNs, dir: &Path, node: &str, guard: &mut No
         .with_context(|| format!("starting {}", args.waggle.display()))?;
     guard.adopt(server);
     let kubeconfig = dir.join("server").join("admin.kubeconfig");
-    let mut client = None;
-    for _ in 0..150 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(text) = std::fs::read_to_string(&kubeconfig)
-            && let Ok(c) = waggle_controllers::client_from_kubeconfig(&text).await
-            && c.apiserver_version().await.is_ok()
-        {
-            client = Some(c);
-            break;
-        }
-    }
-    let client = client.context("waggle server did not come up within 15 s")?;
+    let client = wait_for_client(&kubeconfig, Duration::from_secs(15)).await?;
 
     let agent_root = dir.join("agent");
     let agent = ns

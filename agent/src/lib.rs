@@ -18,6 +18,7 @@ pub mod manager;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod spdy;
 pub mod tls;
 
 use std::sync::Arc;

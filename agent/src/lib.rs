@@ -13,12 +13,14 @@ pub mod cri;
 mod error;
 pub mod exec;
 pub mod lease;
+pub mod logs;
 pub mod machine;
 pub mod manager;
 pub mod network;
 pub mod node;
 pub mod pod;
 pub mod spdy;
+pub mod streaming;
 pub mod tls;
 
 use std::sync::Arc;
@@ -99,7 +101,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         host_ip: ip.to_string(),
         pods_dir: cfg.pods_dir(),
         runtime: runtime.clone(),
-        network,
+        network: network.clone(),
         api: Arc::new(client.clone()),
         configs: Arc::new(client.clone()),
         lookup: manager::lookup(store.clone()),
@@ -124,7 +126,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     let tls =
         cfg.tls.as_ref().map(|t| tls::server_config(t, &cfg.node_name, ip).map(|c| (c, t.clone()))).transpose()?;
     let exec = Some((exec_runtime, cfg.root_dir.join("exec")));
-    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec)));
+    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec, Some(network))));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,

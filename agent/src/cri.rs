@@ -130,11 +130,14 @@ impl Containerd {
     }
 
     /// Opens the container's output FIFOs (read-write, so that neither side
-    /// ever blocks on the other's absence) and copies them into its log
-    /// until it exits; nothing if that already happens.
-    fn start_logging(&self, id: &str, log_path: &std::path::Path) -> Result<(), RuntimeError> {
+    /// ever blocks on the other's absence); `None` if they are read already.
+    fn open_output(
+        &self,
+        id: &str,
+        log_path: &std::path::Path,
+    ) -> Result<Option<(tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver)>, RuntimeError> {
         if !self.logging.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned()) {
-            return Ok(());
+            return Ok(None);
         }
         let (out, err) = crate::logs::fifos(log_path);
         let open = |p: &PathBuf| {
@@ -143,14 +146,22 @@ impl Containerd {
                 .open_receiver(p)
                 .map_err(|e| RuntimeError::Other(format!("opening the output FIFO {}: {e}", p.display())))
         };
-        let opened = open(&out).and_then(|o| Ok((o, open(&err)?)));
-        let (out, err) = match opened {
-            Ok(pair) => pair,
+        match open(&out).and_then(|o| Ok((o, open(&err)?))) {
+            Ok(pair) => Ok(Some(pair)),
             Err(e) => {
                 self.logging.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Copies the output into the log until the container's task exits.
+    fn copy_output(
+        &self,
+        id: &str,
+        (out, err): (tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver),
+        log_path: &std::path::Path,
+    ) {
         let (runtime, logging, id, log_path) =
             (self.runtime.clone(), self.logging.clone(), id.to_owned(), log_path.to_path_buf());
         tokio::spawn(async move {
@@ -168,7 +179,6 @@ impl Containerd {
             crate::logs::copy(out, err, log_path, exited).await;
             logging.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
-        Ok(())
     }
 
     fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
@@ -202,9 +212,12 @@ impl ContainerRuntime for Containerd {
         let (out, _) = crate::logs::fifos(&record.log_path);
         if matches!(record.state, ContainerState::Running { .. })
             && out.exists()
-            && let Err(e) = self.start_logging(&record.id, &record.log_path)
         {
-            tracing::warn!(container = %record.id, error = %e, "taking over the container's output failed");
+            match self.open_output(&record.id, &record.log_path) {
+                Ok(Some(output)) => self.copy_output(&record.id, output, &record.log_path),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(container = %record.id, error = %e, "taking over the container's output failed"),
+            }
         }
     }
 
@@ -239,13 +252,20 @@ impl ContainerRuntime for Containerd {
         };
         self.runtime.create_container(&cfg).await?;
         // The shim opens the FIFOs as the task is created: a reader first.
-        if let Err(e) = self.start_logging(&cfg.id, &spec.log_path) {
-            let _ = self.runtime.remove_container(&cfg.id).await;
-            return Err(e);
-        }
+        let output = match self.open_output(&cfg.id, &spec.log_path) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = self.runtime.remove_container(&cfg.id).await;
+                return Err(e);
+            }
+        };
         if let Err(e) = self.runtime.start_container(&cfg).await {
             let _ = self.runtime.remove_container(&cfg.id).await;
+            self.logging.lock().unwrap_or_else(|p| p.into_inner()).remove(&cfg.id);
             return Err(e.into());
+        }
+        if let Some(output) = output {
+            self.copy_output(&cfg.id, output, &spec.log_path);
         }
         Ok(())
     }

@@ -806,3 +806,48 @@ async fn attach_sends_stdin_to_the_container_and_streams_its_output_with_kubectl
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_with_kubectl_1_33_and_1_29()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 21).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("logs");
+    let container = json!({
+        "name": "talk",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo one; sleep 2; echo two; echo three >&2; exec sleep 600"],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
+    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let kubectl = server.kubectl(33);
+    support::eventually(Duration::from_secs(20), || async {
+        let logs = kubectl.ok(&["logs", &name])?;
+        anyhow::ensure!(logs == "one\ntwo\nthree\n", "not all written yet: {logs:?}");
+        Ok(())
+    })
+    .await?;
+    for minor in [33, 29] {
+        let kubectl = server.kubectl(minor);
+        let stamped = kubectl.ok(&["logs", &name, "--timestamps"])?;
+        let lines: Vec<(&str, jiff::Timestamp, &str)> = stamped
+            .lines()
+            .map(|l| {
+                let (t, rest) = l.split_once(' ').context("a timestamp and the line")?;
+                Ok((t, t.parse::<jiff::Timestamp>().with_context(|| format!("timestamp in {l:?}"))?, rest))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let texts: Vec<&str> = lines.iter().map(|(_, _, t)| *t).collect();
+        assert_eq!(texts, ["one", "two", "three"], "1.{minor} --timestamps: {stamped}");
+        assert!(lines[1].1 > lines[0].1, "each line has the time it was written: {stamped}");
+        let since = lines[1].0;
+        let recent = kubectl.ok(&["logs", &name, &format!("--since-time={since}")])?;
+        assert_eq!(recent, "two\nthree\n", "1.{minor} --since-time={since}");
+        assert_eq!(kubectl.ok(&["logs", &name, "--since=1h"])?, "one\ntwo\nthree\n", "1.{minor} --since=1h");
+        assert_eq!(kubectl.ok(&["logs", &name, "--limit-bytes=5"])?, "one\nt", "1.{minor} --limit-bytes");
+        assert_eq!(kubectl.ok(&["logs", &name, "--tail=1", "--timestamps"])?, format!("{} three\n", lines[2].0), "1.{minor} --tail=1 --timestamps");
+    }
+    Ok(())
+}

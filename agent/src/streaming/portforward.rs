@@ -105,6 +105,11 @@ async fn forward(error: Stream, mut data: Stream, pod: String, netns: PathBuf) {
         }
         writer.finish().await;
     };
-    tokio::join!(to_pod, from_pod);
+    // The client waits for the error stream to end before it closes its
+    // side: the pod closing its side ends the connection (as upstream's
+    // runtimes do), while the client closing only its side half-closes.
+    let to_pod = tokio::spawn(to_pod);
+    from_pod.await;
     error.writer.finish().await;
+    to_pod.abort();
 }

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use crate::cri::{ContainerRuntime, ContainerState};
 use crate::network::PodNetwork;
 use crate::streaming::Wanted;
-use crate::streaming::attach::{AttachTarget, StdinHolders};
+use crate::streaming::attach::AttachTarget;
 use crate::pod::attempts;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -37,7 +37,6 @@ struct Ctx {
     exec: Option<(waggle_runtime::Runtime, PathBuf)>,
     /// Pods' network namespaces, for port-forward.
     network: Option<Arc<dyn PodNetwork>>,
-    holders: StdinHolders,
 }
 
 /// Serves until the listener fails. With `tls`, every connection must
@@ -54,7 +53,7 @@ pub async fn serve(
 ) -> Result<(), crate::Error> {
     let addr = listener.local_addr().map_err(crate::Error::io("reading the agent API's address"))?;
     tracing::info!(%addr, https = tls.is_some(), "agent API listening");
-    let ctx = Arc::new(Ctx { store, runtime, node, exec, network, holders: StdinHolders::default() });
+    let ctx = Arc::new(Ctx { store, runtime, node, exec, network });
     let acceptor = tls.as_ref().map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));
     let settings = tls.map(|(_, s)| Arc::new(s));
     loop {
@@ -324,12 +323,6 @@ async fn attach(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, contain
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    // Writers held for containers that are gone are let go.
-    if let Ok(all) = ctx.runtime.list(&ctx.node, None).await {
-        let running: std::collections::HashSet<String> =
-            all.into_iter().filter(|r| matches!(r.state, ContainerState::Running { .. })).map(|r| r.id).collect();
-        ctx.holders.retain(&|id| running.contains(id));
-    }
     let target = AttachTarget {
         node: ctx.node.clone(),
         pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
@@ -341,8 +334,8 @@ async fn attach(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, contain
     tracing::info!(pod = %format!("{ns}/{name}"), container, "attach");
     let wanted = wanted(&pairs);
     let response = switching(&transport);
-    let (runtime, holders) = (ctx.runtime.clone(), ctx.holders.clone());
-    let op = move |ch| crate::streaming::attach::run(target, wanted, runtime, holders, ch);
+    let runtime = ctx.runtime.clone();
+    let op = move |ch| crate::streaming::attach::run(target, wanted, runtime, ch);
     match transport {
         Transport::WebSocket(..) => on_upgrade(req, move |io| crate::streaming::websocket::serve_channels(io, op)),
         Transport::Spdy(_) => on_upgrade(req, move |io| crate::streaming::spdy::serve_channels(io, wanted, op)),

@@ -112,6 +112,9 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// Makes sure the running container's output reaches its log (after an
     /// agent restart, the new agent takes over reading it).
     async fn ensure_logging(&self, _record: &ContainerRecord) {}
+    /// Closes the stdin of the container's process (`stdinOnce` after the
+    /// first attach); the shim keeps it open until told.
+    async fn close_stdin(&self, _id: &str) {}
 }
 
 /// containerd through `waggle-runtime`.
@@ -206,6 +209,10 @@ impl Containerd {
 impl ContainerRuntime for Containerd {
     async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
         Ok(self.runtime.has_image(image).await?)
+    }
+
+    async fn close_stdin(&self, id: &str) {
+        self.runtime.close_exec_stdin(id, "").await;
     }
 
     async fn ensure_logging(&self, record: &ContainerRecord) {

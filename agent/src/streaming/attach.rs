@@ -2,15 +2,13 @@
 //! the container's log, and the client's input into the container's stdin
 //! FIFO (containers with `stdin: true` get one; see [`crate::cri`]).
 //!
-//! The FIFO's reader is containerd's shim; the process sees EOF once no
-//! writer is left. With `stdinOnce` the attach session's writer is the only
-//! one, so the client closing its stdin closes the process's. Otherwise the
-//! agent keeps a writer open for the container's life (as upstream's runtime
-//! keeps the stdin pipe), and attach sessions come and go.
+//! The FIFO's reader is containerd's shim, which also keeps a writer open
+//! so that attach sessions can come and go; with `stdinOnce` the client
+//! closing its stdin has the shim close it (CloseIO), and the process sees
+//! EOF.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
@@ -18,26 +16,6 @@ use tokio::net::unix::pipe;
 
 use super::{Channels, Input, Output, Wanted, failure, success};
 use crate::cri::{ContainerRuntime, ContainerState};
-
-/// Writers that keep containers' stdin open between attach sessions, by
-/// container id.
-#[derive(Debug, Default, Clone)]
-pub struct StdinHolders(Arc<Mutex<HashMap<String, pipe::Sender>>>);
-
-impl StdinHolders {
-    fn hold(&self, id: &str, fifo: &std::path::Path) -> std::io::Result<()> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !held.contains_key(id) {
-            held.insert(id.to_owned(), pipe::OpenOptions::new().read_write(true).open_sender(fifo)?);
-        }
-        Ok(())
-    }
-
-    /// Drops the writers of containers not in `running`.
-    pub fn retain(&self, running: &dyn Fn(&str) -> bool) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|id, _| running(id));
-    }
-}
 
 /// The container attached to.
 #[derive(Clone, Debug)]
@@ -59,7 +37,6 @@ pub async fn run(
     target: AttachTarget,
     wanted: Wanted,
     runtime: Arc<dyn ContainerRuntime>,
-    holders: StdinHolders,
     mut ch: Channels,
 ) -> serde_json::Value {
     let mut stdin = None;
@@ -67,11 +44,6 @@ pub async fn run(
         let Some(fifo) = target.stdin.as_deref() else {
             return failure("the container was not started with stdin: true, so it has no stdin to attach to");
         };
-        if !target.stdin_once
-            && let Err(e) = holders.hold(&target.container_id, fifo)
-        {
-            return failure(format!("opening the container's stdin: {e}"));
-        }
         match pipe::OpenOptions::new().read_write(true).open_sender(fifo) {
             Ok(s) => stdin = Some(s),
             Err(e) => return failure(format!("opening the container's stdin: {e}")),
@@ -85,7 +57,11 @@ pub async fn run(
         tokio::select! {
             input = ch.input.recv(), if client => match input {
                 Some(Input::Stdin(data)) => if let Some(s) = stdin.as_mut() { let _ = s.write_all(&data).await; },
-                Some(Input::CloseStdin) => stdin = None,
+                Some(Input::CloseStdin) => {
+                    if stdin.take().is_some() && target.stdin_once {
+                        runtime.close_stdin(&target.container_id).await;
+                    }
+                }
                 Some(Input::Gone) | None => {
                     client = false;
                     stdin = None;

@@ -23,9 +23,9 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::cri::{ContainerRuntime, ContainerState};
 use crate::network::PodNetwork;
+use crate::pod::attempts;
 use crate::streaming::Wanted;
 use crate::streaming::attach::AttachTarget;
-use crate::pod::attempts;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -191,30 +191,40 @@ enum Transport {
 }
 
 /// Picks the transport from the upgrade request's headers.
-fn negotiate(req: &Request<Incoming>, websocket: &[&'static str], spdy: &[&'static str]) -> Result<Transport, Response<Body>> {
+fn negotiate(
+    req: &Request<Incoming>,
+    websocket: &[&'static str],
+    spdy: &[&'static str],
+) -> Result<Transport, Box<Response<Body>>> {
     let header = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let upgrade = header("upgrade");
     if upgrade.eq_ignore_ascii_case("websocket") {
         let offered = header("sec-websocket-protocol");
         let Some(p) = crate::streaming::websocket::choose_protocol(&offered, websocket) else {
-            return Err(text(
+            return Err(Box::new(text(
                 StatusCode::BAD_REQUEST,
                 format!("none of the WebSocket subprotocols {offered:?} is served (served: {})", websocket.join(", ")),
-            ));
+            )));
         };
-        return Ok(Transport::WebSocket(p, crate::streaming::websocket::accept_key(header("sec-websocket-key").as_bytes())));
+        return Ok(Transport::WebSocket(
+            p,
+            crate::streaming::websocket::accept_key(header("sec-websocket-key").as_bytes()),
+        ));
     }
     if upgrade.eq_ignore_ascii_case(crate::spdy::UPGRADE) {
         let offers = req.headers().get_all(crate::spdy::PROTOCOL_HEADER).iter().filter_map(|v| v.to_str().ok());
         let Some(p) = crate::spdy::choose_protocol(offers, spdy) else {
-            return Err(text(
+            return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 format!("unable to upgrade: unable to negotiate protocol: the server serves {}", spdy.join(", ")),
-            ));
+            )));
         };
         return Ok(Transport::Spdy(p));
     }
-    Err(text(StatusCode::BAD_REQUEST, format!("upgrade {upgrade:?} is not supported (websocket or SPDY/3.1)")))
+    Err(Box::new(text(
+        StatusCode::BAD_REQUEST,
+        format!("upgrade {upgrade:?} is not supported (websocket or SPDY/3.1)"),
+    )))
 }
 
 /// The 101 answer for `t`.
@@ -260,16 +270,23 @@ async fn running_container(
     ns: &str,
     name: &str,
     container: &str,
-) -> Result<(Pod, crate::cri::ContainerRecord), Response<Body>> {
+) -> Result<(Pod, crate::cri::ContainerRecord), Box<Response<Body>>> {
     let Some(pod) = ctx.store.get(&ObjectRef::new(name).within(ns)) else {
-        return Err(text(StatusCode::NOT_FOUND, format!("pod {ns}/{name} is not on node {}", ctx.node)));
+        return Err(Box::new(text(StatusCode::NOT_FOUND, format!("pod {ns}/{name} is not on node {}", ctx.node))));
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let records = ctx.runtime.list(&ctx.node, Some(&uid)).await.map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let running = attempts(&records, container, false).current.filter(|r| matches!(r.state, ContainerState::Running { .. }));
+    let records = ctx
+        .runtime
+        .list(&ctx.node, Some(&uid))
+        .await
+        .map_err(|e| Box::new(text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))?;
+    let running =
+        attempts(&records, container, false).current.filter(|r| matches!(r.state, ContainerState::Running { .. }));
     match running {
         Some(r) => Ok(((*pod).clone(), r.clone())),
-        None => Err(text(StatusCode::BAD_REQUEST, format!("container {container} is not running in pod {name}"))),
+        None => {
+            Err(Box::new(text(StatusCode::BAD_REQUEST, format!("container {container} is not running in pod {name}"))))
+        }
     }
 }
 
@@ -289,11 +306,11 @@ async fn exec(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, container
     }
     let record = match running_container(ctx, ns, name, container).await {
         Ok((_, r)) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let transport = match negotiate(&req, crate::streaming::websocket::PROTOCOLS, crate::streaming::spdy::PROTOCOLS) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let wanted = wanted(&pairs);
     let request = crate::exec::ExecRequest {
@@ -317,11 +334,11 @@ async fn attach(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, contain
     let pairs = query_pairs(&req);
     let (pod, record) = match running_container(ctx, ns, name, container).await {
         Ok(found) => found,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let transport = match negotiate(&req, crate::streaming::websocket::PROTOCOLS, crate::streaming::spdy::PROTOCOLS) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let target = AttachTarget {
         node: ctx.node.clone(),
@@ -359,7 +376,7 @@ async fn port_forward(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str) -
     let spdy = [crate::streaming::portforward::PROTOCOL];
     let transport = match negotiate(&req, &[crate::streaming::websocket::SPDY_TUNNEL], &spdy) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     tracing::info!(pod = %format!("{ns}/{name}"), "port-forward");
     let response = switching(&transport);
@@ -429,7 +446,10 @@ async fn logs(ctx: &Ctx, ns: &str, name: &str, container: &str, q: &HashMap<Stri
 /// `timestamps`, `sinceSeconds`/`sinceTime`, `tailLines` and `limitBytes`.
 fn log_options(q: &HashMap<String, String>) -> Result<crate::logs::LogOptions, String> {
     let number = |k: &str| -> Result<Option<i64>, String> {
-        q.get(k).filter(|v| !v.is_empty()).map(|v| v.parse::<i64>().map_err(|_| format!("{k}={v:?} is not a number"))).transpose()
+        q.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse::<i64>().map_err(|_| format!("{k}={v:?} is not a number")))
+            .transpose()
     };
     let positive = |k: &str| -> Result<Option<usize>, String> {
         match number(k)? {

@@ -194,7 +194,10 @@ impl Containerd {
             (LABEL_ATTEMPT.to_owned(), spec.attempt.to_string()),
             (LABEL_INIT.to_owned(), spec.init.to_string()),
             (LABEL_LOG.to_owned(), spec.log_path.to_string_lossy().into_owned()),
-            (LABEL_STDIN.to_owned(), Self::stdin_fifo(spec).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()),
+            (
+                LABEL_STDIN.to_owned(),
+                Self::stdin_fifo(spec).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            ),
             (LABEL_STDIN_ONCE.to_owned(), spec.stdin_once.to_string()),
         ])
     }
@@ -217,13 +220,13 @@ impl ContainerRuntime for Containerd {
 
     async fn ensure_logging(&self, record: &ContainerRecord) {
         let (out, _) = crate::logs::fifos(&record.log_path);
-        if matches!(record.state, ContainerState::Running { .. })
-            && out.exists()
-        {
+        if matches!(record.state, ContainerState::Running { .. }) && out.exists() {
             match self.open_output(&record.id, &record.log_path) {
                 Ok(Some(output)) => self.copy_output(&record.id, output, &record.log_path),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(container = %record.id, error = %e, "taking over the container's output failed"),
+                Err(e) => {
+                    tracing::warn!(container = %record.id, error = %e, "taking over the container's output failed")
+                }
             }
         }
     }

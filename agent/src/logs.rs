@@ -196,7 +196,7 @@ mod tests {
     fn written_lines_parse_back_with_their_stream_and_time() {
         let mut out = Vec::new();
         lines(&mut out, "stderr", &mut Vec::new(), b"one\ntwo\n");
-        let text = String::from_utf8(out.clone()).unwrap();
+        let text = String::from_utf8(out.clone()).expect("valid in this test");
         let got: Vec<LogLine<'_>> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).filter_map(parse).collect();
         assert_eq!(got.len(), 2, "{text}");
         assert_eq!((got[0].stream, got[0].partial, got[0].content), ("stderr", false, &b"one"[..]));
@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(select(raw, &LogOptions::default()), b"first\nsecond\nthird\n");
         let ts = LogOptions { timestamps: true, ..Default::default() };
         assert!(select(raw, &ts).starts_with(b"2024-01-01T00:00:00.5Z first\n"));
-        let since = LogOptions { since: Some("2024-01-01T00:00:01Z".parse().unwrap()), ..Default::default() };
+        let since = LogOptions {
+            since: Some("2024-01-01T00:00:01Z".parse().expect("valid in this test")),
+            ..Default::default()
+        };
         assert_eq!(select(raw, &since), b"second\nthird\n");
         let tail = LogOptions { tail_lines: Some(1), ..Default::default() };
         assert_eq!(select(raw, &tail), b"third\n");

@@ -704,8 +704,7 @@ fn port_forward(kubectl: &support::Kubectl, target: &str, remote: u16) -> anyhow
         }
         seen.push(byte[0]);
         let text = String::from_utf8_lossy(&seen);
-        if let Some(line) = text.lines().find(|l| l.starts_with("Forwarding from 127.0.0.1:") && text.ends_with('\n'))
-        {
+        if let Some(line) = text.lines().find(|l| l.starts_with("Forwarding from 127.0.0.1:") && text.ends_with('\n')) {
             let port = line
                 .trim_start_matches("Forwarding from 127.0.0.1:")
                 .split_whitespace()
@@ -737,8 +736,10 @@ async fn exec_and_port_forward_work_over_websocket_and_spdy_with_kubectl_1_33_an
     let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
     let name = names::unique("pf");
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
-    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| phase(p) == "Running" && is_ready(p))
-        .await?;
+    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+        phase(p) == "Running" && is_ready(p)
+    })
+    .await?;
 
     // 1.33 speaks WebSocket (exec; port-forward tunnels SPDY in it), 1.29 SPDY.
     for minor in [33, 29] {
@@ -847,7 +848,11 @@ async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_w
         assert_eq!(recent, "two\nthree\n", "1.{minor} --since-time={since}");
         assert_eq!(kubectl.ok(&["logs", &name, "--since=1h"])?, "one\ntwo\nthree\n", "1.{minor} --since=1h");
         assert_eq!(kubectl.ok(&["logs", &name, "--limit-bytes=5"])?, "one\nt", "1.{minor} --limit-bytes");
-        assert_eq!(kubectl.ok(&["logs", &name, "--tail=1", "--timestamps"])?, format!("{} three\n", lines[2].0), "1.{minor} --tail=1 --timestamps");
+        assert_eq!(
+            kubectl.ok(&["logs", &name, "--tail=1", "--timestamps"])?,
+            format!("{} three\n", lines[2].0),
+            "1.{minor} --tail=1 --timestamps"
+        );
     }
     Ok(())
 }

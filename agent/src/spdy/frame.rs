@@ -475,11 +475,11 @@ mod tests {
     fn roundtrip(enc: &mut Encoder, dec: &mut Decoder, frames: &[Frame]) {
         let mut wire = Vec::new();
         for f in frames {
-            enc.encode(f, &mut wire).unwrap();
+            enc.encode(f, &mut wire).expect("valid in this test");
         }
         let mut buf = BytesMut::from(&wire[..]);
         for f in frames {
-            assert_eq!(dec.decode(&mut buf).unwrap().as_ref(), Some(f));
+            assert_eq!(dec.decode(&mut buf).expect("valid in this test").as_ref(), Some(f));
         }
         assert!(buf.is_empty());
     }
@@ -523,12 +523,12 @@ mod tests {
         let mut wire = Vec::new();
         Encoder::new()
             .encode(&Frame::Data { stream_id: 1, flags: 0, data: Bytes::from_static(b"abc") }, &mut wire)
-            .unwrap();
+            .expect("valid in this test");
         let mut dec = Decoder::new();
         let mut buf = BytesMut::from(&wire[..5]);
-        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        assert_eq!(dec.decode(&mut buf).expect("valid in this test"), None);
         buf.extend_from_slice(&wire[5..]);
-        assert!(matches!(dec.decode(&mut buf).unwrap(), Some(Frame::Data { stream_id: 1, .. })));
+        assert!(matches!(dec.decode(&mut buf).expect("valid in this test"), Some(Frame::Data { stream_id: 1, .. })));
     }
 
     #[test]
@@ -548,14 +548,14 @@ mod tests {
         plain.put_u32(5);
         plain.extend_from_slice(b"stdin");
         let mut z = Compress::new(Compression::best(), true);
-        z.set_dictionary(dictionary()).unwrap();
+        z.set_dictionary(dictionary()).expect("valid in this test");
         let mut block = Vec::with_capacity(1024);
-        z.compress_vec(&plain, &mut block, FlushCompress::Sync).unwrap();
+        z.compress_vec(&plain, &mut block, FlushCompress::Sync).expect("valid in this test");
         let mut wire = vec![0x80, 0x03, 0x00, 0x02];
         wire.put_u32(4 + block.len() as u32);
         wire.put_u32(9);
         wire.extend_from_slice(&block);
-        let got = Decoder::new().decode(&mut BytesMut::from(&wire[..])).unwrap();
+        let got = Decoder::new().decode(&mut BytesMut::from(&wire[..])).expect("valid in this test");
         assert_eq!(
             got,
             Some(Frame::SynReply { stream_id: 9, flags: 0, headers: vec![("streamtype".into(), "stdin".into())] })

@@ -213,16 +213,16 @@ mod tests {
     impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         async fn send(&mut self, f: Frame) {
             let mut wire = Vec::new();
-            self.enc.encode(&f, &mut wire).unwrap();
-            self.io.write_all(&wire).await.unwrap();
+            self.enc.encode(&f, &mut wire).expect("valid in this test");
+            self.io.write_all(&wire).await.expect("valid in this test");
         }
 
         async fn recv(&mut self) -> Option<Frame> {
             loop {
-                if let Some(f) = self.dec.decode(&mut self.buf).unwrap() {
+                if let Some(f) = self.dec.decode(&mut self.buf).expect("valid in this test") {
                     return Some(f);
                 }
-                if self.io.read_buf(&mut self.buf).await.unwrap() == 0 {
+                if self.io.read_buf(&mut self.buf).await.expect("valid in this test") == 0 {
                     return None;
                 }
             }
@@ -237,7 +237,7 @@ mod tests {
         let hs = vec![("streamType".to_owned(), "stdin".to_owned())];
         c.send(Frame::SynStream { stream_id: 1, associated_to: 0, priority: 0, flags: 0, headers: hs }).await;
         assert_eq!(c.recv().await, Some(Frame::SynReply { stream_id: 1, flags: 0, headers: vec![] }));
-        let mut s = session.streams.recv().await.unwrap();
+        let mut s = session.streams.recv().await.expect("valid in this test");
         assert_eq!(header(&s.headers, "streamtype"), Some("stdin"));
 
         c.send(Frame::Data { stream_id: 1, flags: 0, data: Bytes::from_static(b"ping?") }).await;

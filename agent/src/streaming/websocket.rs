@@ -112,14 +112,13 @@ where
     let (mut rd, mut wr) = tokio::io::split(outer);
     tokio::spawn(async move {
         while let Some(Ok(msg)) = source.next().await {
-            match msg {
-                Message::Binary(data) => {
-                    if wr.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+            let data = match msg {
+                Message::Binary(data) => data,
                 Message::Close(_) => break,
-                _ => {}
+                _ => continue,
+            };
+            if wr.write_all(&data).await.is_err() {
+                break;
             }
         }
         let _ = wr.shutdown().await;

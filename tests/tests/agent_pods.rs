@@ -512,13 +512,22 @@ async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_du
     let mut node = Node::start(&server, 15).await?;
     let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
     let name = names::unique("adopt");
-    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
+    // A second container writes a numbered line every 200 ms, also while
+    // no agent reads its output.
+    let ticker = json!({
+        "name": "ticker",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"],
+    });
+    let both = json!({"containers": [httpd(8080), ticker]});
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), both)?).await?;
     let before = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
         phase(p) == "Running" && is_ready(p)
     })
     .await?;
-    let containers_before = node.runtime().await?.list_containers(&[]).await?;
-    assert_eq!(containers_before.len(), 1);
+    let mut containers_before = node.runtime().await?.list_containers(&[]).await?;
+    assert_eq!(containers_before.len(), 2);
 
     node.kill_agent();
     node.spawn_agent()?;
@@ -528,15 +537,22 @@ async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_du
     let after = pods.get(&name).await?;
     assert_eq!(phase(&after), "Running");
     assert_eq!(restart_count(&after), 0, "agent log:\n{}", node.agent_log());
-    let containers_after = node.runtime().await?.list_containers(&[]).await?;
+    let mut containers_after = node.runtime().await?.list_containers(&[]).await?;
+    containers_before.sort_by(|a, b| a.id.cmp(&b.id));
+    containers_after.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(
         containers_after.iter().map(|c| &c.id).collect::<Vec<_>>(),
         containers_before.iter().map(|c| &c.id).collect::<Vec<_>>(),
-        "the same single container runs"
+        "the same containers run"
     );
     let ip = before.status.and_then(|s| s.pod_ip).context("podIP")?;
     assert_eq!(after.status.and_then(|s| s.pod_ip), Some(ip.clone()));
     assert!(node.http_get_from_node(&ip, 8080, "/")?.contains("hello from"));
+    // The new agent took over the output: every line is in the log, in order.
+    let logs = server.kubectl(33).ok(&["logs", &name, "-c", "ticker"])?;
+    let ticks: Vec<u32> = logs.lines().filter_map(|l| l.strip_prefix("tick ")?.parse().ok()).collect();
+    assert!(ticks.len() > 30, "ticks before, during and after the restart: {logs}");
+    assert!(ticks.iter().enumerate().all(|(i, t)| *t == i as u32), "no line lost or repeated: {ticks:?}");
     Ok(())
 }
 

@@ -870,5 +870,20 @@ async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_w
             "1.{minor} --tail=1 --timestamps"
         );
     }
+
+    // -f streams lines as they are written and ends when the container does.
+    let brief = names::unique("brief");
+    let container = json!({
+        "name": "brief",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo early; sleep 3; echo late"],
+    });
+    let manifest = pod_manifest(&brief, &node.name, container, json!({"restartPolicy": "Never"}))?;
+    pods.create(&PostParams::default(), &manifest).await?;
+    wait_for(&pods, &brief, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let followed = server.kubectl(33).ok(&["logs", "-f", "--timestamps", &brief])?;
+    let texts: Vec<&str> = followed.lines().filter_map(|l| l.split_once(' ').map(|(_, t)| t)).collect();
+    assert_eq!(texts, ["early", "late"], "logs -f --timestamps until the container ended: {followed}");
     Ok(())
 }

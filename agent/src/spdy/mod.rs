@@ -23,6 +23,46 @@ pub fn choose_protocol<'a>(offers: impl Iterator<Item = &'a str>, served: &[&'st
     served.iter().copied().find(|p| offered.contains(p))
 }
 
+/// A SPDY client written against the frame codec only, for tests.
+#[cfg(test)]
+pub(crate) mod test_client {
+    use bytes::BytesMut;
+    use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+    use super::frame::{Decoder, Encoder, Frame};
+
+    pub(crate) struct Client<S> {
+        io: S,
+        enc: Encoder,
+        dec: Decoder,
+        buf: BytesMut,
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+        pub(crate) fn new(io: S) -> Self {
+            Self { io, enc: Encoder::new(), dec: Decoder::new(), buf: BytesMut::new() }
+        }
+
+        pub(crate) async fn send(&mut self, f: Frame) {
+            let mut wire = Vec::new();
+            self.enc.encode(&f, &mut wire).expect("encodable");
+            self.io.write_all(&wire).await.expect("the server reads");
+        }
+
+        /// The next frame; `None` once the server closed the connection.
+        pub(crate) async fn recv(&mut self) -> Option<Frame> {
+            loop {
+                if let Some(f) = self.dec.decode(&mut self.buf).expect("a valid frame") {
+                    return Some(f);
+                }
+                if self.io.read_buf(&mut self.buf).await.expect("readable") == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,40 +200,14 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, out: mpsc::Sender<Out>, stre
 #[cfg(test)]
 mod tests {
     use super::super::frame::header;
+    use super::super::test_client::Client;
     use super::*;
-
-    /// A client written against the frame codec only.
-    struct Client<S> {
-        io: S,
-        enc: Encoder,
-        dec: Decoder,
-        buf: BytesMut,
-    }
-
-    impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-        async fn send(&mut self, f: Frame) {
-            let mut wire = Vec::new();
-            self.enc.encode(&f, &mut wire).expect("valid in this test");
-            self.io.write_all(&wire).await.expect("valid in this test");
-        }
-
-        async fn recv(&mut self) -> Option<Frame> {
-            loop {
-                if let Some(f) = self.dec.decode(&mut self.buf).expect("valid in this test") {
-                    return Some(f);
-                }
-                if self.io.read_buf(&mut self.buf).await.expect("valid in this test") == 0 {
-                    return None;
-                }
-            }
-        }
-    }
 
     #[tokio::test]
     async fn streams_are_accepted_echoed_pinged_and_closed_with_goaway() {
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
         let mut session = Session::start(server_io);
-        let mut c = Client { io: client_io, enc: Encoder::new(), dec: Decoder::new(), buf: BytesMut::new() };
+        let mut c = Client::new(client_io);
         let hs = vec![("streamType".to_owned(), "stdin".to_owned())];
         c.send(Frame::SynStream { stream_id: 1, associated_to: 0, priority: 0, flags: 0, headers: hs }).await;
         assert_eq!(c.recv().await, Some(Frame::SynReply { stream_id: 1, flags: 0, headers: vec![] }));

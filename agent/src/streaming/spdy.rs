@@ -140,3 +140,80 @@ async fn write(out: &Option<Stream>, err: &Option<Stream>, o: Output) {
         s.writer.write(&data).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::spdy::frame::{FLAG_FIN, Frame};
+    use crate::spdy::test_client::Client;
+
+    fn open(id: u32, kind: &str) -> Frame {
+        let headers = vec![("streamType".to_owned(), kind.to_owned())];
+        Frame::SynStream { stream_id: id, associated_to: 0, priority: 0, flags: 0, headers }
+    }
+
+    #[tokio::test]
+    async fn streams_by_type_carry_stdin_stdout_and_the_status_on_the_error_stream() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let wanted = Wanted { stdin: true, stdout: true, stderr: true, tty: false };
+        // An operation that upper-cases its stdin until EOF, then "exits 3".
+        let server = tokio::spawn(serve_channels(server_io, wanted, |mut ch: Channels| async move {
+            while let Some(Input::Stdin(b)) = ch.input.recv().await {
+                let _ = ch.output.send(Output::Stdout(b.to_ascii_uppercase())).await;
+            }
+            let _ = ch.output.send(Output::Stderr(b"bye".to_vec())).await;
+            super::super::exit_status(&["x".to_owned()], 3)
+        }));
+        let mut c = Client::new(client_io);
+        for (id, kind) in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "stderr")] {
+            c.send(open(id, kind)).await;
+        }
+        c.send(Frame::Data { stream_id: 3, flags: 0, data: Bytes::from_static(b"hello") }).await;
+        c.send(Frame::Data { stream_id: 3, flags: FLAG_FIN, data: Bytes::new() }).await;
+        let (mut stdout, mut stderr, mut error, mut fins, mut replies) = (vec![], vec![], vec![], vec![], 0);
+        while let Some(f) = c.recv().await {
+            match f {
+                Frame::SynReply { .. } => replies += 1,
+                Frame::Data { stream_id, flags, data } => {
+                    match stream_id {
+                        1 => error.extend_from_slice(&data),
+                        5 => stdout.extend_from_slice(&data),
+                        7 => stderr.extend_from_slice(&data),
+                        other => panic!("data on stream {other}"),
+                    }
+                    if flags & FLAG_FIN != 0 {
+                        fins.push(stream_id);
+                    }
+                }
+                Frame::GoAway { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        server.await.expect("the session ends");
+        assert_eq!(replies, 4);
+        assert_eq!(stdout, b"HELLO");
+        assert_eq!(stderr, b"bye");
+        let status: serde_json::Value = serde_json::from_slice(&error).expect("a Status");
+        assert_eq!(status["reason"], "NonZeroExitCode");
+        fins.sort();
+        assert_eq!(fins, [1, 5, 7], "every stream the server writes on ends with FIN");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stream_type_ends_the_session() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(serve_channels(server_io, Wanted::default(), |_ch: Channels| async {
+            super::super::success()
+        }));
+        let mut c = Client::new(client_io);
+        c.send(open(1, "bogus")).await;
+        let mut frames = Vec::new();
+        while let Some(f) = c.recv().await {
+            frames.push(f);
+        }
+        server.await.expect("the session ends");
+        assert!(matches!(frames.last(), Some(Frame::GoAway { .. })), "{frames:?}");
+    }
+}

@@ -190,6 +190,16 @@ enum Transport {
     Spdy(&'static str),
 }
 
+impl Transport {
+    /// `websocket:<subprotocol>` or `SPDY/3.1:<protocol>`, for the logs.
+    fn protocol(&self) -> String {
+        match self {
+            Transport::WebSocket(p, _) => format!("websocket:{p}"),
+            Transport::Spdy(p) => format!("{}:{p}", crate::spdy::UPGRADE),
+        }
+    }
+}
+
 /// Picks the transport from the upgrade request's headers.
 fn negotiate(
     req: &Request<Incoming>,
@@ -320,7 +330,7 @@ async fn exec(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, container
         stdout: wanted.stdout,
         stderr: wanted.stderr || wanted.tty,
     };
-    tracing::info!(pod = %format!("{ns}/{name}"), container, command = ?request.command, "exec");
+    tracing::info!(pod = %format!("{ns}/{name}"), container, command = ?request.command, protocol = transport.protocol(), "exec");
     let response = switching(&transport);
     let op = move |ch| crate::exec::run(request, runtime, scratch, ch);
     match transport {
@@ -348,7 +358,7 @@ async fn attach(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, contain
         stdin: record.stdin,
         stdin_once: record.stdin_once,
     };
-    tracing::info!(pod = %format!("{ns}/{name}"), container, "attach");
+    tracing::info!(pod = %format!("{ns}/{name}"), container, protocol = transport.protocol(), "attach");
     let wanted = wanted(&pairs);
     let response = switching(&transport);
     let runtime = ctx.runtime.clone();
@@ -378,7 +388,7 @@ async fn port_forward(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str) -
         Ok(t) => t,
         Err(resp) => return *resp,
     };
-    tracing::info!(pod = %format!("{ns}/{name}"), "port-forward");
+    tracing::info!(pod = %format!("{ns}/{name}"), protocol = transport.protocol(), "port-forward");
     let response = switching(&transport);
     let pod = format!("{ns}/{name}");
     match transport {

@@ -778,6 +778,16 @@ async fn exec_and_port_forward_work_over_websocket_and_spdy_with_kubectl_1_33_an
             assert!(answer.contains(&format!("hello from {name}")), "1.{minor} port-forward answer: {answer}");
         }
     }
+    // Which way each kubectl came (the agent logs the protocol it served).
+    let log = node.agent_log();
+    for used in [
+        "websocket:v5.channel.k8s.io",
+        "websocket:SPDY/3.1+portforward.k8s.io",
+        "SPDY/3.1:v4.channel.k8s.io",
+        "SPDY/3.1:portforward.k8s.io",
+    ] {
+        assert!(log.contains(used), "{used} was served:\n{log}");
+    }
     let (mut child, port) = port_forward(&server.kubectl(33), &format!("pod/{name}"), 9)?;
     let refused = http_get_local(port, "/");
     let _ = child.kill();

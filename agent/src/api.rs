@@ -1,8 +1,11 @@
 //! The agent's HTTPS API, at the kubelet's paths:
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&limitBytes=`
 //!   (the API server proxies `pods/{name}/log` here);
-//! - `GET /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` upgraded to a
-//!   WebSocket with subprotocol `v5.channel.k8s.io` or `v4.channel.k8s.io` (`pods/{name}/exec`);
+//! - `/exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` and
+//!   `/attach/{namespace}/{pod}/{container}?stdin=&stdout=&stderr=&tty=`, upgraded to a WebSocket
+//!   (`v5.channel.k8s.io` or `v4.channel.k8s.io`) or to SPDY/3.1 (`v4.channel.k8s.io`);
+//! - `/portForward/{namespace}/{pod}` upgraded to SPDY/3.1 (`portforward.k8s.io`) or to a
+//!   WebSocket tunnelling it (`SPDY/3.1+portforward.k8s.io`).
 //! - `GET /stats/summary`: CPU and memory of the node and its pods (the API server's metrics.k8s.io).
 
 use std::collections::HashMap;
@@ -20,7 +23,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::cri::{ContainerRuntime, ContainerState};
+use crate::network::PodNetwork;
 use crate::pod::attempts;
+use crate::streaming::Wanted;
+use crate::streaming::attach::AttachTarget;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -30,6 +36,8 @@ struct Ctx {
     node: String,
     /// containerd itself, for streaming exec.
     exec: Option<(waggle_runtime::Runtime, PathBuf)>,
+    /// Pods' network namespaces, for port-forward.
+    network: Option<Arc<dyn PodNetwork>>,
     stats: crate::stats::Stats,
 }
 
@@ -43,11 +51,12 @@ pub async fn serve(
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
     exec: Option<(waggle_runtime::Runtime, PathBuf)>,
+    network: Option<Arc<dyn PodNetwork>>,
     stats: crate::stats::Stats,
 ) -> Result<(), crate::Error> {
     let addr = listener.local_addr().map_err(crate::Error::io("reading the agent API's address"))?;
     tracing::info!(%addr, https = tls.is_some(), "agent API listening");
-    let ctx = Arc::new(Ctx { store, runtime, node, exec, stats });
+    let ctx = Arc::new(Ctx { store, runtime, node, exec, network, stats });
     let acceptor = tls.as_ref().map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));
     let settings = tls.map(|(_, s)| Arc::new(s));
     loop {
@@ -146,11 +155,14 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
-    if req.method() != hyper::Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served".into());
-    }
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Streaming upgrades come as POST (SPDY, as upstream's kubelet takes
+    // them) or GET (WebSocket); everything else is GET.
+    let streaming = matches!(parts.first(), Some(&"exec" | &"attach" | &"portForward"));
+    if req.method() != hyper::Method::GET && !(streaming && req.method() == hyper::Method::POST) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not served on {path}", req.method()));
+    }
     match parts.as_slice() {
         ["healthz"] => text(StatusCode::OK, "ok".into()),
         ["stats", "summary"] => match serde_json::to_vec(&ctx.stats.summary()) {
@@ -170,8 +182,139 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             exec(ctx, req, &ns, &pod, &container).await
         }
+        ["attach", ns, pod, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            attach(ctx, req, &ns, &pod, &container).await
+        }
+        ["portForward", ns, pod] => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            port_forward(ctx, req, &ns, &pod).await
+        }
         _ => text(StatusCode::NOT_FOUND, format!("{path} is not served by the waggle agent")),
     }
+}
+
+/// The protocol an upgrade request settled on.
+enum Transport {
+    /// WebSocket with this subprotocol; the `Sec-WebSocket-Accept` value.
+    WebSocket(&'static str, String),
+    /// SPDY/3.1 with this `X-Stream-Protocol-Version`.
+    Spdy(&'static str),
+}
+
+impl Transport {
+    /// `websocket:<subprotocol>` or `SPDY/3.1:<protocol>`, for the logs.
+    fn protocol(&self) -> String {
+        match self {
+            Transport::WebSocket(p, _) => format!("websocket:{p}"),
+            Transport::Spdy(p) => format!("{}:{p}", crate::spdy::UPGRADE),
+        }
+    }
+}
+
+/// Picks the transport from the upgrade request's headers.
+fn negotiate(
+    req: &Request<Incoming>,
+    websocket: &[&'static str],
+    spdy: &[&'static str],
+) -> Result<Transport, Box<Response<Body>>> {
+    let header = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let upgrade = header("upgrade");
+    if upgrade.eq_ignore_ascii_case("websocket") {
+        let offered = header("sec-websocket-protocol");
+        let Some(p) = crate::streaming::websocket::choose_protocol(&offered, websocket) else {
+            return Err(Box::new(text(
+                StatusCode::BAD_REQUEST,
+                format!("none of the WebSocket subprotocols {offered:?} is served (served: {})", websocket.join(", ")),
+            )));
+        };
+        return Ok(Transport::WebSocket(
+            p,
+            crate::streaming::websocket::accept_key(header("sec-websocket-key").as_bytes()),
+        ));
+    }
+    if upgrade.eq_ignore_ascii_case(crate::spdy::UPGRADE) {
+        let offers = req.headers().get_all(crate::spdy::PROTOCOL_HEADER).iter().filter_map(|v| v.to_str().ok());
+        let Some(p) = crate::spdy::choose_protocol(offers, spdy) else {
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                format!("unable to upgrade: unable to negotiate protocol: the server serves {}", spdy.join(", ")),
+            )));
+        };
+        return Ok(Transport::Spdy(p));
+    }
+    Err(Box::new(text(
+        StatusCode::BAD_REQUEST,
+        format!("upgrade {upgrade:?} is not supported (websocket or SPDY/3.1)"),
+    )))
+}
+
+/// The 101 answer for `t`.
+fn switching(t: &Transport) -> Response<Body> {
+    use hyper::header::HeaderValue;
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert("connection", HeaderValue::from_static("Upgrade"));
+    match t {
+        Transport::WebSocket(protocol, accept) => {
+            h.insert("upgrade", HeaderValue::from_static("websocket"));
+            if let Ok(v) = HeaderValue::from_str(accept) {
+                h.insert("sec-websocket-accept", v);
+            }
+            h.insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
+        }
+        Transport::Spdy(protocol) => {
+            h.insert("upgrade", HeaderValue::from_static(crate::spdy::UPGRADE));
+            h.insert(crate::spdy::PROTOCOL_HEADER, HeaderValue::from_static(protocol));
+        }
+    }
+    r
+}
+
+/// Runs `serve` on the connection once it has switched protocols.
+fn on_upgrade<F, Fut>(req: Request<Incoming>, serve: F)
+where
+    F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => serve(hyper_util::rt::TokioIo::new(upgraded)).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+}
+
+/// The pod, and the running attempt of its container `container`.
+async fn running_container(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    container: &str,
+) -> Result<(Pod, crate::cri::ContainerRecord), Box<Response<Body>>> {
+    let Some(pod) = ctx.store.get(&ObjectRef::new(name).within(ns)) else {
+        return Err(Box::new(text(StatusCode::NOT_FOUND, format!("pod {ns}/{name} is not on node {}", ctx.node))));
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let records = ctx
+        .runtime
+        .list(&ctx.node, Some(&uid))
+        .await
+        .map_err(|e| Box::new(text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))?;
+    let running =
+        attempts(&records, container, false).current.filter(|r| matches!(r.state, ContainerState::Running { .. }));
+    match running {
+        Some(r) => Ok(((*pod).clone(), r.clone())),
+        None => {
+            Err(Box::new(text(StatusCode::BAD_REQUEST, format!("container {container} is not running in pod {name}"))))
+        }
+    }
+}
+
+fn wanted(pairs: &[(String, String)]) -> Wanted {
+    let flag = |k: &str| pairs.iter().any(|(key, v)| key == k && (v == "true" || v == "1"));
+    Wanted { stdin: flag("stdin"), stdout: flag("stdout"), stderr: flag("stderr"), tty: flag("tty") }
 }
 
 async fn exec(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, container: &str) -> Response<Body> {
@@ -179,64 +322,95 @@ async fn exec(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, container
         return text(StatusCode::NOT_IMPLEMENTED, "exec is not available on this node".into());
     };
     let pairs = query_pairs(&req);
-    let flag = |k: &str| pairs.iter().any(|(key, v)| key == k && (v == "true" || v == "1"));
     let command: Vec<String> = pairs.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
     if command.is_empty() {
         return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command".into());
     }
+    let record = match running_container(ctx, ns, name, container).await {
+        Ok((_, r)) => r,
+        Err(resp) => return *resp,
+    };
+    let transport = match negotiate(&req, crate::streaming::websocket::PROTOCOLS, crate::streaming::spdy::PROTOCOLS) {
+        Ok(t) => t,
+        Err(resp) => return *resp,
+    };
+    let wanted = wanted(&pairs);
+    let request = crate::exec::ExecRequest {
+        container_id: record.id,
+        command,
+        stdin: wanted.stdin,
+        stdout: wanted.stdout,
+        stderr: wanted.stderr || wanted.tty,
+    };
+    tracing::info!(pod = %format!("{ns}/{name}"), container, command = ?request.command, protocol = transport.protocol(), "exec");
+    let response = switching(&transport);
+    let op = move |ch| crate::exec::run(request, runtime, scratch, ch);
+    match transport {
+        Transport::WebSocket(..) => on_upgrade(req, move |io| crate::streaming::websocket::serve_channels(io, op)),
+        Transport::Spdy(_) => on_upgrade(req, move |io| crate::streaming::spdy::serve_channels(io, wanted, op)),
+    }
+    response
+}
+
+async fn attach(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, container: &str) -> Response<Body> {
+    let pairs = query_pairs(&req);
+    let (pod, record) = match running_container(ctx, ns, name, container).await {
+        Ok(found) => found,
+        Err(resp) => return *resp,
+    };
+    let transport = match negotiate(&req, crate::streaming::websocket::PROTOCOLS, crate::streaming::spdy::PROTOCOLS) {
+        Ok(t) => t,
+        Err(resp) => return *resp,
+    };
+    let target = AttachTarget {
+        node: ctx.node.clone(),
+        pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+        container_id: record.id,
+        log_path: record.log_path,
+        stdin: record.stdin,
+        stdin_once: record.stdin_once,
+    };
+    tracing::info!(pod = %format!("{ns}/{name}"), container, protocol = transport.protocol(), "attach");
+    let wanted = wanted(&pairs);
+    let response = switching(&transport);
+    let runtime = ctx.runtime.clone();
+    let op = move |ch| crate::streaming::attach::run(target, wanted, runtime, ch);
+    match transport {
+        Transport::WebSocket(..) => on_upgrade(req, move |io| crate::streaming::websocket::serve_channels(io, op)),
+        Transport::Spdy(_) => on_upgrade(req, move |io| crate::streaming::spdy::serve_channels(io, wanted, op)),
+    }
+    response
+}
+
+async fn port_forward(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str) -> Response<Body> {
     let Some(pod) = ctx.store.get(&ObjectRef::new(name).within(ns)) else {
         return text(StatusCode::NOT_FOUND, format!("pod {ns}/{name} is not on node {}", ctx.node));
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let records = match ctx.runtime.list(&ctx.node, Some(&uid)).await {
-        Ok(r) => r,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let netns = match &ctx.network {
+        Some(network) => match network.get(&uid).await {
+            Ok(Some(net)) => net.netns,
+            Ok(None) => return text(StatusCode::BAD_REQUEST, format!("pod {ns}/{name} has no network sandbox yet")),
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        None => return text(StatusCode::NOT_IMPLEMENTED, "port-forward is not available on this node".into()),
     };
-    let running = attempts(&records, container, false)
-        .current
-        .filter(|r| matches!(r.state, ContainerState::Running { .. }))
-        .map(|r| r.id.clone());
-    let Some(container_id) = running else {
-        return text(StatusCode::BAD_REQUEST, format!("container {container} is not running in pod {name}"));
+    let spdy = [crate::streaming::portforward::PROTOCOL];
+    let transport = match negotiate(&req, &[crate::streaming::websocket::SPDY_TUNNEL], &spdy) {
+        Ok(t) => t,
+        Err(resp) => return *resp,
     };
-    let header = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let upgrade = header("upgrade");
-    let Some(protocol) = crate::exec::choose_protocol(&header("sec-websocket-protocol")) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "exec needs a WebSocket upgrade with v5.channel.k8s.io or v4.channel.k8s.io".into(),
-        );
-    };
-    if !upgrade.eq_ignore_ascii_case("websocket") {
-        return text(StatusCode::BAD_REQUEST, format!("upgrade {upgrade:?} is not supported (only websocket)"));
+    tracing::info!(pod = %format!("{ns}/{name}"), protocol = transport.protocol(), "port-forward");
+    let response = switching(&transport);
+    let pod = format!("{ns}/{name}");
+    match transport {
+        Transport::WebSocket(..) => on_upgrade(req, move |io| async move {
+            let inner = crate::streaming::websocket::tunnel(io).await;
+            crate::streaming::portforward::serve(inner, pod, netns).await
+        }),
+        Transport::Spdy(_) => on_upgrade(req, move |io| crate::streaming::portforward::serve(io, pod, netns)),
     }
-    let accept = crate::exec::accept_key(header("sec-websocket-key").as_bytes());
-    let request = crate::exec::ExecRequest {
-        container_id,
-        command,
-        stdin: flag("stdin"),
-        stdout: flag("stdout"),
-        stderr: flag("stderr") || flag("tty"),
-    };
-    tracing::info!(pod = %format!("{ns}/{name}"), container, command = ?request.command, "exec");
-    tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                crate::exec::session(hyper_util::rt::TokioIo::new(upgraded), request, runtime, scratch).await
-            }
-            Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
-        }
-    });
-    let mut r = Response::new(Full::new(Bytes::new()).boxed());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert("upgrade", hyper::header::HeaderValue::from_static("websocket"));
-    h.insert("connection", hyper::header::HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&accept) {
-        h.insert("sec-websocket-accept", v);
-    }
-    h.insert("sec-websocket-protocol", hyper::header::HeaderValue::from_static(protocol));
-    r
+    response
 }
 
 async fn logs(ctx: &Ctx, ns: &str, name: &str, container: &str, q: &HashMap<String, String>) -> Response<Body> {
@@ -259,18 +433,19 @@ async fn logs(ctx: &Ctx, ns: &str, name: &str, container: &str, q: &HashMap<Stri
             format!("{what} \"{container}\" in pod \"{name}\" not found (it may not have started yet)"),
         );
     };
+    let opts = match log_options(q) {
+        Ok(o) => o,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
     let path = record.log_path.clone();
-    let mut content = tokio::fs::read(&path).await.unwrap_or_default();
-    let offset = content.len() as u64;
-    if let Some(n) = q.get("tailLines").and_then(|v| v.parse::<usize>().ok()) {
-        content = tail(&content, n);
-    }
-    let limit = q.get("limitBytes").and_then(|v| v.parse::<usize>().ok());
-    if let Some(l) = limit {
-        content.truncate(l);
-    }
-    let follow = flag("follow") && matches!(record.state, ContainerState::Running { .. }) && limit.is_none();
-    if !follow {
+    let raw = tokio::fs::read(&path).await.unwrap_or_default();
+    // Whole lines only: a line being written is sent when it is complete.
+    let whole = raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let offset = whole as u64;
+    let content = crate::logs::select(&raw[..whole], &opts);
+    let follow = flag("follow") && matches!(record.state, ContainerState::Running { .. });
+    let remaining = opts.limit_bytes.map(|l| l.saturating_sub(content.len()));
+    if !follow || remaining == Some(0) {
         let mut r = Response::new(Full::new(Bytes::from(content)).boxed());
         r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("text/plain"));
         return r;
@@ -281,12 +456,41 @@ async fn logs(ctx: &Ctx, ns: &str, name: &str, container: &str, q: &HashMap<Stri
         if !content.is_empty() && tx.send(Ok(Frame::data(Bytes::from(content)))).await.is_err() {
             return;
         }
-        follow_file(path, offset, tx, runtime, node, uid, id).await;
+        let opts = crate::logs::LogOptions { tail_lines: None, limit_bytes: remaining, ..opts };
+        follow_file(path, offset, opts, tx, runtime, node, uid, id).await;
     });
     let body = StreamBody::new(tokio_stream_from(rx)).boxed();
     let mut r = Response::new(body);
     r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("text/plain"));
     r
+}
+
+/// `timestamps`, `sinceSeconds`/`sinceTime`, `tailLines` and `limitBytes`.
+fn log_options(q: &HashMap<String, String>) -> Result<crate::logs::LogOptions, String> {
+    let number = |k: &str| -> Result<Option<i64>, String> {
+        q.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse::<i64>().map_err(|_| format!("{k}={v:?} is not a number")))
+            .transpose()
+    };
+    let positive = |k: &str| -> Result<Option<usize>, String> {
+        match number(k)? {
+            Some(n) if n < 0 => Err(format!("{k} must be greater than or equal to 0")),
+            n => Ok(n.map(|n| n as usize)),
+        }
+    };
+    let since = match (number("sinceSeconds")?, q.get("sinceTime").filter(|v| !v.is_empty())) {
+        (Some(s), _) if s < 1 => return Err("sinceSeconds must be greater than 0".into()),
+        (Some(s), _) => Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s)),
+        (None, Some(t)) => Some(t.parse::<jiff::Timestamp>().map_err(|e| format!("sinceTime {t:?}: {e}"))?),
+        (None, None) => None,
+    };
+    Ok(crate::logs::LogOptions {
+        timestamps: q.get("timestamps").is_some_and(|v| v == "true" || v == "1"),
+        since,
+        tail_lines: positive("tailLines")?,
+        limit_bytes: positive("limitBytes")?,
+    })
 }
 
 fn tokio_stream_from<T: Send + 'static>(
@@ -295,10 +499,13 @@ fn tokio_stream_from<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Sends what is appended to the file until the container stops or the client leaves.
+/// Sends what is appended to the file until the container stops, the
+/// client leaves or `opts.limit_bytes` are sent.
+#[expect(clippy::too_many_arguments, reason = "one call site; the pieces of one request")]
 async fn follow_file(
     path: PathBuf,
     mut offset: u64,
+    opts: crate::logs::LogOptions,
     tx: tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
@@ -306,19 +513,27 @@ async fn follow_file(
     id: String,
 ) {
     let mut ticks = 0u32;
+    let mut left = opts.limit_bytes;
+    let mut stopped = false;
     loop {
         if let Ok(mut f) = tokio::fs::File::open(&path).await
             && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
         {
             let mut buf = Vec::new();
-            if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
-                offset += buf.len() as u64;
-                if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
+            if f.read_to_end(&mut buf).await.is_ok() {
+                let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                offset += whole as u64;
+                let mut out = crate::logs::render(&buf[..whole], &opts);
+                if let Some(l) = left.as_mut() {
+                    out.truncate(*l);
+                    *l -= out.len();
+                }
+                if !out.is_empty() && tx.send(Ok(Frame::data(Bytes::from(out)))).await.is_err() {
                     return;
                 }
             }
         }
-        if tx.is_closed() {
+        if tx.is_closed() || left == Some(0) || stopped {
             return;
         }
         ticks += 1;
@@ -328,30 +543,11 @@ async fn follow_file(
                 .await
                 .map(|rs| rs.iter().any(|r| r.id == id && matches!(r.state, ContainerState::Running { .. })))
                 .unwrap_or(false);
-            if !running {
-                return;
-            }
+            // One more read for what was written just before the end.
+            stopped = !running;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The last `n` lines.
-pub fn tail(content: &[u8], n: usize) -> Vec<u8> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let body = content.strip_suffix(b"\n").unwrap_or(content);
-    let mut count = 0;
-    for (i, b) in body.iter().enumerate().rev() {
-        if *b == b'\n' {
-            count += 1;
-            if count == n {
-                return content[i + 1..].to_vec();
-            }
-        }
-    }
-    content.to_vec()
 }
 
 #[cfg(test)]
@@ -362,13 +558,5 @@ mod tests {
     fn query_values_are_percent_and_plus_decoded() {
         assert_eq!(percent_decode("echo%20hi+there%2F"), "echo hi there/");
         assert_eq!(percent_decode("100%"), "100%");
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines_with_their_newlines() {
-        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n".to_vec());
-        assert_eq!(tail(b"a\nb\nc", 1), b"c".to_vec());
-        assert_eq!(tail(b"a\n", 5), b"a\n".to_vec());
-        assert_eq!(tail(b"a\n", 0), Vec::<u8>::new());
     }
 }

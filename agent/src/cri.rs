@@ -21,6 +21,8 @@ pub const LABEL_CONTAINER: &str = "io.waggle.container.name";
 pub const LABEL_ATTEMPT: &str = "io.waggle.container.attempt";
 pub const LABEL_INIT: &str = "io.waggle.container.init";
 pub const LABEL_LOG: &str = "io.waggle.container.log";
+pub const LABEL_STDIN: &str = "io.waggle.container.stdin";
+pub const LABEL_STDIN_ONCE: &str = "io.waggle.container.stdin-once";
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -49,6 +51,9 @@ pub struct ContainerSpec {
     pub env: Vec<String>,
     pub netns: PathBuf,
     pub log_path: PathBuf,
+    /// `stdin: true`: the process reads a FIFO that attach writes to.
+    pub stdin: bool,
+    pub stdin_once: bool,
     pub hostname: String,
     pub binds: Vec<BindMount>,
     pub memory_limit: Option<i64>,
@@ -83,6 +88,9 @@ pub struct ContainerRecord {
     pub init: bool,
     pub image: String,
     pub log_path: PathBuf,
+    /// The stdin FIFO of a container started with `stdin: true`.
+    pub stdin: Option<PathBuf>,
+    pub stdin_once: bool,
     pub state: ContainerState,
 }
 
@@ -101,6 +109,12 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Runs `args` in the container; returns the exit code and output.
     async fn exec(&self, id: &str, args: &[String], timeout: Duration) -> Result<(u32, Vec<u8>), RuntimeError>;
+    /// Makes sure the running container's output reaches its log (after an
+    /// agent restart, the new agent takes over reading it).
+    async fn ensure_logging(&self, _record: &ContainerRecord) {}
+    /// Closes the stdin of the container's process (`stdinOnce` after the
+    /// first attach); the shim keeps it open until told.
+    async fn close_stdin(&self, _id: &str) {}
 }
 
 /// containerd through `waggle-runtime`.
@@ -109,11 +123,65 @@ pub struct Containerd {
     runtime: Runtime,
     /// Scratch files for exec output.
     scratch: PathBuf,
+    /// Containers whose output is being copied to their logs.
+    logging: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Containerd {
     pub fn new(runtime: Runtime, scratch: PathBuf) -> Self {
-        Self { runtime, scratch }
+        Self { runtime, scratch, logging: Arc::default() }
+    }
+
+    /// Opens the container's output FIFOs (read-write, so that neither side
+    /// ever blocks on the other's absence); `None` if they are read already.
+    fn open_output(
+        &self,
+        id: &str,
+        log_path: &std::path::Path,
+    ) -> Result<Option<(tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver)>, RuntimeError> {
+        if !self.logging.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned()) {
+            return Ok(None);
+        }
+        let (out, err) = crate::logs::fifos(log_path);
+        let open = |p: &PathBuf| {
+            tokio::net::unix::pipe::OpenOptions::new()
+                .read_write(true)
+                .open_receiver(p)
+                .map_err(|e| RuntimeError::Other(format!("opening the output FIFO {}: {e}", p.display())))
+        };
+        match open(&out).and_then(|o| Ok((o, open(&err)?))) {
+            Ok(pair) => Ok(Some(pair)),
+            Err(e) => {
+                self.logging.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the output into the log until the container's task exits.
+    fn copy_output(
+        &self,
+        id: &str,
+        (out, err): (tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver),
+        log_path: &std::path::Path,
+    ) {
+        let (runtime, logging, id, log_path) =
+            (self.runtime.clone(), self.logging.clone(), id.to_owned(), log_path.to_path_buf());
+        tokio::spawn(async move {
+            let exited = async {
+                loop {
+                    if runtime.wait_container(&id).await.is_ok() {
+                        return;
+                    }
+                    match runtime.task_status(&id).await {
+                        Ok(TaskStatus::Stopped { .. } | TaskStatus::Absent) => return,
+                        _ => tokio::time::sleep(Duration::from_secs(1)).await,
+                    }
+                }
+            };
+            crate::logs::copy(out, err, log_path, exited).await;
+            logging.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
     }
 
     fn labels(spec: &ContainerSpec) -> HashMap<String, String> {
@@ -126,7 +194,17 @@ impl Containerd {
             (LABEL_ATTEMPT.to_owned(), spec.attempt.to_string()),
             (LABEL_INIT.to_owned(), spec.init.to_string()),
             (LABEL_LOG.to_owned(), spec.log_path.to_string_lossy().into_owned()),
+            (
+                LABEL_STDIN.to_owned(),
+                Self::stdin_fifo(spec).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            ),
+            (LABEL_STDIN_ONCE.to_owned(), spec.stdin_once.to_string()),
         ])
+    }
+
+    /// Beside the log: `<attempt>.stdin`.
+    fn stdin_fifo(spec: &ContainerSpec) -> Option<PathBuf> {
+        spec.stdin.then(|| spec.log_path.with_extension("stdin"))
     }
 }
 
@@ -136,12 +214,36 @@ impl ContainerRuntime for Containerd {
         Ok(self.runtime.has_image(image).await?)
     }
 
+    async fn close_stdin(&self, id: &str) {
+        self.runtime.close_exec_stdin(id, "").await;
+    }
+
+    async fn ensure_logging(&self, record: &ContainerRecord) {
+        let (out, _) = crate::logs::fifos(&record.log_path);
+        if matches!(record.state, ContainerState::Running { .. }) && out.exists() {
+            match self.open_output(&record.id, &record.log_path) {
+                Ok(Some(output)) => self.copy_output(&record.id, output, &record.log_path),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(container = %record.id, error = %e, "taking over the container's output failed")
+                }
+            }
+        }
+    }
+
     async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         let mut args = spec.args.clone();
         if args.is_empty() && !spec.args_only.is_empty() {
             let mut a = self.runtime.image_entrypoint(&spec.image).await?;
             a.extend(spec.args_only.iter().cloned());
             args = a;
+        }
+        let stdin = Self::stdin_fifo(spec);
+        let (out, err) = crate::logs::fifos(&spec.log_path);
+        for fifo in stdin.iter().chain([&out, &err]) {
+            let _ = std::fs::remove_file(fifo);
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| RuntimeError::Other(format!("creating the FIFO {}: {e}", fifo.display())))?;
         }
         let cfg = ContainerConfig {
             id: spec.id.clone(),
@@ -150,6 +252,8 @@ impl ContainerRuntime for Containerd {
             env: spec.env.clone(),
             netns: Some(spec.netns.clone()),
             log_path: spec.log_path.clone(),
+            stdin,
+            output_fifos: Some((out, err)),
             labels: Self::labels(spec),
             hostname: spec.hostname.clone(),
             binds: spec.binds.clone(),
@@ -157,9 +261,21 @@ impl ContainerRuntime for Containerd {
             cpu_limit_millis: spec.cpu_limit_millis,
         };
         self.runtime.create_container(&cfg).await?;
+        // The shim opens the FIFOs as the task is created: a reader first.
+        let output = match self.open_output(&cfg.id, &spec.log_path) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = self.runtime.remove_container(&cfg.id).await;
+                return Err(e);
+            }
+        };
         if let Err(e) = self.runtime.start_container(&cfg).await {
             let _ = self.runtime.remove_container(&cfg.id).await;
+            self.logging.lock().unwrap_or_else(|p| p.into_inner()).remove(&cfg.id);
             return Err(e.into());
+        }
+        if let Some(output) = output {
+            self.copy_output(&cfg.id, output, &spec.log_path);
         }
         Ok(())
     }
@@ -194,6 +310,8 @@ impl ContainerRuntime for Containerd {
                 init: label(LABEL_INIT) == "true",
                 image: info.image,
                 log_path: PathBuf::from(label(LABEL_LOG)),
+                stdin: Some(label(LABEL_STDIN)).filter(|p| !p.is_empty()).map(PathBuf::from),
+                stdin_once: label(LABEL_STDIN_ONCE) == "true",
                 state,
             });
         }
@@ -334,6 +452,8 @@ impl ContainerRuntime for FakeRuntime {
                 init: c.init,
                 image: c.image.clone(),
                 log_path: c.log_path.clone(),
+                stdin: c.stdin.then(|| c.log_path.with_extension("stdin")),
+                stdin_once: c.stdin_once,
                 state: *state,
             })
             .collect())

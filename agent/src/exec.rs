@@ -1,24 +1,15 @@
-//! `exec` into a running container over WebSocket with Kubernetes'
-//! channel protocol (`v5.channel.k8s.io`, also v4): binary messages whose
-//! first byte is the stream — 0 stdin, 1 stdout, 2 stderr, 3 the final
-//! Status, 4 resize, 255 close (v5: `[255, 0]` closes stdin).
-//!
-//! The process runs through containerd (Tasks.Exec) with its stdio on FIFOs
-//! the agent creates. TTYs are not supported: `tty=true` runs without one.
+//! `exec` into a running container: the process runs through containerd
+//! (Tasks.Exec) with its stdio on FIFOs the agent creates, and its streams
+//! go to the client over the WebSocket channel protocol or SPDY (see
+//! [`crate::streaming`]). TTYs are not supported: `tty=true` runs without one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::unix::pipe;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-/// The subprotocols served, best first.
-pub const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+use crate::streaming::{Channels, Input, Output, exit_status, failure};
 
 /// What the client asked for.
 #[derive(Clone, Debug, Default)]
@@ -34,49 +25,39 @@ fn mkfifo(path: &Path) -> std::io::Result<()> {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(std::io::Error::from)
 }
 
-/// Runs the session on an upgraded connection until the process exits.
+/// Runs the exec on a WebSocket connection (already upgraded) until the
+/// process exits.
 pub async fn session<S>(io: S, req: ExecRequest, runtime: waggle_runtime::Runtime, scratch: PathBuf)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut sink, mut source) = ws.split();
-    let exec_id = format!("exec-{}", unique());
-    let dir = scratch.join(&exec_id);
-    let status = run(&req, &runtime, &exec_id, &dir, &mut sink, &mut source).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let json = match status {
-        Ok(0) => serde_json::json!({"metadata": {}, "status": "Success"}),
-        Ok(code) => serde_json::json!({
-            "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-            "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", req.command.join(" ")),
-            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-        }),
-        Err(msg) => serde_json::json!({"metadata": {}, "status": "Failure", "reason": "InternalError", "message": msg}),
-    };
-    let mut frame = vec![3u8];
-    frame.extend_from_slice(json.to_string().as_bytes());
-    let _ = sink.send(Message::binary(frame)).await;
-    // A normal closure (1000), as upstream's kubelet sends: client-go reads a
-    // close without a status code (1005) as an error on the error stream.
-    let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-    let _ = sink.send(Message::Close(Some(normal))).await;
+    crate::streaming::websocket::serve_channels(io, |ch| run(req, runtime, scratch, ch)).await
 }
 
-type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;
-type Source<S> = futures::stream::SplitStream<WebSocketStream<S>>;
+/// Runs the process with its stdio on `ch`; returns the Status.
+pub async fn run(
+    req: ExecRequest,
+    runtime: waggle_runtime::Runtime,
+    scratch: PathBuf,
+    mut ch: Channels,
+) -> serde_json::Value {
+    let exec_id = format!("exec-{}", unique());
+    let dir = scratch.join(&exec_id);
+    let result = process(&req, &runtime, &exec_id, &dir, &mut ch).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(code) => exit_status(&req.command, code),
+        Err(msg) => failure(msg),
+    }
+}
 
-async fn run<S>(
+async fn process(
     req: &ExecRequest,
     runtime: &waggle_runtime::Runtime,
     exec_id: &str,
     dir: &Path,
-    sink: &mut Sink<S>,
-    source: &mut Source<S>,
-) -> Result<u32, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    ch: &mut Channels,
+) -> Result<u32, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let (inp, out, err) = (dir.join("stdin"), dir.join("stdout"), dir.join("stderr"));
     for p in [&inp, &out, &err] {
@@ -113,31 +94,27 @@ where
     // once can be dropped (see KUBECTL_API.md §8.3).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (mut obuf, mut ebuf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
+    let mut client = true;
     let code = loop {
         tokio::select! {
-            n = stdout.read(&mut obuf) => if let Ok(n @ 1..) = n { send(sink, 1, &obuf[..n], req.stdout).await },
-            n = stderr.read(&mut ebuf) => if let Ok(n @ 1..) = n { send(sink, 2, &ebuf[..n], req.stderr).await },
-            msg = source.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match data.first() {
-                    Some(0) => if let Some(s) = stdin.as_mut() { let _ = s.write_all(&data[1..]).await; },
-                    Some(255) if data.get(1) == Some(&0) => {
-                        close_stdin(&mut stdin, runtime, &req.container_id, exec_id).await;
-                    }
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+            n = stdout.read(&mut obuf) => if let Ok(n @ 1..) = n { send(ch, Output::Stdout(obuf[..n].to_vec()), req.stdout).await },
+            n = stderr.read(&mut ebuf) => if let Ok(n @ 1..) = n { send(ch, Output::Stderr(ebuf[..n].to_vec()), req.stderr).await },
+            input = ch.input.recv(), if client => match input {
+                Some(Input::Stdin(data)) => if let Some(s) = stdin.as_mut() { let _ = s.write_all(&data).await; },
+                Some(Input::CloseStdin) => close_stdin(&mut stdin, runtime, &req.container_id, exec_id).await,
+                Some(Input::Gone) | None => {
                     // The client left: stop the process rather than leak it.
+                    client = false;
                     stdin = None;
                     runtime.kill_exec(&req.container_id, exec_id).await;
                 }
-                Some(Ok(_)) => {}
             },
             exit = &mut waiter => break exit.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?,
         }
     };
     // Drain what the process wrote just before it exited.
-    drain(&mut stdout, sink, 1, req.stdout).await;
-    drain(&mut stderr, sink, 2, req.stderr).await;
+    drain(&mut stdout, ch, true, req.stdout).await;
+    drain(&mut stderr, ch, false, req.stderr).await;
     runtime.delete_exec(&req.container_id, exec_id).await;
     Ok(code)
 }
@@ -149,27 +126,18 @@ async fn close_stdin(stdin: &mut Option<pipe::Sender>, runtime: &waggle_runtime:
     }
 }
 
-async fn drain<S>(rx: &mut pipe::Receiver, sink: &mut Sink<S>, channel: u8, wanted: bool)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+async fn drain(rx: &mut pipe::Receiver, ch: &Channels, is_stdout: bool, wanted: bool) {
     let mut buf = vec![0u8; 32 * 1024];
     while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_millis(20), rx.read(&mut buf)).await {
-        send(sink, channel, &buf[..n], wanted).await;
+        let data = buf[..n].to_vec();
+        send(ch, if is_stdout { Output::Stdout(data) } else { Output::Stderr(data) }, wanted).await;
     }
 }
 
-async fn send<S>(sink: &mut Sink<S>, channel: u8, data: &[u8], wanted: bool)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    if !wanted {
-        return;
+async fn send(ch: &Channels, out: Output, wanted: bool) {
+    if wanted {
+        let _ = ch.output.send(out).await;
     }
-    let mut frame = Vec::with_capacity(data.len() + 1);
-    frame.push(channel);
-    frame.extend_from_slice(data);
-    let _ = sink.send(Message::binary(frame)).await;
 }
 
 fn unique() -> String {
@@ -178,32 +146,4 @@ fn unique() -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{:x}{nanos:x}", N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// `Sec-WebSocket-Accept` for a client key.
-pub fn accept_key(key: &[u8]) -> String {
-    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key)
-}
-
-/// Chooses the subprotocol from the client's offer.
-pub fn choose_protocol(offered: &str) -> Option<&'static str> {
-    let offered: Vec<&str> = offered.split(',').map(str::trim).collect();
-    PROTOCOLS.iter().copied().find(|p| offered.contains(p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn v5_is_chosen_over_v4_and_unknown_protocols_are_refused() {
-        assert_eq!(choose_protocol("v4.channel.k8s.io, v5.channel.k8s.io"), Some("v5.channel.k8s.io"));
-        assert_eq!(choose_protocol("v4.channel.k8s.io"), Some("v4.channel.k8s.io"));
-        assert_eq!(choose_protocol("SPDY/3.1+portforward.k8s.io"), None);
-    }
-
-    #[test]
-    fn the_accept_key_matches_rfc_6455s_example() {
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
 }

@@ -13,12 +13,15 @@ pub mod cri;
 mod error;
 pub mod exec;
 pub mod lease;
+pub mod logs;
 pub mod machine;
 pub mod manager;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod spdy;
 pub mod stats;
+pub mod streaming;
 pub mod tls;
 
 use std::sync::Arc;
@@ -99,7 +102,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         host_ip: ip.to_string(),
         pods_dir: cfg.pods_dir(),
         runtime: runtime.clone(),
-        network,
+        network: network.clone(),
         api: Arc::new(client.clone()),
         configs: Arc::new(client.clone()),
         lookup: manager::lookup(store.clone()),
@@ -133,7 +136,9 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         stats::CgroupPaths::default(),
         cfg.stats_period,
     ));
-    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec, stats)));
+    let api = listener.map(|l| {
+        tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec, Some(network), stats))
+    });
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,

@@ -512,13 +512,22 @@ async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_du
     let mut node = Node::start(&server, 15).await?;
     let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
     let name = names::unique("adopt");
-    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
+    // A second container writes a numbered line every 200 ms, also while
+    // no agent reads its output.
+    let ticker = json!({
+        "name": "ticker",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"],
+    });
+    let both = json!({"containers": [httpd(8080), ticker]});
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), both)?).await?;
     let before = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
         phase(p) == "Running" && is_ready(p)
     })
     .await?;
-    let containers_before = node.runtime().await?.list_containers(&[]).await?;
-    assert_eq!(containers_before.len(), 1);
+    let mut containers_before = node.runtime().await?.list_containers(&[]).await?;
+    assert_eq!(containers_before.len(), 2);
 
     node.kill_agent();
     node.spawn_agent()?;
@@ -528,15 +537,22 @@ async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_du
     let after = pods.get(&name).await?;
     assert_eq!(phase(&after), "Running");
     assert_eq!(restart_count(&after), 0, "agent log:\n{}", node.agent_log());
-    let containers_after = node.runtime().await?.list_containers(&[]).await?;
+    let mut containers_after = node.runtime().await?.list_containers(&[]).await?;
+    containers_before.sort_by(|a, b| a.id.cmp(&b.id));
+    containers_after.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(
         containers_after.iter().map(|c| &c.id).collect::<Vec<_>>(),
         containers_before.iter().map(|c| &c.id).collect::<Vec<_>>(),
-        "the same single container runs"
+        "the same containers run"
     );
     let ip = before.status.and_then(|s| s.pod_ip).context("podIP")?;
     assert_eq!(after.status.and_then(|s| s.pod_ip), Some(ip.clone()));
     assert!(node.http_get_from_node(&ip, 8080, "/")?.contains("hello from"));
+    // The new agent took over the output: every line is in the log, in order.
+    let logs = server.kubectl(33).ok(&["logs", &name, "-c", "ticker"])?;
+    let ticks: Vec<u32> = logs.lines().filter_map(|l| l.strip_prefix("tick ")?.parse().ok()).collect();
+    assert!(ticks.len() > 30, "ticks before, during and after the restart: {logs}");
+    assert!(ticks.iter().enumerate().all(|(i, t)| *t == i as u32), "no line lost or repeated: {ticks:?}");
     Ok(())
 }
 
@@ -680,5 +696,204 @@ async fn three_pods_started_together_get_distinct_addresses_that_each_answer_and
     }
     assert!(node.runtime().await?.list_containers(&[]).await?.is_empty(), "no container left");
     assert_eq!(ipam_leases(&node.root()), Vec::<String>::new(), "no address left");
+    Ok(())
+}
+
+/// Starts `kubectl port-forward` to `target`'s `remote` port on a free local
+/// port; returns the process and that port.
+fn port_forward(kubectl: &support::Kubectl, target: &str, remote: u16) -> anyhow::Result<(Child, u16)> {
+    let mut child = kubectl
+        .command(&["port-forward", target, &format!(":{remote}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().context("stdout")?;
+    // "Forwarding from 127.0.0.1:<port> -> <remote>"
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    let port = loop {
+        if out.read(&mut byte)? == 0 {
+            let _ = child.kill();
+            let mut err = String::new();
+            child.stderr.take().context("stderr")?.read_to_string(&mut err)?;
+            bail!("kubectl port-forward ended: {}{err}", String::from_utf8_lossy(&seen));
+        }
+        seen.push(byte[0]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find(|l| l.starts_with("Forwarding from 127.0.0.1:") && text.ends_with('\n')) {
+            let port = line
+                .trim_start_matches("Forwarding from 127.0.0.1:")
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .context("local port")?;
+            break port;
+        }
+    };
+    // Keep draining stdout ("Handling connection for …") so kubectl never blocks.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Ok((child, port))
+}
+
+/// A plain HTTP/1.0 GET to 127.0.0.1:`port`; the whole answer.
+fn http_get_local(port: u16, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_port_forward_work_over_websocket_and_spdy_with_kubectl_1_33_and_1_29() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 19).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("pf");
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
+    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
+        phase(p) == "Running" && is_ready(p)
+    })
+    .await?;
+
+    // 1.33 speaks WebSocket (exec; port-forward tunnels SPDY in it), 1.29 SPDY.
+    for minor in [33, 29] {
+        let kubectl = server.kubectl(minor);
+        let out = kubectl.output(&["exec", &name, "--", "sh", "-c", "echo to-stdout; echo to-stderr >&2"])?;
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "to-stdout\n", "1.{minor} exec stdout: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"), "1.{minor} exec stderr: {out:?}");
+        assert!(out.status.success(), "1.{minor} exec: {out:?}");
+        let failed = kubectl.output(&["exec", &name, "--", "sh", "-c", "exit 7"])?;
+        assert_eq!(failed.status.code(), Some(7), "1.{minor} exec passes the exit code on: {failed:?}");
+        let piped = kubectl.ok_stdin(&["exec", "-i", &name, "--", "cat"], "through-stdin\n")?;
+        assert_eq!(piped, "through-stdin\n", "1.{minor} exec -i");
+
+        let (mut child, port) = port_forward(&kubectl, &format!("pod/{name}"), 8080)?;
+        let answers = (0..2).map(|_| http_get_local(port, "/")).collect::<Vec<_>>();
+        let _ = child.kill();
+        let _ = child.wait();
+        for answer in answers {
+            let answer = answer.with_context(|| format!("1.{minor} port-forward\nagent log:\n{}", node.agent_log()))?;
+            assert!(answer.contains(&format!("hello from {name}")), "1.{minor} port-forward answer: {answer}");
+        }
+    }
+    // Which way each kubectl came (the agent logs the protocol it served).
+    let log = node.agent_log();
+    for used in [
+        "websocket:v5.channel.k8s.io",
+        "websocket:SPDY/3.1+portforward.k8s.io",
+        "SPDY/3.1:v4.channel.k8s.io",
+        "SPDY/3.1:portforward.k8s.io",
+    ] {
+        assert!(log.contains(used), "{used} was served:\n{log}");
+    }
+    let (mut child, port) = port_forward(&server.kubectl(33), &format!("pod/{name}"), 9)?;
+    let refused = http_get_local(port, "/");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(refused.map(|a| a.is_empty()).unwrap_or(true), "a port nobody listens on gives no answer");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_sends_stdin_to_the_container_and_streams_its_output_with_kubectl_1_33_and_1_29() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 20).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    for minor in [33, 29] {
+        let name = names::unique("attach");
+        let container = json!({
+            "name": "echo",
+            "image": image::BUSYBOX_IMAGE,
+            "imagePullPolicy": "Never",
+            "stdin": true,
+            "stdinOnce": true,
+            "command": ["sh", "-c", "echo ready; while read l; do echo \"got $l\"; done; echo bye"],
+        });
+        let manifest = pod_manifest(&name, &node.name, container, json!({"restartPolicy": "Never"}))?;
+        pods.create(&PostParams::default(), &manifest).await?;
+        wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+        let kubectl = server.kubectl(minor);
+        support::eventually(Duration::from_secs(20), || async {
+            let logs = kubectl.ok(&["logs", &name])?;
+            anyhow::ensure!(logs.contains("ready"), "not ready yet: {logs:?}");
+            Ok(())
+        })
+        .await?;
+        // stdinOnce: the end of kubectl's stdin is the end of the container's,
+        // so the loop ends, the container exits and so does kubectl.
+        let out = kubectl.output_stdin(&["attach", "-i", &name], "hello\n")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "1.{minor} attach: {out:?}\nagent log:\n{}", node.agent_log());
+        assert!(stdout.contains("got hello"), "1.{minor} attach output: {out:?}");
+        assert!(!stdout.contains("ready"), "attach streams from now on, not the old log: {stdout:?}");
+        wait_for(&pods, &name, &node, Duration::from_secs(30), "Succeeded", |p| phase(p) == "Succeeded").await?;
+        pods.delete(&name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_with_kubectl_1_33_and_1_29()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 21).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("logs");
+    let container = json!({
+        "name": "talk",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo one; sleep 2; echo two; echo three >&2; exec sleep 600"],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
+    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let kubectl = server.kubectl(33);
+    support::eventually(Duration::from_secs(20), || async {
+        let logs = kubectl.ok(&["logs", &name])?;
+        anyhow::ensure!(logs == "one\ntwo\nthree\n", "not all written yet: {logs:?}");
+        Ok(())
+    })
+    .await?;
+    for minor in [33, 29] {
+        let kubectl = server.kubectl(minor);
+        let stamped = kubectl.ok(&["logs", &name, "--timestamps"])?;
+        let lines: Vec<(&str, jiff::Timestamp, &str)> = stamped
+            .lines()
+            .map(|l| {
+                let (t, rest) = l.split_once(' ').context("a timestamp and the line")?;
+                Ok((t, t.parse::<jiff::Timestamp>().with_context(|| format!("timestamp in {l:?}"))?, rest))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let texts: Vec<&str> = lines.iter().map(|(_, _, t)| *t).collect();
+        assert_eq!(texts, ["one", "two", "three"], "1.{minor} --timestamps: {stamped}");
+        assert!(lines[1].1 > lines[0].1, "each line has the time it was written: {stamped}");
+        let since = lines[1].0;
+        let recent = kubectl.ok(&["logs", &name, &format!("--since-time={since}")])?;
+        assert_eq!(recent, "two\nthree\n", "1.{minor} --since-time={since}");
+        assert_eq!(kubectl.ok(&["logs", &name, "--since=1h"])?, "one\ntwo\nthree\n", "1.{minor} --since=1h");
+        assert_eq!(kubectl.ok(&["logs", &name, "--limit-bytes=5"])?, "one\nt", "1.{minor} --limit-bytes");
+        assert_eq!(
+            kubectl.ok(&["logs", &name, "--tail=1", "--timestamps"])?,
+            format!("{} three\n", lines[2].0),
+            "1.{minor} --tail=1 --timestamps"
+        );
+    }
+
+    // -f streams lines as they are written and ends when the container does.
+    let brief = names::unique("brief");
+    let container = json!({
+        "name": "brief",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo early; sleep 3; echo late"],
+    });
+    let manifest = pod_manifest(&brief, &node.name, container, json!({"restartPolicy": "Never"}))?;
+    pods.create(&PostParams::default(), &manifest).await?;
+    wait_for(&pods, &brief, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let followed = server.kubectl(33).ok(&["logs", "-f", "--timestamps", &brief])?;
+    let texts: Vec<&str> = followed.lines().filter_map(|l| l.split_once(' ').map(|(_, t)| t)).collect();
+    assert_eq!(texts, ["early", "late"], "logs -f --timestamps until the container ended: {followed}");
     Ok(())
 }

@@ -31,6 +31,11 @@ pub struct ContainerConfig {
     pub netns: Option<PathBuf>,
     /// Where stdout and stderr go (a file, appended to).
     pub log_path: PathBuf,
+    /// A FIFO the process's stdin is read from, if it has one.
+    pub stdin: Option<PathBuf>,
+    /// FIFOs for stdout and stderr (read by the caller) instead of
+    /// `log_path`.
+    pub output_fifos: Option<(PathBuf, PathBuf)>,
     pub labels: HashMap<String, String>,
     /// The container's hostname (a pod's containers share the pod's name);
     /// empty means the container id.
@@ -124,15 +129,20 @@ impl Runtime {
             .map_err(Error::rpc("Snapshots.Mounts", &cfg.id))?
             .into_inner()
             .mounts;
-        // The runc shim appends both streams to a file given as a file:// URI.
-        let log = format!("file://{}", cfg.log_path.display());
+        // The runc shim appends both streams to a file given as a file:// URI,
+        // or writes them to FIFOs given as plain paths.
+        let (out, err) = match &cfg.output_fifos {
+            Some((out, err)) => (out.to_string_lossy().into_owned(), err.to_string_lossy().into_owned()),
+            None => (format!("file://{}", cfg.log_path.display()), format!("file://{}", cfg.log_path.display())),
+        };
         let mut tasks = TasksClient::new(self.channel.clone());
         tasks
             .create(self.request(CreateTaskRequest {
                 container_id: cfg.id.clone(),
                 rootfs,
-                stdout: log.clone(),
-                stderr: log,
+                stdin: cfg.stdin.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+                stdout: out,
+                stderr: err,
                 ..Default::default()
             }))
             .await

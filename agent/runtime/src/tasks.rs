@@ -289,7 +289,8 @@ impl Runtime {
     }
 
     /// Closes an exec'd process's stdin (the shim holds the FIFO open, so
-    /// only this gives the process its EOF).
+    /// only this gives the process its EOF); `exec_id` empty: the
+    /// container's own process.
     pub async fn close_exec_stdin(&self, id: &str, exec_id: &str) {
         let _ = TasksClient::new(self.channel.clone())
             .close_io(self.request(containerd_client::services::v1::CloseIoRequest {

@@ -256,6 +256,8 @@ pub(crate) mod tests {
             init,
             image: "busybox".into(),
             log_path: PathBuf::from("/x"),
+            stdin: None,
+            stdin_once: false,
             state,
         }
     }

@@ -461,6 +461,8 @@ impl Worker {
             env,
             netns: net.netns.clone(),
             log_path: log_dir.join(format!("{attempt}.log")),
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
             hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.key.name.clone()),
             binds,
             memory_limit: limits.get("memory").and_then(|q| waggle_api::quantity::parse(&q.0)).map(|v| v as i64),
@@ -481,7 +483,9 @@ impl Worker {
         for r in records.iter().filter(|r| running.contains(r.id.as_str())) {
             if self.waiters.insert(r.id.clone()) {
                 let (runtime, wake, id) = (self.shared.runtime.clone(), self.wake.clone(), r.id.clone());
+                let record = r.clone();
                 tokio::spawn(async move {
+                    runtime.ensure_logging(&record).await;
                     if let Err(e) = runtime.wait(&id).await {
                         debug!(container = %id, error = %e, "waiting for the container failed");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -529,6 +533,10 @@ impl Worker {
                     debug!(container = %r.id, error = %e, "removing an old attempt failed");
                 }
                 let _ = std::fs::remove_file(&r.log_path);
+                let (out, err) = crate::logs::fifos(&r.log_path);
+                for f in [out, err, r.log_path.with_extension("stdin")] {
+                    let _ = std::fs::remove_file(f);
+                }
             }
         }
     }

@@ -120,6 +120,20 @@ pub static RESOURCES: &[ResourceInfo] = &[
             Subresource { name: "binding", group: "", version: "v1", kind: "Binding", verbs: CREATE_ONLY },
             Subresource { name: "log", group: "", version: "v1", kind: "Pod", verbs: &["get"] },
             Subresource { name: "exec", group: "", version: "v1", kind: "PodExecOptions", verbs: &["create", "get"] },
+            Subresource {
+                name: "attach",
+                group: "",
+                version: "v1",
+                kind: "PodAttachOptions",
+                verbs: &["create", "get"],
+            },
+            Subresource {
+                name: "portforward",
+                group: "",
+                version: "v1",
+                kind: "PodPortForwardOptions",
+                verbs: &["create", "get"],
+            },
         ],
     },
     ResourceInfo {

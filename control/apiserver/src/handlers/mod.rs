@@ -35,7 +35,7 @@ pub async fn dispatch(State(app): State<AppRef>, req: Request) -> Response {
 
 async fn handle(app: AppRef, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
-    // Kept aside for subresources that switch protocols (exec).
+    // Kept aside for subresources that switch protocols (exec, attach, portforward).
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let user = parts.extensions.get::<User>().cloned().unwrap_or_else(User::anonymous);
     let route = route(parts.uri.path());
@@ -76,8 +76,12 @@ async fn handle(app: AppRef, req: Request) -> Response {
             format!("the server could not find the requested resource ({plural})"),
         )
         .into()),
-        Route::Resource(t) if t.subresource.as_deref() == Some("exec") && t.resource.subresource("exec").is_some() => {
-            proxy::pod_exec(&app, &t, &q, &headers, upgrade).await
+        Route::Resource(t)
+            if t.subresource.as_deref().and_then(proxy::Streaming::of).is_some()
+                && t.subresource.as_deref().is_some_and(|s| t.resource.subresource(s).is_some()) =>
+        {
+            let kind = t.subresource.as_deref().and_then(proxy::Streaming::of).unwrap_or(proxy::Streaming::Exec);
+            proxy::pod_stream(&app, &t, &q, &headers, upgrade, kind).await
         }
         Route::Resource(t) => resource(app, &method, &t, &q, &headers, &body, &user).await,
     };

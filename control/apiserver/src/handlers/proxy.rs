@@ -1,8 +1,8 @@
 //! Subresources answered by the pod's node agent: `pods/log` is proxied to
-//! the agent's `/containerLogs/<ns>/<pod>/<container>`, streaming (follow),
-//! and `pods/exec` WebSocket upgrades to its `/exec/…`.
-//!
-//! Not yet: attach, port-forward, SPDY.
+//! the agent's `/containerLogs/<ns>/<pod>/<container>`, streaming (follow);
+//! `pods/exec`, `pods/attach` and `pods/portforward` upgrades (WebSocket or
+//! SPDY/3.1) to its `/exec/…`, `/attach/…` and `/portForward/…`, after which
+//! the bytes are copied both ways untouched: the agent speaks the protocols.
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, StatusCode, header};
@@ -66,10 +66,16 @@ struct AgentConn {
 }
 
 async fn connect(app: &App, t: &Target, q: &Query) -> Result<AgentConn, StatusError> {
+    connect_to(app, t, q, true).await
+}
+
+/// As [`connect`]; without `needs_container` (port-forward) no container is
+/// chosen.
+async fn connect_to(app: &App, t: &Target, q: &Query, needs_container: bool) -> Result<AgentConn, StatusError> {
     let name = t.name.as_deref().unwrap_or_default();
     let ns = t.namespace.as_deref().unwrap_or("default");
     let pod = app.objects.get(t.resource, Some(ns), name).await?;
-    let container = container_of(&pod, name, q)?;
+    let container = if needs_container { container_of(&pod, name, q)? } else { String::new() };
     let node = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -126,7 +132,8 @@ pub async fn pod_log(app: &App, t: &Target, q: &Query) -> ApiResult {
     Ok(out)
 }
 
-/// Headers of a WebSocket handshake passed through in both directions.
+/// Headers of a WebSocket or SPDY handshake passed through in both
+/// directions.
 const UPGRADE_HEADERS: &[&str] = &[
     "upgrade",
     "connection",
@@ -134,32 +141,66 @@ const UPGRADE_HEADERS: &[&str] = &[
     "sec-websocket-version",
     "sec-websocket-protocol",
     "sec-websocket-accept",
+    "x-stream-protocol-version",
 ];
 
-/// `pods/exec` over WebSocket (kubectl ≥ 1.30): the upgrade is forwarded to
-/// the agent's `/exec/<ns>/<pod>/<container>`, and once both sides switched
-/// protocols the bytes are copied both ways. SPDY (kubectl ≤ 1.29) is not
-/// supported (the agent does not speak it).
-pub async fn pod_exec(
+/// The pod subresources that switch protocols.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Streaming {
+    Exec,
+    Attach,
+    PortForward,
+}
+
+impl Streaming {
+    pub fn of(subresource: &str) -> Option<Streaming> {
+        match subresource {
+            "exec" => Some(Streaming::Exec),
+            "attach" => Some(Streaming::Attach),
+            "portforward" => Some(Streaming::PortForward),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Streaming::Exec => "exec",
+            Streaming::Attach => "attach",
+            Streaming::PortForward => "port-forward",
+        }
+    }
+}
+
+/// `pods/exec`, `pods/attach` and `pods/portforward`: the upgrade (WebSocket
+/// from kubectl ≥ 1.30, SPDY/3.1 from older ones and every port-forward) is
+/// forwarded to the agent, and once both sides switched protocols the bytes
+/// are copied both ways.
+pub async fn pod_stream(
     app: &App,
     t: &Target,
     q: &Query,
     headers: &axum::http::HeaderMap,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    kind: Streaming,
 ) -> ApiResult {
-    let is_websocket =
-        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(client_upgrade) = client_upgrade.filter(|_| is_websocket) else {
-        return Err(StatusError::bad_request(
-            "exec needs a WebSocket upgrade (v5.channel.k8s.io); SPDY is not supported yet",
-        )
+    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let known = upgrade.eq_ignore_ascii_case("websocket") || upgrade.eq_ignore_ascii_case("SPDY/3.1");
+    let Some(client_upgrade) = client_upgrade.filter(|_| known) else {
+        return Err(StatusError::bad_request(format!(
+            "{} needs an upgrade to WebSocket or SPDY/3.1 (Upgrade: {upgrade:?})",
+            kind.name()
+        ))
         .into());
     };
-    let mut c = connect(app, t, q).await?;
-    let path = format!("/exec/{}/{}/{}?{}", c.namespace, c.pod, c.container, q.raw);
+    let mut c = connect_to(app, t, q, kind != Streaming::PortForward).await?;
+    let path = match kind {
+        Streaming::Exec => format!("/exec/{}/{}/{}?{}", c.namespace, c.pod, c.container, q.raw),
+        Streaming::Attach => format!("/attach/{}/{}/{}?{}", c.namespace, c.pod, c.container, q.raw),
+        Streaming::PortForward => format!("/portForward/{}/{}?{}", c.namespace, c.pod, q.raw),
+    };
     let mut req = Request::get(&path).header(header::HOST, c.addr.as_str());
     for h in UPGRADE_HEADERS {
-        if let Some(v) = headers.get(*h) {
+        for v in headers.get_all(*h) {
             req = req.header(*h, v);
         }
     }
@@ -178,22 +219,23 @@ pub async fn pod_exec(
     let mut out = Response::new(Body::empty());
     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     for h in UPGRADE_HEADERS {
-        if let Some(v) = resp.headers().get(*h) {
-            out.headers_mut().insert(*h, v.clone());
+        for v in resp.headers().get_all(*h) {
+            out.headers_mut().append(*h, v.clone());
         }
     }
+    let name = kind.name();
     tokio::spawn(async move {
         let (client, agent) = match tokio::try_join!(client_upgrade, agent_upgrade) {
             Ok(both) => both,
             Err(e) => {
-                tracing::debug!(error = %e, "exec upgrade failed");
+                tracing::debug!(error = %e, "{name} upgrade failed");
                 return;
             }
         };
         let mut client = hyper_util::rt::TokioIo::new(client);
         let mut agent = hyper_util::rt::TokioIo::new(agent);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
-            tracing::debug!(error = %e, "exec stream ended");
+            tracing::debug!(error = %e, "{name} stream ended");
         }
     });
     Ok(out)

@@ -6,7 +6,8 @@
 //! replies must appear to come from.
 
 use waggle_ebpf_common::lb::{
-    CT_DIR_REPLY, CT_DIR_SERVICE, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV1, CtKeyV1, IPPROTO_TCP,
+    CT_DIR_REPLY, CT_DIR_SERVICE, CT_F_HAIRPIN, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV1, CtKeyV1,
+    HAIRPIN_SNAT_ADDR, IPPROTO_TCP,
 };
 
 use super::{maps::CONNTRACK, select::Chosen};
@@ -16,6 +17,15 @@ use crate::parse::{Ipv4Flow, TCP_ACK, TCP_SYN};
 pub struct Tracked {
     pub addr_be: u32,
     pub port_be: u16,
+    /// The client is its own backend: its source is rewritten too.
+    pub hairpin: bool,
+}
+
+/// What a reply is translated back to.
+pub struct Reply {
+    pub rev_nat_index: u32,
+    /// A hairpin flow's reply: its destination goes back to the pod.
+    pub hairpin: bool,
 }
 
 #[inline(always)]
@@ -52,25 +62,31 @@ pub fn lookup_service(flow: &Ipv4Flow, now: u64) -> Option<Tracked> {
             return None;
         }
         (*entry).last_seen_ns = now;
-        Some(Tracked { addr_be: (*entry).backend_addr_be, port_be: (*entry).backend_port_be })
+        Some(Tracked {
+            addr_be: (*entry).backend_addr_be,
+            port_be: (*entry).backend_port_be,
+            hairpin: (*entry).flags & CT_F_HAIRPIN != 0,
+        })
     }
 }
 
-/// The rev-NAT index of the flow this packet is a reply of, if any.
+/// How to translate the flow this packet is a reply of, if any.
 #[inline(always)]
-pub fn lookup_reply(flow: &Ipv4Flow) -> Option<u32> {
+pub fn lookup_reply(flow: &Ipv4Flow) -> Option<Reply> {
     let key = CtKeyV1 { dir: CT_DIR_REPLY, ..service_key(flow) };
     // SAFETY: copied out at once.
-    unsafe { CONNTRACK.get(key) }.map(|entry| entry.rev_nat_index)
+    unsafe { CONNTRACK.get(key) }
+        .map(|entry| Reply { rev_nat_index: entry.rev_nat_index, hairpin: entry.flags & CT_F_HAIRPIN != 0 })
 }
 
-/// Records a new flow in both directions.
+/// Records a new flow in both directions. A hairpin flow's replies are
+/// addressed to [`HAIRPIN_SNAT_ADDR`], so that is its reply key.
 #[inline(always)]
-pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64) -> Result<(), ()> {
+pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64, hairpin: bool) -> Result<(), ()> {
     let entry = CtEntryV1 {
         backend_addr_be: chosen.backend.addr_be,
         backend_port_be: chosen.backend.port_be,
-        flags: 0,
+        flags: if hairpin { CT_F_HAIRPIN } else { 0 },
         _pad: 0,
         backend_id: chosen.backend_id,
         rev_nat_index,
@@ -79,7 +95,7 @@ pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64) ->
     };
     let reply_key = CtKeyV1 {
         saddr_be: chosen.backend.addr_be,
-        daddr_be: flow.saddr_be,
+        daddr_be: if hairpin { HAIRPIN_SNAT_ADDR } else { flow.saddr_be },
         sport_be: chosen.backend.port_be,
         dport_be: flow.sport_be,
         proto: flow.proto,

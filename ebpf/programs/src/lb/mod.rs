@@ -1,7 +1,12 @@
 //! Service load balancing, one module per stage.
 //!
-//! Lookup order, for every IPv4 TCP/UDP packet entering a pod veth's host side
-//! or a node interface (tc ingress):
+//! The same stages run in both hooks, written against [`Packet`]: `tc_lb`
+//! (tc ingress of pod veths' host sides and node interfaces) and `xdp_lb`
+//! (XDP on the node uplink, for NodePort, externalIPs and LoadBalancer IPs
+//! reached from outside; replies of those flows leave through a pod veth,
+//! whose `tc_lb` translates them back).
+//!
+//! Lookup order, for every IPv4 TCP/UDP packet:
 //!
 //! 1. `LB4_SVC_V1[daddr, dport, proto]`
 //!    - miss → 2. `LB4_CT_V1[reply tuple]`: hit → reverse NAT (saddr, sport ←
@@ -15,6 +20,8 @@
 //! 6. otherwise `LB4_MAGLEV_V1[row * M + flow_hash % M]` → backend id →
 //!    `LB4_BACKEND_V1`.
 //! 7. record both directions in `LB4_CT_V1` (and the affinity), then DNAT.
+//!    Hairpin (the backend is the client itself): the source becomes
+//!    `HAIRPIN_SNAT_ADDR` too, and the reply entry is keyed on it.
 
 pub mod conntrack;
 pub mod maps;
@@ -23,14 +30,15 @@ pub mod reject;
 pub mod select;
 pub mod verdict;
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
-use waggle_ebpf_common::lb::{ReasonV1, ServiceKeyV1};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use waggle_ebpf_common::lb::{HAIRPIN_SNAT_ADDR, ReasonV1, ServiceKeyV1};
 
+use crate::packet::Packet;
 use crate::parse::{self, Ipv4Flow};
 
 /// Runs the stages on one packet and says why it ended where it did.
 #[inline(always)]
-pub fn process(ctx: &TcContext) -> ReasonV1 {
+pub fn process<P: Packet>(ctx: &P) -> ReasonV1 {
     let flow = match parse::ipv4_flow(ctx) {
         Ok(flow) => flow,
         Err(reason) => return reason,
@@ -42,8 +50,8 @@ pub fn process(ctx: &TcContext) -> ReasonV1 {
         return reply(ctx, &flow);
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(backend) = conntrack::lookup_service(&flow, now) {
-        return match nat::dnat(ctx, &flow, backend.addr_be, backend.port_be) {
+    if let Some(tracked) = conntrack::lookup_service(&flow, now) {
+        return match to_backend(ctx, &flow, tracked.addr_be, tracked.port_be, tracked.hairpin) {
             Ok(()) => ReasonV1::CtHit,
             Err(()) => ReasonV1::RewriteFailed,
         };
@@ -55,27 +63,44 @@ pub fn process(ctx: &TcContext) -> ReasonV1 {
         Ok(chosen) => chosen,
         Err(reason) => return reason,
     };
-    if conntrack::create(&flow, &chosen, svc.rev_nat_index, now).is_err() {
+    let hairpin = chosen.backend.addr_be == flow.saddr_be;
+    if conntrack::create(&flow, &chosen, svc.rev_nat_index, now, hairpin).is_err() {
         return ReasonV1::MapUpdateFailed;
     }
-    match nat::dnat(ctx, &flow, chosen.backend.addr_be, chosen.backend.port_be) {
+    match to_backend(ctx, &flow, chosen.backend.addr_be, chosen.backend.port_be, hairpin) {
         Ok(()) => chosen.reason,
         Err(()) => ReasonV1::RewriteFailed,
     }
 }
 
+/// DNAT to the backend; a hairpin flow also leaves from `HAIRPIN_SNAT_ADDR`.
+#[inline(always)]
+fn to_backend<P: Packet>(ctx: &P, flow: &Ipv4Flow, addr_be: u32, port_be: u16, hairpin: bool) -> Result<(), ()> {
+    nat::dnat(ctx, flow, addr_be, port_be)?;
+    if hairpin {
+        nat::snat(ctx, flow, HAIRPIN_SNAT_ADDR, flow.sport_be)?;
+    }
+    Ok(())
+}
+
 /// Not addressed to a Service: a reply of a tracked flow gets its source
 /// turned back into the frontend; anything else passes untouched.
 #[inline(always)]
-fn reply(ctx: &TcContext, flow: &Ipv4Flow) -> ReasonV1 {
-    let Some(rev_nat_index) = conntrack::lookup_reply(flow) else {
+fn reply<P: Packet>(ctx: &P, flow: &Ipv4Flow) -> ReasonV1 {
+    let Some(tracked) = conntrack::lookup_reply(flow) else {
         return ReasonV1::NoService;
     };
     // SAFETY: copied out at once, as above.
-    let Some(frontend) = (unsafe { maps::REV_NAT.get(rev_nat_index) }).copied() else {
+    let Some(frontend) = (unsafe { maps::REV_NAT.get(tracked.rev_nat_index) }).copied() else {
         return ReasonV1::RevNatMissing;
     };
-    match nat::snat(ctx, flow, frontend.addr_be, frontend.port_be) {
+    let mut rewritten = nat::snat(ctx, flow, frontend.addr_be, frontend.port_be);
+    if tracked.hairpin && rewritten.is_ok() {
+        // The pod answered HAIRPIN_SNAT_ADDR; the answer goes back to the pod
+        // itself (it was its own client, on the same port).
+        rewritten = nat::dnat(ctx, flow, flow.saddr_be, flow.dport_be);
+    }
+    match rewritten {
         Ok(()) => ReasonV1::RevNat,
         Err(()) => ReasonV1::RewriteFailed,
     }

@@ -147,6 +147,10 @@ pub struct Args {
     /// Backend pods (every Service has all of them as endpoints).
     #[arg(long, default_value_t = 4)]
     pub backends: usize,
+    /// The peer's loader: `iptables-restore` (this host's default backend,
+    /// as kube-proxy picks it) or e.g. `iptables-legacy-restore`.
+    #[arg(long, default_value = "iptables-restore")]
+    pub iptables_restore: String,
 }
 
 /// Which load balancer a traffic run measures.
@@ -225,7 +229,7 @@ fn traffic_run(peer: Peer, services: u32, args: &Args) -> anyhow::Result<Traffic
                 .collect();
             let rules = kube_proxy::ruleset(&ports);
             let start = Instant::now();
-            iptables_restore(&topo.node, &rules)?;
+            iptables_restore(&topo.node, &args.iptables_restore, &rules)?;
             start.elapsed().as_secs_f64()
         }
     };
@@ -240,23 +244,23 @@ fn traffic_run(peer: Peer, services: u32, args: &Args) -> anyhow::Result<Traffic
 }
 
 /// `iptables-restore` inside `ns` (the node namespace the benchmark made).
-fn iptables_restore(ns: &NetNs, rules: &str) -> anyhow::Result<()> {
+fn iptables_restore(ns: &NetNs, restore: &str, rules: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), "iptables-restore"])
+        .args(["netns", "exec", ns.name(), restore])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .context("spawning iptables-restore")?;
+        .with_context(|| format!("spawning {restore}"))?;
     child.stdin.take().context("iptables-restore stdin")?.write_all(rules.as_bytes())?;
     let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "iptables-restore failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    anyhow::ensure!(out.status.success(), "{restore} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     Ok(())
 }
 
-/// `iptables -V`: which backend (nf_tables or legacy) the peer ran on.
-fn iptables_variant() -> String {
-    std::process::Command::new("iptables")
+/// `<restore> -V`: which backend (nf_tables or legacy) the peer ran on.
+fn iptables_variant(restore: &str) -> String {
+    std::process::Command::new(restore)
         .arg("-V")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -277,7 +281,7 @@ fn leftover_namespaces(before: &[String]) -> anyhow::Result<Vec<String>> {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(waggle_tests::is_root(), "the LB benchmark loads eBPF programs: run it as root");
     let namespaces_before = leftover_namespaces(&[])?;
-    let variant = iptables_variant();
+    let variant = iptables_variant(&args.iptables_restore);
     println!(
         "peer: kube-proxy-shaped rules through {variant}; {} client workers, {} backends",
         args.workers, args.backends

@@ -59,7 +59,9 @@ impl Topology {
         client.ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"])?;
         client.ip(&["link", "set", "eth0", "up"])?;
         client.ip(&["route", "add", "default", "via", "10.245.0.1"])?;
-        sysctl(&client, &["net.ipv4.ip_local_port_range=1024 65535"])?;
+        // Many ports, and TIME_WAIT ports reusable towards the same VIP after
+        // a second: the client closes first, so its ports sit in TIME_WAIT.
+        sysctl(&client, &["net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"])?;
         sysctl(&node, &["net.ipv4.conf.hcli.rp_filter=0"])?;
         let mut pods = Vec::new();
         let mut servers = Vec::new();

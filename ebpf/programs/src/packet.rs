@@ -108,8 +108,7 @@ impl Packet for XdpContext {
     fn load<T: Copy>(&self, off: usize) -> Result<T, ()> {
         let mut v = MaybeUninit::<T>::uninit();
         // SAFETY: the helper writes exactly `size_of::<T>()` bytes or fails.
-        let ret =
-            unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, v.as_mut_ptr().cast(), size_of::<T>() as u32) };
+        let ret = unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, v.as_mut_ptr().cast(), size_of::<T>() as u32) };
         if ret != 0 {
             return Err(());
         }

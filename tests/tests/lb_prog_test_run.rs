@@ -558,3 +558,68 @@ fn hairpinned_udp_keeps_its_checksum_valid_both_ways() -> anyhow::Result<()> {
     assert_eq!((r.src, r.dst, r.payload.as_slice()), (vip(53), me, &b"a"[..]));
     Ok(())
 }
+
+// ---- externalTrafficPolicy Cluster with a backend on another node --------
+
+#[test]
+fn a_cluster_policy_node_port_flow_to_another_nodes_backend_leaves_from_the_node_address() -> anyhow::Result<()> {
+    // A node namespace whose routes say: 10.244.0.0/24 are this node's pods
+    // (`pods`), 10.244.1.0/24 are pods of the node at 10.9.0.3, behind the
+    // uplink. Veth pairs inside the namespace stand in for the links.
+    let node = waggle_tests::NetNs::new("snat")?;
+    for (link, addr) in [("uplink", "10.9.0.1/24"), ("pods", "10.244.0.1/24")] {
+        node.ip(&["link", "add", link, "type", "veth", "peer", "name", &format!("{link}-peer")])?;
+        node.ip(&["addr", "add", addr, "dev", link])?;
+        node.ip(&["link", "set", link, "up"])?;
+        node.ip(&["link", "set", &format!("{link}-peer"), "up"])?;
+    }
+    node.ip(&["route", "add", "10.244.1.0/24", "via", "10.9.0.3", "dev", "uplink"])?;
+    node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    let uplink: u32 = node.run(|| nix::net::if_::if_nametoindex("uplink"))??;
+
+    let local = BACKENDS[0];
+    let remote = Ipv4Addr::new(10, 244, 1, 11);
+    let mut cluster = Cluster::web(&[local, remote], None);
+    cluster.slices[0].endpoints = vec![Endpoint::ready(local, "n1"), Endpoint::ready(remote, "n2")];
+    let (mut dp, _) = loaded(&cluster)?;
+    let mut xdp = |frame: Vec<u8>| node.run(|| dp.test_run_xdp_lb_from(&frame, uplink));
+
+    let mut to_remote = None;
+    let mut to_local = None;
+    for port in 35000..35100u16 {
+        let (res, out) = xdp(packet::tcp(outside(port), node_port(), SYN, 1, b""))??;
+        assert_eq!(res.return_value, XDP_PASS);
+        let p = packet::parse(&out)?;
+        if *p.dst.ip() == remote {
+            assert_eq!(p.src, SocketAddrV4::new(NODE_IP, port), "to another node: from the node address");
+            to_remote.get_or_insert(port);
+        } else {
+            assert_eq!(p.src, outside(port), "to a local pod: the client address is kept");
+            to_local.get_or_insert(port);
+        }
+    }
+    let port = to_remote.expect("Maglev sends some of 100 flows to the remote backend");
+    assert!(to_local.is_some(), "and some to the local one");
+
+    // The remote backend answers the node address; XDP turns the answer
+    // back into the node port and sends it on to the client.
+    let (res, out) =
+        xdp(packet::tcp(SocketAddrV4::new(remote, 8080), SocketAddrV4::new(NODE_IP, port), SYN | ACK, 9, b""))??;
+    assert_eq!(res.return_value, XDP_PASS);
+    let r = packet::parse(&out)?;
+    assert_eq!((r.src, r.dst), (node_port(), outside(port)));
+
+    // Later packets of the flow keep both rewrites.
+    let (_, out) = xdp(packet::tcp(outside(port), node_port(), ACK, 2, b"GET /"))??;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (SocketAddrV4::new(NODE_IP, port), SocketAddrV4::new(remote, 8080)));
+
+    // externalTrafficPolicy Local never source-NATs (and never picks n2).
+    cluster.services[0].external_traffic_local = true;
+    let (mut dp, _) = loaded(&cluster)?;
+    let (_, out) =
+        node.run(|| dp.test_run_xdp_lb_from(&packet::tcp(outside(36000), node_port(), SYN, 1, b""), uplink))??;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, *p.dst.ip()), (outside(36000), local));
+    Ok(())
+}

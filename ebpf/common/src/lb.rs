@@ -188,6 +188,15 @@ pub const CT_F_CLOSING: u8 = 1 << 0;
 /// back into the pod.
 pub const CT_F_HAIRPIN: u8 = 1 << 1;
 
+/// [`CtEntryV1::flags`]: an externally reached flow (NodePort, externalIP,
+/// LoadBalancer IP with externalTrafficPolicy Cluster) sent to a backend on
+/// another node: its source is rewritten to this node's address on the
+/// route to the backend (the client's port is kept), so that the replies
+/// come back through this node. The reply-direction entry of such a flow
+/// holds the client's address and port in `backend_addr_be` /
+/// `backend_port_be`: where the translated reply goes.
+pub const CT_F_SNAT: u8 = 1 << 2;
+
 /// Source address of hairpin flows (169.254.42.1, in memory order): a
 /// link-local address no pod owns, which the pod answers through its default
 /// gateway, that is through the host side of its veth, where the reply is

@@ -8,16 +8,22 @@
 //! holds only the pseudo-header sum; XDP cannot tell those apart, which is why
 //! the skb path (tc) keeps the kernel helpers.
 
+use core::ffi::c_void;
 use core::mem::MaybeUninit;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        BPF_FIB_LOOKUP_SRC, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup,
+    },
     helpers::{
-        bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
-        bpf_xdp_store_bytes,
+        bpf_fib_lookup, bpf_redirect, bpf_skb_change_tail, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     programs::{TcContext, XdpContext},
 };
+
+const AF_INET: u8 = 2;
 
 /// Low bits of a checksum-replace `flags`: the size of the replaced field.
 const CSUM_SIZE_MASK: u64 = 0xf;
@@ -45,6 +51,42 @@ pub trait Packet {
     /// Arranges for the frame to leave through the interface it came in on
     /// (the verdict of [`crate::lb::verdict`] completes it).
     fn bounce(&self);
+    /// The interface the packet came in on.
+    fn ingress_ifindex(&self) -> u32;
+    /// The context pointer helpers take.
+    fn raw(&self) -> *mut c_void;
+}
+
+/// When the route to `daddr_be` leaves through the interface the packet came
+/// in on (a backend on another node, behind the same uplink): the source
+/// address the kernel would use on that route, as masquerading picks it.
+/// `None` when the destination is reached some other way (a local pod) or
+/// the lookup fails.
+#[inline(always)]
+pub fn source_towards<P: Packet>(pkt: &P, daddr_be: u32) -> Option<u32> {
+    let ifindex = pkt.ingress_ifindex();
+    // SAFETY: an all-zero `bpf_fib_lookup` is a valid (empty) request.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.ifindex = ifindex;
+    params.__bindgen_anon_4.ipv4_dst = daddr_be;
+    // SAFETY: the program's own context and a request of the size the
+    // helper is told.
+    let ret = unsafe {
+        bpf_fib_lookup(
+            pkt.raw().cast(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_SRC | BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    if (ret != i64::from(BPF_FIB_LKUP_RET_SUCCESS) && ret != i64::from(BPF_FIB_LKUP_RET_NO_NEIGH))
+        || params.ifindex != ifindex
+    {
+        return None;
+    }
+    // SAFETY: an IPv4 lookup fills the IPv4 member.
+    Some(unsafe { params.__bindgen_anon_3.ipv4_src })
 }
 
 impl Packet for TcContext {
@@ -95,6 +137,18 @@ impl Packet for TcContext {
             let ifindex = (*self.skb.skb).ifindex;
             bpf_redirect(ifindex, 0);
         }
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: reading a field of our own context (on tc ingress, the
+        // device the packet arrived on).
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.skb.skb.cast()
     }
 }
 
@@ -173,6 +227,16 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn bounce(&self) {
         // XDP_TX, returned by the verdict, sends the frame back out.
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        XdpContext::ingress_ifindex(self) as u32
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.ctx.cast()
     }
 }
 

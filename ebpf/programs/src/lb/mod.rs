@@ -21,7 +21,12 @@
 //!    `LB4_BACKEND_V1`.
 //! 7. record both directions in `LB4_CT_V1` (and the affinity), then DNAT.
 //!    Hairpin (the backend is the client itself): the source becomes
-//!    `HAIRPIN_SNAT_ADDR` too, and the reply entry is keyed on it.
+//!    `HAIRPIN_SNAT_ADDR` too, and the reply entry is keyed on it. A
+//!    NodePort/externalIP frontend with externalTrafficPolicy Cluster whose
+//!    backend is routed back out of the interface the packet came in on
+//!    (another node's pod): the source becomes this node's address on that
+//!    route (client port kept), so replies return here to be translated.
+//!    Local policy, and Cluster with a local backend, keep the client address.
 
 pub mod conntrack;
 pub mod maps;
@@ -31,9 +36,12 @@ pub mod select;
 pub mod verdict;
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use waggle_ebpf_common::lb::{HAIRPIN_SNAT_ADDR, ReasonV1, ServiceKeyV1};
+use conntrack::SourceNat;
+use waggle_ebpf_common::lb::{
+    HAIRPIN_SNAT_ADDR, ReasonV1, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_NODEPORT, ServiceKeyV1, ServiceValueV1,
+};
 
-use crate::packet::Packet;
+use crate::packet::{self, Packet};
 use crate::parse::{self, Ipv4Flow};
 
 /// Runs the stages on one packet and says why it ended where it did.
@@ -51,7 +59,15 @@ pub fn process<P: Packet>(ctx: &P) -> ReasonV1 {
     };
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(tracked) = conntrack::lookup_service(&flow, now) {
-        return match to_backend(ctx, &flow, tracked.addr_be, tracked.port_be, tracked.hairpin) {
+        let source = match tracked.source {
+            SourceNat::Node(_) => match packet::source_towards(ctx, tracked.addr_be) {
+                Some(addr) => SourceNat::Node(addr),
+                // The route changed; the flow is lost either way.
+                None => SourceNat::None,
+            },
+            other => other,
+        };
+        return match to_backend(ctx, &flow, tracked.addr_be, tracked.port_be, source) {
             Ok(()) => ReasonV1::CtHit,
             Err(()) => ReasonV1::RewriteFailed,
         };
@@ -63,24 +79,40 @@ pub fn process<P: Packet>(ctx: &P) -> ReasonV1 {
         Ok(chosen) => chosen,
         Err(reason) => return reason,
     };
-    let hairpin = chosen.backend.addr_be == flow.saddr_be;
-    if conntrack::create(&flow, &chosen, svc.rev_nat_index, now, hairpin).is_err() {
+    let source = source_nat(ctx, &flow, &svc, chosen.backend.addr_be);
+    if conntrack::create(&flow, &chosen, svc.rev_nat_index, now, source).is_err() {
         return ReasonV1::MapUpdateFailed;
     }
-    match to_backend(ctx, &flow, chosen.backend.addr_be, chosen.backend.port_be, hairpin) {
+    match to_backend(ctx, &flow, chosen.backend.addr_be, chosen.backend.port_be, source) {
         Ok(()) => chosen.reason,
         Err(()) => ReasonV1::RewriteFailed,
     }
 }
 
-/// DNAT to the backend; a hairpin flow also leaves from `HAIRPIN_SNAT_ADDR`.
+/// Whether a new flow's source must be rewritten too (see the module doc).
 #[inline(always)]
-fn to_backend<P: Packet>(ctx: &P, flow: &Ipv4Flow, addr_be: u32, port_be: u16, hairpin: bool) -> Result<(), ()> {
-    nat::dnat(ctx, flow, addr_be, port_be)?;
-    if hairpin {
-        nat::snat(ctx, flow, HAIRPIN_SNAT_ADDR, flow.sport_be)?;
+fn source_nat<P: Packet>(ctx: &P, flow: &Ipv4Flow, svc: &ServiceValueV1, backend_be: u32) -> SourceNat {
+    if backend_be == flow.saddr_be {
+        return SourceNat::Hairpin;
     }
-    Ok(())
+    let external = svc.flags & (SVC_F_NODEPORT | SVC_F_EXTERNAL) != 0;
+    if external && svc.flags & SVC_F_LOCAL == 0 {
+        if let Some(addr) = packet::source_towards(ctx, backend_be) {
+            return SourceNat::Node(addr);
+        }
+    }
+    SourceNat::None
+}
+
+/// DNAT to the backend, and the source rewrite the flow needs.
+#[inline(always)]
+fn to_backend<P: Packet>(ctx: &P, flow: &Ipv4Flow, addr_be: u32, port_be: u16, source: SourceNat) -> Result<(), ()> {
+    nat::dnat(ctx, flow, addr_be, port_be)?;
+    match source {
+        SourceNat::None => Ok(()),
+        SourceNat::Hairpin => nat::snat(ctx, flow, HAIRPIN_SNAT_ADDR, flow.sport_be),
+        SourceNat::Node(addr) => nat::snat(ctx, flow, addr, flow.sport_be),
+    }
 }
 
 /// Not addressed to a Service: a reply of a tracked flow gets its source
@@ -95,10 +127,10 @@ fn reply<P: Packet>(ctx: &P, flow: &Ipv4Flow) -> ReasonV1 {
         return ReasonV1::RevNatMissing;
     };
     let mut rewritten = nat::snat(ctx, flow, frontend.addr_be, frontend.port_be);
-    if tracked.hairpin && rewritten.is_ok() {
-        // The pod answered HAIRPIN_SNAT_ADDR; the answer goes back to the pod
-        // itself (it was its own client, on the same port).
-        rewritten = nat::dnat(ctx, flow, flow.saddr_be, flow.dport_be);
+    if let (Some((addr, port)), Ok(())) = (tracked.to_client, rewritten) {
+        // The backend answered the address the flow was source-NATed to;
+        // the answer goes on to the client.
+        rewritten = nat::dnat(ctx, flow, addr, port);
     }
     match rewritten {
         Ok(()) => ReasonV1::RevNat,

@@ -582,7 +582,7 @@ fn a_cluster_policy_node_port_flow_to_another_nodes_backend_leaves_from_the_node
     let mut cluster = Cluster::web(&[local, remote], None);
     cluster.slices[0].endpoints = vec![Endpoint::ready(local, "n1"), Endpoint::ready(remote, "n2")];
     let (mut dp, _) = loaded(&cluster)?;
-    let mut xdp = |frame: Vec<u8>| node.run(|| dp.test_run_xdp_lb_from(&frame, uplink));
+    let mut xdp = |frame: Vec<u8>| node.run(|| dp.test_run_xdp_lb_from(&frame, uplink).map_err(anyhow::Error::from));
 
     let mut to_remote = None;
     let mut to_local = None;
@@ -617,8 +617,10 @@ fn a_cluster_policy_node_port_flow_to_another_nodes_backend_leaves_from_the_node
     // externalTrafficPolicy Local never source-NATs (and never picks n2).
     cluster.services[0].external_traffic_local = true;
     let (mut dp, _) = loaded(&cluster)?;
-    let (_, out) =
-        node.run(|| dp.test_run_xdp_lb_from(&packet::tcp(outside(36000), node_port(), SYN, 1, b""), uplink))??;
+    let (_, out) = node.run(|| {
+        dp.test_run_xdp_lb_from(&packet::tcp(outside(36000), node_port(), SYN, 1, b""), uplink)
+            .map_err(anyhow::Error::from)
+    })??;
     let p = packet::parse(&out)?;
     assert_eq!((p.src, *p.dst.ip()), (outside(36000), local));
     Ok(())

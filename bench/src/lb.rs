@@ -1,28 +1,39 @@
-//! Service load balancing, eBPF side only so far (scaffolding for issue 5's
-//! benchmark):
+//! Service load balancing: waggle's eBPF path against kube-proxy's
+//! iptables mode, in the same namespaces, in the same run.
 //!
-//! - per-packet cost of `tc_lb` through BPF_PROG_TEST_RUN with 10 and with
-//!   100,000 Services, for a new flow (SYN: Maglev + two conntrack inserts)
-//!   and an established one (ACK: one conntrack hit);
-//! - time to program 100, 1,000 and 10,000 Services (one backend each) from
-//!   `desired_state` through `apply_diff` into the kernel maps.
+//! - connections per second (connect, request, response, close; several
+//!   client workers against real TCP servers in backend namespaces) and the
+//!   latency of one such connection (p50/p99), through ClusterIPs, with 100,
+//!   1,000 and 10,000 Services: waggle (`tc_lb` on the veths) against
+//!   iptables rules built as kube-proxy builds them ([`kube_proxy`]);
+//! - time to program those Services: `desired_state` + `apply_diff` into the
+//!   maps against `iptables-restore` of the ruleset;
+//! - per-packet cost of `tc_lb` and `xdp_lb` through BPF_PROG_TEST_RUN with
+//!   10 and with 100,000 Services, for a new flow (SYN: Maglev + two
+//!   conntrack inserts) and an established one (ACK: one conntrack hit).
 //!
-//! Not yet here: the kube-proxy-shaped iptables peer (KUBE-SERVICES →
-//! KUBE-SVC-* → KUBE-SEP-* with statistic random) and the connection-rate and
-//! latency runs through a VIP in the namespace topology of `lb_traffic.rs`.
+//! Every namespace the benchmark creates (and so every iptables rule, which
+//! lives only in the node namespace) is deleted when its run ends; the
+//! report lists any that were not.
+
+mod kube_proxy;
+mod traffic;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde_json::json;
+use serde_json::{Value, json};
 use waggle_dataplane::lb::{
     self, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
 };
 use waggle_dataplane::lb_abi::ReasonV1;
 use waggle_dataplane::{Dataplane, LbCapacity, LoadConfig};
+use waggle_tests::NetNs;
 use waggle_tests::packet::{self, ACK, SYN};
+
+use crate::report;
 
 const REPEAT: u32 = 1_000_000;
 
@@ -62,17 +73,17 @@ fn capacity(services: u32) -> LbCapacity {
     }
 }
 
-/// ns per packet of `tc_lb` with `services` Services; only Service 0 has a
-/// backend, the others are frontends with no endpoints: the lookups the
-/// packet makes do not depend on what the other entries hold.
+/// ns per packet of `tc_lb` and `xdp_lb` with `services` Services; only
+/// Service 0 has a backend, the others are frontends with no endpoints: the
+/// lookups the packet makes do not depend on what the other entries hold.
 ///
-/// BPF_PROG_TEST_RUN runs every repeat on the same skb, so a DNAT done by
+/// BPF_PROG_TEST_RUN runs every repeat on the same packet, so a DNAT done by
 /// the first run would turn the later ones into misses. Service 0's one
 /// backend is therefore the VIP:80 itself: the full lookup path runs every
 /// time (service, conntrack, Maglev + two conntrack inserts for the SYN) but
-/// the rewrite finds nothing to change. The checksum helpers are not in
+/// the rewrite finds nothing to change. The checksum updates are not in
 /// these figures.
-fn per_packet(services: u32) -> anyhow::Result<(f64, f64)> {
+fn per_packet(services: u32) -> anyhow::Result<PerPacket> {
     let mut dp = Dataplane::load_with(&LoadConfig { pin_dir: None, capacity: capacity(services) })?;
     let svcs: Vec<Service> = (0..services).map(service).collect();
     let mut itself = slice(0, 0);
@@ -84,15 +95,28 @@ fn per_packet(services: u32) -> anyhow::Result<(f64, f64)> {
     let to = SocketAddrV4::new(vip(0), 80);
     let syn = packet::tcp(client, to, SYN, 1, b"");
     let ack = packet::tcp(client, to, ACK, 2, b"");
-    let new_flow = dp.bench_tc_lb(&syn, REPEAT)?.duration.as_nanos() as f64;
-    let established = dp.bench_tc_lb(&ack, REPEAT)?.duration.as_nanos() as f64;
+    // BPF_PROG_TEST_RUN's duration is already per run (total / repeat).
+    let ns = |d: Duration| d.as_nanos() as f64;
+    let figures = PerPacket {
+        tc_syn: ns(dp.bench_tc_lb(&syn, REPEAT)?.duration),
+        tc_ack: ns(dp.bench_tc_lb(&ack, REPEAT)?.duration),
+        xdp_syn: ns(dp.bench_xdp_lb(&syn, REPEAT)?.duration),
+        xdp_ack: ns(dp.bench_xdp_lb(&ack, REPEAT)?.duration),
+    };
     let reasons = &dp.lb_maps().reasons;
     let (new, hits) = (reasons.read(ReasonV1::NewFlow)?.packets, reasons.read(ReasonV1::CtHit)?.packets);
     anyhow::ensure!(
-        new >= u64::from(REPEAT) && hits >= u64::from(REPEAT),
+        new >= 2 * u64::from(REPEAT) && hits >= 2 * u64::from(REPEAT),
         "every repeat must take the path it measures: {new} new flows, {hits} conntrack hits"
     );
-    Ok((new_flow, established))
+    Ok(figures)
+}
+
+struct PerPacket {
+    tc_syn: f64,
+    tc_ack: f64,
+    xdp_syn: f64,
+    xdp_ack: f64,
 }
 
 /// Seconds to program `services` Services with one backend each.
@@ -106,38 +130,262 @@ fn programming_time(services: u32) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-pub fn run(out: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(waggle_tests::is_root(), "the LB benchmark loads eBPF programs: run it as root");
-    let mut per_packet_rows = Vec::new();
-    println!("{:<34} {:>12} {:>14}", "tc_lb per packet (PROG_TEST_RUN)", "SYN ns/pkt", "ACK ns/pkt");
-    let mut first = None;
-    for services in [10u32, 100_000] {
-        // BPF_PROG_TEST_RUN's duration is already per run (total / repeat).
-        let (syn, ack) = per_packet(services)?;
-        println!("{:<34} {syn:>12.1} {ack:>14.1}", format!("{services} Services"));
-        per_packet_rows.push(json!({ "services": services, "syn_ns": syn, "ack_ns": ack }));
-        match first {
-            None => first = Some((syn, ack)),
-            Some((s0, a0)) => println!("{:<34} {:>12.2} {:>14.2}", "ratio 100k / 10", syn / s0, ack / a0),
+/// `cargo xtask bench lb [-- --workers N --seconds S --services 100,1000]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the JSON report goes.
+    pub out: PathBuf,
+    /// Concurrent client workers in the connection-rate runs.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Seconds each connection-rate run lasts (latency runs last half that).
+    #[arg(long, default_value_t = 4.0)]
+    pub seconds: f64,
+    /// Service counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    pub services: Vec<u32>,
+    /// Backend pods (every Service has all of them as endpoints).
+    #[arg(long, default_value_t = 4)]
+    pub backends: usize,
+    /// The peer's loader: `iptables-restore` (this host's default backend,
+    /// as kube-proxy picks it) or e.g. `iptables-legacy-restore`.
+    #[arg(long, default_value = "iptables-restore")]
+    pub iptables_restore: String,
+}
+
+/// Which load balancer a traffic run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    Waggle,
+    Iptables,
+}
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Waggle => "waggle eBPF",
+            Peer::Iptables => "iptables (kube-proxy)",
         }
     }
+}
+
+struct TrafficFigures {
+    program_s: f64,
+    rate: traffic::Rate,
+    latency: Value,
+}
+
+/// `services` ClusterIPs (10.96.0.0 + i, port 80) whose endpoints are every
+/// backend pod, as waggle's model and as kube-proxy's rules.
+fn traffic_services(services: u32, backends: usize) -> (Vec<Service>, Vec<EndpointSlice>) {
+    let svcs = (0..services).map(service).collect();
+    let slices = (0..services)
+        .map(|i| {
+            let mut s = slice(i, 0);
+            s.endpoints = (0..backends).map(|b| Endpoint::ready(traffic::backend_ip(b), "n1")).collect();
+            s
+        })
+        .collect();
+    (svcs, slices)
+}
+
+/// One traffic run in a fresh topology, torn down before returning.
+fn traffic_run(peer: Peer, services: u32, args: &Args) -> anyhow::Result<TrafficFigures> {
+    let topo = traffic::Topology::new(args.backends)?;
+    let (svcs, slices) = traffic_services(services, args.backends);
+    // Held until the run ends: dropping it detaches the programs.
+    let mut _dataplane = None;
+    let program_s = match peer {
+        Peer::Waggle => {
+            let ifaces = traffic::lb_interfaces(args.backends);
+            let mut dp = topo.node.run(|| -> anyhow::Result<Dataplane> {
+                let mut dp =
+                    Dataplane::load_with(&LoadConfig { pin_dir: None, capacity: capacity(services.max(1024)) })?;
+                for iface in &ifaces {
+                    dp.attach_tc_lb(iface)?;
+                }
+                Ok(dp)
+            })??;
+            let start = Instant::now();
+            let desired = lb::desired_state(&node(), &svcs, &slices);
+            lb::apply_diff(&mut Current::default(), &desired, &mut dp.lb_maps().writers())?;
+            let secs = start.elapsed().as_secs_f64();
+            _dataplane = Some(dp);
+            secs
+        }
+        Peer::Iptables => {
+            let endpoints: Vec<(Ipv4Addr, u16)> =
+                (0..args.backends).map(|b| (traffic::backend_ip(b), traffic::BACKEND_PORT)).collect();
+            let names: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
+            let ports: Vec<kube_proxy::SvcPort<'_>> = (0..services)
+                .map(|i| kube_proxy::SvcPort {
+                    namespace: "bench",
+                    name: &names[i as usize],
+                    port_name: "http",
+                    vip: vip(i),
+                    port: 80,
+                    endpoints: &endpoints,
+                })
+                .collect();
+            let rules = kube_proxy::ruleset(&ports);
+            let start = Instant::now();
+            iptables_restore(&topo.node, &args.iptables_restore, &rules)?;
+            start.elapsed().as_secs_f64()
+        }
+    };
+    let vips: Vec<SocketAddrV4> = (0..services).map(|i| SocketAddrV4::new(vip(i), 80)).collect();
+    let duration = Duration::from_secs_f64(args.seconds);
+    // Warm-up: ARP, listen queues, page cache of the code paths.
+    traffic::connection_rate(&topo.client, &vips, args.workers, Duration::from_millis(500))?;
+    let rate = traffic::connection_rate(&topo.client, &vips, args.workers, duration)?;
+    let mut samples = traffic::latencies(&topo.client, &vips, duration / 2)?;
+    let latency = report::percentiles(&mut samples);
+    Ok(TrafficFigures { program_s, rate, latency })
+}
+
+/// `iptables-restore` inside `ns` (the node namespace the benchmark made).
+fn iptables_restore(ns: &NetNs, restore: &str, rules: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), restore])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {restore}"))?;
+    child.stdin.take().context("iptables-restore stdin")?.write_all(rules.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "{restore} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(())
+}
+
+/// `<restore> -V`: which backend (nf_tables or legacy) the peer ran on.
+fn iptables_variant(restore: &str) -> String {
+    std::process::Command::new(restore)
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// Network namespaces of ours (`wgt…`) that still exist.
+fn leftover_namespaces(before: &[String]) -> anyhow::Result<Vec<String>> {
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("wgt") && !before.iter().any(|b| b == n))
+        .map(str::to_string)
+        .collect())
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(waggle_tests::is_root(), "the LB benchmark loads eBPF programs: run it as root");
+    let namespaces_before = leftover_namespaces(&[])?;
+    let variant = iptables_variant(&args.iptables_restore);
+    println!(
+        "peer: kube-proxy-shaped rules through {variant}; {} client workers, {} backends",
+        args.workers, args.backends
+    );
+    println!(
+        "{:<9} {:<22} {:>10} {:>9} {:>8} {:>8} {:>10}",
+        "Services", "load balancer", "conn/s", "errors", "p50 ms", "p99 ms", "program s"
+    );
+    let mut traffic_rows = Vec::new();
+    let mut ratio_rows = Vec::new();
+    for &services in &args.services {
+        let mut by_peer = Vec::new();
+        for peer in [Peer::Waggle, Peer::Iptables] {
+            let f = traffic_run(peer, services, args)
+                .with_context(|| format!("{} with {services} Services", peer.name()))?;
+            println!(
+                "{services:<9} {:<22} {:>10.0} {:>9} {:>8.3} {:>8.3} {:>10.3}",
+                peer.name(),
+                f.rate.per_second(),
+                f.rate.errors,
+                f.latency["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                f.latency["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                f.program_s
+            );
+            if let Some(e) = &f.rate.first_error {
+                println!("          first error: {e}");
+            }
+            traffic_rows.push(json!({
+                "services": services,
+                "load_balancer": peer.name(),
+                "connections_per_s": f.rate.per_second(),
+                "connections": f.rate.ok,
+                "errors": f.rate.errors,
+                "first_error": f.rate.first_error,
+                "seconds": f.rate.seconds,
+                "latency": f.latency,
+                "program_s": f.program_s,
+            }));
+            by_peer.push(f);
+        }
+        let (w, i) = (&by_peer[0], &by_peer[1]);
+        let rate_ratio = w.rate.per_second() / i.rate.per_second();
+        let p99 = |f: &TrafficFigures| f.latency["p99_ms"].as_f64().unwrap_or(f64::NAN);
+        let p50 = |f: &TrafficFigures| f.latency["p50_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{services:<9} {:<22} {:>9.2}x {:>9} {:>7.2}x {:>7.2}x {:>9.2}x",
+            "ratio waggle/iptables",
+            rate_ratio,
+            "",
+            p50(w) / p50(i),
+            p99(w) / p99(i),
+            w.program_s / i.program_s
+        );
+        ratio_rows.push(json!({
+            "services": services,
+            "connection_rate_waggle_over_iptables": rate_ratio,
+            "p50_waggle_over_iptables": p50(w) / p50(i),
+            "p99_waggle_over_iptables": p99(w) / p99(i),
+            "program_time_waggle_over_iptables": w.program_s / i.program_s,
+        }));
+    }
+
+    let mut per_packet_rows = Vec::new();
+    println!(
+        "{:<30} {:>11} {:>11} {:>11} {:>11}",
+        "per packet (PROG_TEST_RUN)", "tc SYN ns", "tc ACK ns", "xdp SYN ns", "xdp ACK ns"
+    );
+    for services in [10u32, 100_000] {
+        let f = per_packet(services)?;
+        println!(
+            "{:<30} {:>11.1} {:>11.1} {:>11.1} {:>11.1}",
+            format!("{services} Services"),
+            f.tc_syn,
+            f.tc_ack,
+            f.xdp_syn,
+            f.xdp_ack
+        );
+        per_packet_rows.push(json!({
+            "services": services,
+            "tc_syn_ns": f.tc_syn, "tc_ack_ns": f.tc_ack, "xdp_syn_ns": f.xdp_syn, "xdp_ack_ns": f.xdp_ack,
+        }));
+    }
     let mut programming = Vec::new();
-    println!("{:<34} {:>12}", "programming Services (1 backend)", "seconds");
+    println!("{:<30} {:>11}", "programming (1 backend each)", "seconds");
     for services in [100u32, 1_000, 10_000] {
         let secs = programming_time(services)?;
-        println!("{:<34} {secs:>12.3}", format!("{services} Services"));
+        println!("{:<30} {secs:>11.3}", format!("{services} Services"));
         programming.push(json!({ "services": services, "seconds": secs }));
     }
+    let leftovers = leftover_namespaces(&namespaces_before)?;
+    anyhow::ensure!(leftovers.is_empty(), "namespaces left behind: {leftovers:?}");
     let report = json!({
         "benchmark": "lb",
+        "iptables": variant,
+        "workers": args.workers,
+        "backends": args.backends,
+        "seconds_per_rate_run": args.seconds,
+        "traffic": traffic_rows,
+        "ratios": ratio_rows,
         "per_packet": per_packet_rows,
         "programming": programming,
-        "not_yet_measured": ["iptables (kube-proxy shaped) peer", "connection rate through a VIP", "request latency p50/p99"],
+        "namespaces_left_behind": leftovers,
     });
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(out, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", out.display()))?;
-    println!("figures written to {}", out.display());
+    report::write(&args.out, &report).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("figures written to {}", args.out.display());
     Ok(())
 }

@@ -9,8 +9,6 @@ mod podstartup;
 mod report;
 mod server;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -21,11 +19,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// Service load balancing: tc_lb per-packet cost and programming time.
-    Lb {
-        /// Where the JSON report goes.
-        out: PathBuf,
-    },
+    /// Service load balancing: waggle's eBPF path against kube-proxy-shaped
+    /// iptables (connection rate, latency, programming time), per-packet cost.
+    Lb(lb::Args),
     /// CNI: ADD and DEL latency of waggle-cni against the reference bridge + host-local.
     Cni(cni::Args),
     /// API server: pod creates/s (1 and 32 clients), LIST of many pods, watch fan-out, RSS.
@@ -36,7 +32,7 @@ enum Bench {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().bench {
-        Bench::Lb { out } => lb::run(&out),
+        Bench::Lb(args) => lb::run(&args),
         Bench::Cni(args) => cni::run(args),
         Bench::Apiserver(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

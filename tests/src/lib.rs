@@ -8,6 +8,7 @@ pub mod bpffs;
 pub mod cleanup;
 pub mod containerd;
 pub mod image;
+pub mod lbnet;
 pub mod names;
 pub mod netns;
 pub mod node;

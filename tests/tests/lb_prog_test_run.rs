@@ -309,3 +309,319 @@ fn reloading_with_the_same_pin_dir_keeps_services_and_open_flows_without_rewriti
     assert!(err.to_string().contains("LB4_SVC_V1"), "{err}");
     Ok(())
 }
+
+// ---- xdp_lb: the same stages on the node uplink --------------------------
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+
+const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+fn outside(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 200), port)
+}
+
+fn node_port() -> SocketAddrV4 {
+    SocketAddrV4::new(NODE_IP, 30080)
+}
+
+fn run_xdp(dp: &mut Dataplane, frame: &[u8]) -> anyhow::Result<(TestRunResult, Vec<u8>)> {
+    Ok(dp.test_run_xdp_lb(frame)?)
+}
+
+/// `default/web` with NodePort 30080 and externalIP `EXTERNAL_IP`, endpoints
+/// on this node ("n1") and another ("n2"), and the given traffic policies.
+fn split_cluster(external_local: bool, internal_local: bool) -> Cluster {
+    let mut c = Cluster::web(&BACKENDS, None);
+    c.services[0].external_ips = vec![EXTERNAL_IP];
+    c.services[0].external_traffic_local = external_local;
+    c.services[0].internal_traffic_local = internal_local;
+    // BACKENDS[0] is local, the others run on n2.
+    c.slices[0].endpoints =
+        BACKENDS.iter().enumerate().map(|(i, &a)| Endpoint::ready(a, if i == 0 { "n1" } else { "n2" })).collect();
+    c
+}
+
+#[test]
+fn xdp_dnats_a_node_port_syn_keeping_the_client_address_and_tc_translates_the_reply() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    let syn = packet::tcp(outside(33000), node_port(), SYN, 1, b"");
+    let (res, out) = run_xdp(&mut dp, &syn)?;
+    assert_eq!(res.return_value, XDP_PASS, "on to the stack, which routes it to the backend");
+    let p = packet::parse(&out)?;
+    assert!(BACKENDS.contains(p.dst.ip()) && p.dst.port() == 8080, "got {}", p.dst);
+    assert_eq!(p.src, outside(33000), "the client address is preserved (no SNAT)");
+    assert_eq!(reason_count(&mut dp, ReasonV1::NewFlow)?, 1);
+
+    // The backend's answer leaves through its veth: tc_lb turns it back.
+    let (res, reply) = run(&mut dp, &packet::tcp(p.dst, outside(33000), SYN | ACK, 9, b""))?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let r = packet::parse(&reply)?;
+    assert_eq!((r.src, r.dst), (node_port(), outside(33000)), "replies come from the node port");
+
+    // The rest of the flow follows conntrack in XDP.
+    let (res, out) = run_xdp(&mut dp, &packet::tcp(outside(33000), node_port(), ACK, 2, b"GET /"))?;
+    assert_eq!(res.return_value, XDP_PASS);
+    let q = packet::parse(&out)?;
+    assert_eq!((q.dst, q.payload.as_slice()), (p.dst, &b"GET /"[..]));
+    assert_eq!(reason_count(&mut dp, ReasonV1::CtHit)?, 1);
+    Ok(())
+}
+
+#[test]
+fn xdp_balances_udp_to_a_node_port_with_valid_or_absent_checksums() -> anyhow::Result<()> {
+    let mut cluster = Cluster::web(&BACKENDS, None);
+    cluster.services[0].ports[1].node_port = Some(30053);
+    let (mut dp, _) = loaded(&cluster)?;
+    let to = SocketAddrV4::new(NODE_IP, 30053);
+    for (port, with_checksum) in [(5001, true), (5002, false)] {
+        let (res, out) = run_xdp(&mut dp, &packet::udp(outside(port), to, b"query", with_checksum))?;
+        assert_eq!(res.return_value, XDP_PASS);
+        let p = packet::parse(&out)?;
+        assert!(BACKENDS.contains(p.dst.ip()) && p.dst.port() == 5353, "got {}", p.dst);
+        assert_eq!(p.udp_no_checksum, !with_checksum, "a missing checksum stays missing");
+        assert_eq!(p.payload, b"query");
+    }
+    Ok(())
+}
+
+#[test]
+fn xdp_leaves_traffic_that_is_not_for_a_frontend_alone() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&Cluster::web(&BACKENDS, None))?;
+    for frame in [
+        packet::tcp(outside(33000), SocketAddrV4::new(NODE_IP, 22), SYN, 1, b""),
+        packet::tcp(outside(33000), SocketAddrV4::new(NODE_IP, 30081), SYN, 1, b""),
+        packet::udp(outside(33000), node_port(), b"not udp", true),
+    ] {
+        let (res, out) = run_xdp(&mut dp, &frame)?;
+        assert_eq!(res.return_value, XDP_PASS);
+        assert_eq!(out, frame, "a miss leaves every byte alone");
+    }
+    let mut arp = packet::tcp(outside(1), node_port(), SYN, 1, b"");
+    arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+    let (res, out) = run_xdp(&mut dp, &arp)?;
+    assert_eq!((res.return_value, out), (XDP_PASS, arp), "not IPv4: passed untouched");
+    assert_eq!(reason_count(&mut dp, ReasonV1::NoService)?, 3);
+    assert_eq!(reason_count(&mut dp, ReasonV1::NotIpv4L4)?, 1);
+    Ok(())
+}
+
+#[test]
+fn external_traffic_policy_local_sends_node_port_and_external_ip_flows_only_to_local_endpoints() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&split_cluster(true, false))?;
+    for (i, to) in [node_port(), SocketAddrV4::new(EXTERNAL_IP, 80)].into_iter().enumerate() {
+        for port in 0..40u16 {
+            let from = outside(20000 + 100 * i as u16 + port);
+            let (res, out) = run_xdp(&mut dp, &packet::tcp(from, to, SYN, 1, b""))?;
+            assert_eq!(res.return_value, XDP_PASS);
+            let p = packet::parse(&out)?;
+            assert_eq!(p.dst, SocketAddrV4::new(BACKENDS[0], 8080), "{to} from {from}: only the local endpoint");
+            assert_eq!(p.src, from, "Local keeps the client address");
+        }
+    }
+    // The ClusterIP is not subject to externalTrafficPolicy.
+    let seen: BTreeSet<Ipv4Addr> = (0..60)
+        .map(|port| {
+            Ok(*packet::parse(&run(&mut dp, &packet::tcp(client(21000 + port), vip(80), SYN, 1, b""))?.1)?.dst.ip())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(seen.len(), 3, "the ClusterIP reaches every endpoint: {seen:?}");
+    Ok(())
+}
+
+#[test]
+fn external_traffic_policy_cluster_spreads_node_port_flows_over_every_endpoint() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&split_cluster(false, false))?;
+    let seen: BTreeSet<Ipv4Addr> = (0..60)
+        .map(|port| {
+            Ok(*packet::parse(&run_xdp(&mut dp, &packet::tcp(outside(22000 + port), node_port(), SYN, 1, b""))?.1)?
+                .dst
+                .ip())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    Ok(())
+}
+
+#[test]
+fn internal_traffic_policy_local_sends_cluster_ip_flows_only_to_local_endpoints() -> anyhow::Result<()> {
+    let (mut dp, _) = loaded(&split_cluster(false, true))?;
+    for port in 0..40u16 {
+        let (_, out) = run(&mut dp, &packet::tcp(client(23000 + port), vip(80), SYN, 1, b""))?;
+        assert_eq!(*packet::parse(&out)?.dst.ip(), BACKENDS[0], "only the local endpoint");
+    }
+    // The NodePort follows externalTrafficPolicy (Cluster here).
+    let seen: BTreeSet<Ipv4Addr> = (0..60)
+        .map(|port| {
+            Ok(*packet::parse(&run_xdp(&mut dp, &packet::tcp(outside(24000 + port), node_port(), SYN, 1, b""))?.1)?
+                .dst
+                .ip())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    Ok(())
+}
+
+#[test]
+fn a_local_policy_node_port_without_local_endpoints_is_refused_by_xdp() -> anyhow::Result<()> {
+    let mut cluster = split_cluster(true, false);
+    cluster.slices[0].endpoints.remove(0);
+    let (mut dp, _) = loaded(&cluster)?;
+    let syn = packet::tcp(outside(34000), node_port(), SYN, 777, b"");
+    let (res, out) = run_xdp(&mut dp, &syn)?;
+    assert_eq!(res.return_value, XDP_TX, "the RST goes back out of the uplink");
+    assert_eq!(out.len(), 54, "Ethernet + IPv4 + TCP headers, nothing else");
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (node_port(), outside(34000)));
+    assert_eq!((p.tcp_flags, p.ack), (RST | ACK, 778));
+    assert_eq!((p.dst_mac, p.src_mac), (syn[6..12].try_into()?, syn[0..6].try_into()?), "MACs swapped");
+
+    let mut udp_cluster = split_cluster(true, false);
+    udp_cluster.slices[0].endpoints.remove(0);
+    udp_cluster.services[0].ports[1].node_port = Some(30053);
+    let (mut dp, _) = loaded(&udp_cluster)?;
+    let query = packet::udp(outside(5000), SocketAddrV4::new(NODE_IP, 30053), b"anyone?", true);
+    let (res, out) = run_xdp(&mut dp, &query)?;
+    assert_eq!(res.return_value, XDP_TX);
+    assert_eq!(out.len(), 14 + 20 + 8 + 28);
+    assert_eq!(out[12..14], [0x08, 0x00], "an IPv4 frame");
+    let ip = &out[14..34];
+    assert_eq!(packet::checksum(ip), 0, "IPv4 header checksum");
+    assert_eq!((&ip[12..16], &ip[16..20]), (&NODE_IP.octets()[..], &outside(5000).ip().octets()[..]));
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1], packet::checksum(icmp)), (3, 3, 0), "port unreachable, valid checksum");
+    assert_eq!(&icmp[8..], &query[14..14 + 28], "quotes the datagram's IPv4 and UDP headers");
+
+    let (res, _) = run_xdp(&mut dp, &packet::udp(outside(5000), node_port(), b"", true))?;
+    assert_eq!(res.return_value, XDP_PASS, "TCP-only NodePort: UDP to it is not ours");
+    let (res, _) = run_xdp(&mut dp, &packet::tcp(outside(5000), SocketAddrV4::new(NODE_IP, 30053), ACK, 1, b""))?;
+    assert_eq!(res.return_value, XDP_PASS);
+    let mut tcp_late = split_cluster(true, false);
+    tcp_late.slices[0].endpoints.remove(0);
+    let (mut dp, _) = loaded(&tcp_late)?;
+    let (res, _) = run_xdp(&mut dp, &packet::tcp(outside(34001), node_port(), ACK, 1, b"late"))?;
+    assert_eq!(res.return_value, XDP_DROP, "a segment of no known flow is dropped");
+    Ok(())
+}
+
+// ---- hairpin: a pod reaching itself through its Service ------------------
+
+#[test]
+fn a_pod_reaching_itself_through_its_cluster_ip_is_hairpinned_through_the_snat_address() -> anyhow::Result<()> {
+    let pod = BACKENDS[1];
+    let (mut dp, _) = loaded(&Cluster::web(&[pod], None))?;
+    let me = SocketAddrV4::new(pod, 45000);
+    let hairpin = SocketAddrV4::new(Ipv4Addr::new(169, 254, 42, 1), 45000);
+    let backend = SocketAddrV4::new(pod, 8080);
+
+    let (res, out) = run(&mut dp, &packet::tcp(me, vip(80), SYN, 100, b""))?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (hairpin, backend), "to itself, from the hairpin address (else a martian)");
+
+    // The pod answers the hairpin address through its gateway.
+    let (res, out) = run(&mut dp, &packet::tcp(backend, hairpin, SYN | ACK, 500, b""))?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let r = packet::parse(&out)?;
+    assert_eq!((r.src, r.dst), (vip(80), me), "the answer comes from the VIP, to the pod's client socket");
+    assert_eq!(reason_count(&mut dp, ReasonV1::RevNat)?, 1);
+
+    // The rest of the flow, both ways.
+    for i in 0..3 {
+        let (_, out) = run(&mut dp, &packet::tcp(me, vip(80), ACK, 101 + i, b"ping"))?;
+        let p = packet::parse(&out)?;
+        assert_eq!((p.src, p.dst, p.payload.as_slice()), (hairpin, backend, &b"ping"[..]));
+        let (_, out) = run(&mut dp, &packet::tcp(backend, hairpin, ACK, 501 + i, b"pong"))?;
+        let r = packet::parse(&out)?;
+        assert_eq!((r.src, r.dst, r.payload.as_slice()), (vip(80), me, &b"pong"[..]));
+    }
+    assert_eq!(reason_count(&mut dp, ReasonV1::CtHit)?, 3);
+
+    // Another pod of the same Service is not hairpinned.
+    let other = client(46000);
+    let (_, out) = run(&mut dp, &packet::tcp(other, vip(80), SYN, 1, b""))?;
+    assert_eq!(packet::parse(&out)?.src, other, "only a pod reaching itself is source-NATed");
+    Ok(())
+}
+
+#[test]
+fn hairpinned_udp_keeps_its_checksum_valid_both_ways() -> anyhow::Result<()> {
+    let pod = BACKENDS[0];
+    let (mut dp, _) = loaded(&Cluster::web(&[pod], None))?;
+    let me = SocketAddrV4::new(pod, 5300);
+    let (_, out) = run(&mut dp, &packet::udp(me, vip(53), b"q", true))?;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (SocketAddrV4::new(Ipv4Addr::new(169, 254, 42, 1), 5300), SocketAddrV4::new(pod, 5353)));
+    let (_, out) = run(&mut dp, &packet::udp(p.dst, p.src, b"a", true))?;
+    let r = packet::parse(&out)?;
+    assert_eq!((r.src, r.dst, r.payload.as_slice()), (vip(53), me, &b"a"[..]));
+    Ok(())
+}
+
+// ---- externalTrafficPolicy Cluster with a backend on another node --------
+
+#[test]
+fn a_cluster_policy_node_port_flow_to_another_nodes_backend_leaves_from_the_node_address() -> anyhow::Result<()> {
+    // A node namespace whose routes say: 10.244.0.0/24 are this node's pods
+    // (`pods`), 10.244.1.0/24 are pods of the node at 10.9.0.3, behind the
+    // uplink. Veth pairs inside the namespace stand in for the links.
+    let node = waggle_tests::NetNs::new("snat")?;
+    for (link, addr) in [("uplink", "10.9.0.1/24"), ("pods", "10.244.0.1/24")] {
+        node.ip(&["link", "add", link, "type", "veth", "peer", "name", &format!("{link}-peer")])?;
+        node.ip(&["addr", "add", addr, "dev", link])?;
+        node.ip(&["link", "set", link, "up"])?;
+        node.ip(&["link", "set", &format!("{link}-peer"), "up"])?;
+    }
+    node.ip(&["route", "add", "10.244.1.0/24", "via", "10.9.0.3", "dev", "uplink"])?;
+    node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    let uplink: u32 = node.run(|| nix::net::if_::if_nametoindex("uplink"))??;
+
+    let local = BACKENDS[0];
+    let remote = Ipv4Addr::new(10, 244, 1, 11);
+    let mut cluster = Cluster::web(&[local, remote], None);
+    cluster.slices[0].endpoints = vec![Endpoint::ready(local, "n1"), Endpoint::ready(remote, "n2")];
+    let (mut dp, _) = loaded(&cluster)?;
+    let mut xdp = |frame: Vec<u8>| node.run(|| dp.test_run_xdp_lb_from(&frame, uplink).map_err(anyhow::Error::from));
+
+    let mut to_remote = None;
+    let mut to_local = None;
+    for port in 35000..35100u16 {
+        let (res, out) = xdp(packet::tcp(outside(port), node_port(), SYN, 1, b""))??;
+        assert_eq!(res.return_value, XDP_PASS);
+        let p = packet::parse(&out)?;
+        if *p.dst.ip() == remote {
+            assert_eq!(p.src, SocketAddrV4::new(NODE_IP, port), "to another node: from the node address");
+            to_remote.get_or_insert(port);
+        } else {
+            assert_eq!(p.src, outside(port), "to a local pod: the client address is kept");
+            to_local.get_or_insert(port);
+        }
+    }
+    let port = to_remote.expect("Maglev sends some of 100 flows to the remote backend");
+    assert!(to_local.is_some(), "and some to the local one");
+
+    // The remote backend answers the node address; XDP turns the answer
+    // back into the node port and sends it on to the client.
+    let (res, out) =
+        xdp(packet::tcp(SocketAddrV4::new(remote, 8080), SocketAddrV4::new(NODE_IP, port), SYN | ACK, 9, b""))??;
+    assert_eq!(res.return_value, XDP_PASS);
+    let r = packet::parse(&out)?;
+    assert_eq!((r.src, r.dst), (node_port(), outside(port)));
+
+    // Later packets of the flow keep both rewrites.
+    let (_, out) = xdp(packet::tcp(outside(port), node_port(), ACK, 2, b"GET /"))??;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (SocketAddrV4::new(NODE_IP, port), SocketAddrV4::new(remote, 8080)));
+
+    // externalTrafficPolicy Local never source-NATs (and never picks n2).
+    cluster.services[0].external_traffic_local = true;
+    let (mut dp, _) = loaded(&cluster)?;
+    let (_, out) = node.run(|| {
+        dp.test_run_xdp_lb_from(&packet::tcp(outside(36000), node_port(), SYN, 1, b""), uplink)
+            .map_err(anyhow::Error::from)
+    })??;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, *p.dst.ip()), (outside(36000), local));
+    Ok(())
+}

@@ -14,172 +14,21 @@
 //! deleted on drop, also when the test fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 
-use anyhow::Context as _;
 use waggle_dataplane::lb::{
     self, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
 };
 use waggle_dataplane::lb_abi::ReasonV1;
 use waggle_dataplane::{Dataplane, LoadConfig};
+use waggle_tests::lbnet::{self, Conn, NODE_IP, Servers, TIMEOUT, ask_once, ask_udp, attach_pod, firewall_rules};
 use waggle_tests::{NetNs, is_root};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
-const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const BACKEND_IPS: [Ipv4Addr; 3] =
     [Ipv4Addr::new(10, 244, 0, 11), Ipv4Addr::new(10, 244, 0, 12), Ipv4Addr::new(10, 244, 0, 13)];
-const TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Sets sysctls inside a namespace.
-fn sysctl(ns: &NetNs, settings: &[&str]) -> anyhow::Result<()> {
-    for s in settings {
-        ns.exec("sysctl", &["-qw", s])?;
-    }
-    Ok(())
-}
-
-/// A pod namespace whose `eth0` is a veth to bridge `br0` in `node`; the
-/// host side is named `host`.
-fn attach_pod(node: &NetNs, pod: &NetNs, host: &str, addr: &str) -> anyhow::Result<()> {
-    node.ip(&["link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pod.name()])?;
-    node.ip(&["link", "set", host, "master", "br0", "up"])?;
-    pod.ip(&["addr", "add", addr, "dev", "eth0"])?;
-    pod.ip(&["link", "set", "eth0", "up"])?;
-    pod.ip(&["route", "add", "default", "via", "10.244.0.1"])?;
-    Ok(())
-}
-
-/// TCP and UDP servers that answer every line / datagram with their name.
-struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Servers {
-    fn start(backends: &[(NetNs, String)]) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        for (ns, name) in backends {
-            let (tcp, udp) = ns.run(|| -> std::io::Result<_> {
-                Ok((TcpListener::bind("0.0.0.0:8080")?, UdpSocket::bind("0.0.0.0:5353")?))
-            })??;
-            tcp.set_nonblocking(true)?;
-            udp.set_read_timeout(Some(Duration::from_millis(50)))?;
-            let (stop_tcp, name_tcp) = (stop.clone(), name.clone());
-            threads.push(std::thread::spawn(move || serve_tcp(&tcp, &name_tcp, &stop_tcp)));
-            let (stop_udp, name_udp) = (stop.clone(), name.clone());
-            threads.push(std::thread::spawn(move || serve_udp(&udp, &name_udp, &stop_udp)));
-        }
-        Ok(Self { stop, threads })
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_tcp(listener: &TcpListener, name: &str, stop: &Arc<AtomicBool>) {
-    let mut conns = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let (name, stop) = (name.to_string(), stop.clone());
-                conns.push(std::thread::spawn(move || {
-                    let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-                    let mut reader = BufReader::new(match stream.try_clone() {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    });
-                    let mut writer = stream;
-                    let mut line = String::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        match reader.read_line(&mut line) {
-                            Ok(0) => return,
-                            Ok(_) => {
-                                line.clear();
-                                if writer.write_all(format!("{name}\n").as_bytes()).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                            Err(_) => return,
-                        }
-                    }
-                }));
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => break,
-        }
-    }
-    for c in conns {
-        let _ = c.join();
-    }
-}
-
-fn serve_udp(socket: &UdpSocket, name: &str, stop: &Arc<AtomicBool>) {
-    let mut buf = [0u8; 512];
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok((_, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(name.as_bytes(), from);
-        }
-    }
-}
-
-/// An open connection to a VIP that asks "who are you?" on demand.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Conn {
-    fn open(ns: &NetNs, to: SocketAddrV4) -> anyhow::Result<Self> {
-        let stream = ns
-            .run(|| TcpStream::connect_timeout(&SocketAddr::V4(to), TIMEOUT))?
-            .with_context(|| format!("connecting to {to}"))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        Ok(Self { reader: BufReader::new(stream.try_clone()?), writer: stream })
-    }
-
-    fn who(&mut self) -> anyhow::Result<String> {
-        self.writer.write_all(b"who\n")?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line).context("reading the backend's answer")?;
-        anyhow::ensure!(!line.is_empty(), "connection closed");
-        Ok(line.trim().to_string())
-    }
-}
-
-/// One short connection: connect, ask, close.
-fn ask_once(ns: &NetNs, to: SocketAddrV4) -> anyhow::Result<String> {
-    Conn::open(ns, to)?.who()
-}
-
-fn ask_udp(ns: &NetNs, to: SocketAddrV4) -> anyhow::Result<String> {
-    ns.run(|| -> anyhow::Result<String> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        // Connected: the kernel only delivers datagrams from `to`, so an answer
-        // proves the reverse NAT turned the backend back into the VIP.
-        s.connect(to)?;
-        s.set_read_timeout(Some(TIMEOUT))?;
-        s.send(b"who")?;
-        let mut buf = [0u8; 64];
-        let n = s.recv(&mut buf).context("waiting for the UDP answer")?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })?
-}
-
 struct Cluster {
     services: Vec<Service>,
     slice: EndpointSlice,
@@ -227,51 +76,18 @@ impl Cluster {
     }
 }
 
-/// Every rule line `iptables-save` and `nft list ruleset` print in `ns`.
-fn firewall_rules(ns: &NetNs) -> anyhow::Result<String> {
-    let ipt = ns.exec("iptables-save", &[])?;
-    let nft = ns.exec("nft", &["list", "ruleset"])?;
-    Ok(format!("{}{}", String::from_utf8_lossy(&ipt.stdout), String::from_utf8_lossy(&nft.stdout)))
-}
-
 #[test]
 fn cluster_ip_and_node_port_balance_real_tcp_and_udp_traffic_without_iptables() -> anyhow::Result<()> {
     assert!(is_root(), "this test loads eBPF programs and creates namespaces: run it as root");
-    let node = NetNs::new("node")?;
+    let node = lbnet::node()?;
+    let external = lbnet::external(&node)?;
     let client = NetNs::new("cli")?;
-    let external = NetNs::new("ext")?;
     let backends: Vec<(NetNs, String)> =
         (1..=3).map(|i| Ok((NetNs::new(&format!("be{i}"))?, format!("backend-{i}")))).collect::<anyhow::Result<_>>()?;
-
-    // The node: a bridge for pods, an uplink to the external namespace,
-    // forwarding on, redirects off, no reverse-path filter. accept_local:
-    // NodePort replies leave with the node's own address as source.
-    node.ip(&["link", "add", "br0", "type", "bridge"])?;
-    node.ip(&["addr", "add", "10.244.0.1/24", "dev", "br0"])?;
-    node.ip(&["link", "set", "br0", "up"])?;
-    node.ip(&["link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", external.name()])?;
-    node.ip(&["addr", "add", "10.9.0.1/24", "dev", "uplink"])?;
-    node.ip(&["link", "set", "uplink", "up"])?;
-    external.ip(&["addr", "add", "10.9.0.2/24", "dev", "eth0"])?;
-    external.ip(&["link", "set", "eth0", "up"])?;
-    external.ip(&["route", "add", "default", "via", "10.9.0.1"])?;
     attach_pod(&node, &client, "hcli", "10.244.0.100/24")?;
     for (i, (ns, _)) in backends.iter().enumerate() {
         attach_pod(&node, ns, &format!("hbe{}", i + 1), &format!("{}/24", BACKEND_IPS[i]))?;
     }
-    sysctl(
-        &node,
-        &[
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-            "net.ipv4.conf.br0.rp_filter=0",
-            "net.ipv4.conf.all.send_redirects=0",
-            "net.ipv4.conf.br0.send_redirects=0",
-            "net.ipv4.conf.all.accept_local=1",
-            "net.ipv4.conf.br0.accept_local=1",
-        ],
-    )?;
     let rules_before: Vec<String> = [&node, &client, &external]
         .into_iter()
         .chain(backends.iter().map(|(ns, _)| ns))
@@ -368,26 +184,14 @@ fn cluster_ip_and_node_port_balance_real_tcp_and_udp_traffic_without_iptables() 
 #[test]
 fn an_open_connection_survives_the_agent_dying_and_restarting() -> anyhow::Result<()> {
     assert!(is_root(), "this test loads eBPF programs and creates namespaces: run it as root");
-    let node = NetNs::new("node")?;
+    let node = lbnet::node()?;
     let client = NetNs::new("cli")?;
     let backends: Vec<(NetNs, String)> =
         (1..=3).map(|i| Ok((NetNs::new(&format!("be{i}"))?, format!("backend-{i}")))).collect::<anyhow::Result<_>>()?;
-    node.ip(&["link", "add", "br0", "type", "bridge"])?;
-    node.ip(&["addr", "add", "10.244.0.1/24", "dev", "br0"])?;
-    node.ip(&["link", "set", "br0", "up"])?;
     attach_pod(&node, &client, "hcli", "10.244.0.100/24")?;
     for (i, (ns, _)) in backends.iter().enumerate() {
         attach_pod(&node, ns, &format!("hbe{}", i + 1), &format!("{}/24", BACKEND_IPS[i]))?;
     }
-    sysctl(
-        &node,
-        &[
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.all.send_redirects=0",
-            "net.ipv4.conf.br0.send_redirects=0",
-        ],
-    )?;
     let _servers = Servers::start(&backends)?;
     let pins = waggle_tests::bpffs::PinDir::new("lbrs")?;
     let config = LoadConfig { pin_dir: Some(pins.path().to_path_buf()), ..LoadConfig::default() };

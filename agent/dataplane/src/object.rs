@@ -260,6 +260,72 @@ impl Dataplane {
         })
     }
 
+    /// Attaches the Service load balancer to the node uplink `iface` as XDP
+    /// (native mode): NodePort, externalIP and LoadBalancer-IP flows from
+    /// outside are balanced before the stack allocates an skb. Their replies
+    /// leave through pod veths, where [`Self::attach_tc_lb`] translates them.
+    pub fn attach_xdp_lb(&mut self, iface: &str) -> Result<(), Error> {
+        let name = lb::names::XDP_LB;
+        let prog = self.xdp(name)?;
+        prog.attach(iface, XdpMode::Driver).map_err(|source| Error::Program {
+            name,
+            action: format!("attaching to {iface} in native mode"),
+            source,
+        })?;
+        tracing::info!(program = name, iface, "attached XDP LB program");
+        Ok(())
+    }
+
+    /// Runs the XDP LB program once on `frame` with BPF_PROG_TEST_RUN and
+    /// returns its verdict and the frame as the program left it.
+    pub fn test_run_xdp_lb(&mut self, frame: &[u8]) -> Result<(TestRunResult, Vec<u8>), Error> {
+        self.test_run_xdp_lb_from(frame, 0)
+    }
+
+    /// As [`Self::test_run_xdp_lb`], as if `frame` arrived on interface
+    /// `ingress_ifindex` of the calling thread's network namespace (0: none),
+    /// so the program's route lookups start from there.
+    pub fn test_run_xdp_lb_from(
+        &mut self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+    ) -> Result<(TestRunResult, Vec<u8>), Error> {
+        let name = lb::names::XDP_LB;
+        let prog = self.xdp(name)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex; data_end must be the frame's length.
+        let xdp_md: Vec<u8> =
+            [0, frame.len() as u32, 0, ingress_ifindex, 0, 0].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        if ingress_ifindex != 0 {
+            opts.ctx_in = Some(&xdp_md);
+        }
+        let result = prog.test_run(opts).map_err(|source| Error::Program {
+            name,
+            action: format!("test-running on a {}-byte frame from interface {ingress_ifindex}", frame.len()),
+            source,
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result, out))
+    }
+
+    /// Runs the XDP LB program `repeat` times on `frame`; for per-packet cost.
+    pub fn bench_xdp_lb(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunResult, Error> {
+        let name = lb::names::XDP_LB;
+        let prog = self.xdp(name)?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat;
+        prog.test_run(opts).map_err(|source| Error::Program {
+            name,
+            action: format!("test-running {repeat} times"),
+            source,
+        })
+    }
+
     /// Attaches the counting XDP program to `iface` (native mode).
     pub fn attach_xdp_counter(&mut self, iface: &str) -> Result<(), Error> {
         let name = names::XDP_COUNT;

@@ -47,6 +47,9 @@ pub mod names {
     /// tc program for the host side of pod veths and for node interfaces
     /// (ingress): Service DNAT for requests, reverse NAT for replies.
     pub const TC_LB: &str = "tc_lb";
+    /// XDP program for the node uplink: the same stages as [`TC_LB`] on
+    /// frames from outside the node (NodePort, externalIPs, LB IPs).
+    pub const XDP_LB: &str = "xdp_lb";
 }
 
 /// IP protocol number of TCP.
@@ -178,6 +181,28 @@ const _: () = assert!(core::mem::offset_of!(CtEntryV1, created_ns) == 16);
 /// [`CtEntryV1::flags`]: a FIN or RST was seen; a new SYN on this tuple
 /// starts a new flow.
 pub const CT_F_CLOSING: u8 = 1 << 0;
+/// [`CtEntryV1::flags`]: a hairpin flow, a pod that reached itself through a
+/// Service. Its source is rewritten to [`HAIRPIN_SNAT_ADDR`] (the source
+/// port is kept), because a packet from the pod's own address would be
+/// dropped as a martian by the pod; its replies get their destination turned
+/// back into the pod.
+pub const CT_F_HAIRPIN: u8 = 1 << 1;
+
+/// [`CtEntryV1::flags`]: an externally reached flow (NodePort, externalIP,
+/// LoadBalancer IP with externalTrafficPolicy Cluster) sent to a backend on
+/// another node: its source is rewritten to this node's address on the
+/// route to the backend (the client's port is kept), so that the replies
+/// come back through this node. The reply-direction entry of such a flow
+/// holds the client's address and port in `backend_addr_be` /
+/// `backend_port_be`: where the translated reply goes.
+pub const CT_F_SNAT: u8 = 1 << 2;
+
+/// Source address of hairpin flows (169.254.42.1, in memory order): a
+/// link-local address no pod owns, which the pod answers through its default
+/// gateway, that is through the host side of its veth, where the reply is
+/// translated back (Cilium's "service loopback" address, the role the
+/// bridge's address plays in kube-proxy's masquerade-hairpin).
+pub const HAIRPIN_SNAT_ADDR: u32 = u32::from_ne_bytes([169, 254, 42, 1]);
 
 /// A flow that saw no packet for this long is forgotten (TCP).
 pub const CT_TIMEOUT_TCP_NS: u64 = 6 * 3600 * 1_000_000_000;

@@ -7,6 +7,7 @@
 
 mod counters;
 mod lb;
+mod packet;
 mod parse;
 
 use aya_ebpf::{
@@ -52,7 +53,21 @@ pub fn tc_lb(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_tc_lb(ctx: &TcContext) -> i32 {
     let reason = lb::process(ctx);
-    lb::verdict::finish(ctx, reason)
+    lb::verdict::finish_tc(ctx, reason)
+}
+
+/// Service load balancing on the node uplink (XDP): NodePort, externalIPs
+/// and LoadBalancer IPs reached from outside are DNATed before the stack
+/// sees them; everything else passes on.
+#[xdp]
+pub fn xdp_lb(ctx: XdpContext) -> u32 {
+    try_xdp_lb(&ctx)
+}
+
+#[inline(always)]
+fn try_xdp_lb(ctx: &XdpContext) -> u32 {
+    let reason = lb::process(ctx);
+    lb::verdict::finish_xdp(ctx, reason)
 }
 
 #[cfg(not(test))]

@@ -3,6 +3,8 @@
 
 use waggle_ebpf_common::{ETH_HDR_LEN, ETH_P_IP, IPPROTO_UDP};
 
+use crate::packet::Packet;
+
 /// What a frame is, as far as the counters care.
 #[derive(Clone, Copy)]
 pub struct Class {
@@ -69,10 +71,10 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Reads an IPv4 TCP/UDP header pair through `bpf_skb_load_bytes`, which
-/// takes variable offsets (IP options) without verifier gymnastics.
+/// Reads an IPv4 TCP/UDP header pair through the hook's load-bytes helper,
+/// which takes variable offsets (IP options) without verifier gymnastics.
 #[inline(always)]
-pub fn ipv4_flow(ctx: &aya_ebpf::programs::TcContext) -> Result<Ipv4Flow, waggle_ebpf_common::lb::ReasonV1> {
+pub fn ipv4_flow<P: Packet>(ctx: &P) -> Result<Ipv4Flow, waggle_ebpf_common::lb::ReasonV1> {
     use waggle_ebpf_common::lb::{IPPROTO_TCP, ReasonV1};
 
     let ethertype_be: [u8; 2] = ctx.load(ETHERTYPE_OFF).map_err(|_| ReasonV1::Truncated)?;

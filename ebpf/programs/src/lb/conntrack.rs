@@ -6,7 +6,8 @@
 //! replies must appear to come from.
 
 use waggle_ebpf_common::lb::{
-    CT_DIR_REPLY, CT_DIR_SERVICE, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV1, CtKeyV1, IPPROTO_TCP,
+    CT_DIR_REPLY, CT_DIR_SERVICE, CT_F_HAIRPIN, CT_F_SNAT, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV1, CtKeyV1,
+    HAIRPIN_SNAT_ADDR, IPPROTO_TCP,
 };
 
 use super::{maps::CONNTRACK, select::Chosen};
@@ -16,6 +17,38 @@ use crate::parse::{Ipv4Flow, TCP_ACK, TCP_SYN};
 pub struct Tracked {
     pub addr_be: u32,
     pub port_be: u16,
+    /// How the source is rewritten too, if at all.
+    pub source: SourceNat,
+}
+
+/// Whether, and why, a flow's source is rewritten on its way to the backend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SourceNat {
+    None,
+    /// The client is its own backend: the source becomes `HAIRPIN_SNAT_ADDR`.
+    Hairpin,
+    /// The backend is on another node: the source becomes this node's
+    /// address towards it (found again per packet, by route lookup).
+    Node(u32),
+}
+
+impl SourceNat {
+    #[inline(always)]
+    fn flag(self) -> u8 {
+        match self {
+            SourceNat::None => 0,
+            SourceNat::Hairpin => CT_F_HAIRPIN,
+            SourceNat::Node(_) => CT_F_SNAT,
+        }
+    }
+}
+
+/// What a reply is translated back to.
+pub struct Reply {
+    pub rev_nat_index: u32,
+    /// Where the reply's destination goes back to, when the flow's source
+    /// was rewritten: (address, port).
+    pub to_client: Option<(u32, u16)>,
 }
 
 #[inline(always)]
@@ -52,25 +85,44 @@ pub fn lookup_service(flow: &Ipv4Flow, now: u64) -> Option<Tracked> {
             return None;
         }
         (*entry).last_seen_ns = now;
-        Some(Tracked { addr_be: (*entry).backend_addr_be, port_be: (*entry).backend_port_be })
+        let flags = (*entry).flags;
+        let source = if flags & CT_F_HAIRPIN != 0 {
+            SourceNat::Hairpin
+        } else if flags & CT_F_SNAT != 0 {
+            // Marked, resolved by the caller (a route lookup).
+            SourceNat::Node(0)
+        } else {
+            SourceNat::None
+        };
+        Some(Tracked { addr_be: (*entry).backend_addr_be, port_be: (*entry).backend_port_be, source })
     }
 }
 
-/// The rev-NAT index of the flow this packet is a reply of, if any.
+/// How to translate the flow this packet is a reply of, if any.
 #[inline(always)]
-pub fn lookup_reply(flow: &Ipv4Flow) -> Option<u32> {
+pub fn lookup_reply(flow: &Ipv4Flow) -> Option<Reply> {
     let key = CtKeyV1 { dir: CT_DIR_REPLY, ..service_key(flow) };
     // SAFETY: copied out at once.
-    unsafe { CONNTRACK.get(key) }.map(|entry| entry.rev_nat_index)
+    let entry = unsafe { CONNTRACK.get(key) }?;
+    let to_client = if entry.flags & CT_F_HAIRPIN != 0 {
+        // The pod was its own client, on the same port.
+        Some((flow.saddr_be, flow.dport_be))
+    } else if entry.flags & CT_F_SNAT != 0 {
+        Some((entry.backend_addr_be, entry.backend_port_be))
+    } else {
+        None
+    };
+    Some(Reply { rev_nat_index: entry.rev_nat_index, to_client })
 }
 
-/// Records a new flow in both directions.
+/// Records a new flow in both directions. A source-NATed flow's replies are
+/// addressed to the address it was rewritten to, so that is its reply key.
 #[inline(always)]
-pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64) -> Result<(), ()> {
+pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64, source: SourceNat) -> Result<(), ()> {
     let entry = CtEntryV1 {
         backend_addr_be: chosen.backend.addr_be,
         backend_port_be: chosen.backend.port_be,
-        flags: 0,
+        flags: source.flag(),
         _pad: 0,
         backend_id: chosen.backend_id,
         rev_nat_index,
@@ -79,7 +131,11 @@ pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64) ->
     };
     let reply_key = CtKeyV1 {
         saddr_be: chosen.backend.addr_be,
-        daddr_be: flow.saddr_be,
+        daddr_be: match source {
+            SourceNat::None => flow.saddr_be,
+            SourceNat::Hairpin => HAIRPIN_SNAT_ADDR,
+            SourceNat::Node(addr) => addr,
+        },
         sport_be: chosen.backend.port_be,
         dport_be: flow.sport_be,
         proto: flow.proto,
@@ -88,6 +144,10 @@ pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64) ->
     };
     // Reply entry first: once the service entry exists, packets take the fast
     // path and rely on replies being translated.
-    CONNTRACK.insert(reply_key, entry, 0).map_err(|_| ())?;
+    let reply = match source {
+        SourceNat::Node(_) => CtEntryV1 { backend_addr_be: flow.saddr_be, backend_port_be: flow.sport_be, ..entry },
+        _ => entry,
+    };
+    CONNTRACK.insert(reply_key, reply, 0).map_err(|_| ())?;
     CONNTRACK.insert(service_key(flow), entry, 0).map_err(|_| ())
 }

@@ -1,7 +1,12 @@
 //! Service load balancing, one module per stage.
 //!
-//! Lookup order, for every IPv4 TCP/UDP packet entering a pod veth's host side
-//! or a node interface (tc ingress):
+//! The same stages run in both hooks, written against [`Packet`]: `tc_lb`
+//! (tc ingress of pod veths' host sides and node interfaces) and `xdp_lb`
+//! (XDP on the node uplink, for NodePort, externalIPs and LoadBalancer IPs
+//! reached from outside; replies of those flows leave through a pod veth,
+//! whose `tc_lb` translates them back).
+//!
+//! Lookup order, for every IPv4 TCP/UDP packet:
 //!
 //! 1. `LB4_SVC_V1[daddr, dport, proto]`
 //!    - miss → 2. `LB4_CT_V1[reply tuple]`: hit → reverse NAT (saddr, sport ←
@@ -15,6 +20,13 @@
 //! 6. otherwise `LB4_MAGLEV_V1[row * M + flow_hash % M]` → backend id →
 //!    `LB4_BACKEND_V1`.
 //! 7. record both directions in `LB4_CT_V1` (and the affinity), then DNAT.
+//!    Hairpin (the backend is the client itself): the source becomes
+//!    `HAIRPIN_SNAT_ADDR` too, and the reply entry is keyed on it. A
+//!    NodePort/externalIP frontend with externalTrafficPolicy Cluster whose
+//!    backend is routed back out of the interface the packet came in on
+//!    (another node's pod): the source becomes this node's address on that
+//!    route (client port kept), so replies return here to be translated.
+//!    Local policy, and Cluster with a local backend, keep the client address.
 
 pub mod conntrack;
 pub mod maps;
@@ -23,14 +35,18 @@ pub mod reject;
 pub mod select;
 pub mod verdict;
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
-use waggle_ebpf_common::lb::{ReasonV1, ServiceKeyV1};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use conntrack::SourceNat;
+use waggle_ebpf_common::lb::{
+    HAIRPIN_SNAT_ADDR, ReasonV1, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_NODEPORT, ServiceKeyV1, ServiceValueV1,
+};
 
+use crate::packet::{self, Packet};
 use crate::parse::{self, Ipv4Flow};
 
 /// Runs the stages on one packet and says why it ended where it did.
 #[inline(always)]
-pub fn process(ctx: &TcContext) -> ReasonV1 {
+pub fn process<P: Packet>(ctx: &P) -> ReasonV1 {
     let flow = match parse::ipv4_flow(ctx) {
         Ok(flow) => flow,
         Err(reason) => return reason,
@@ -42,8 +58,16 @@ pub fn process(ctx: &TcContext) -> ReasonV1 {
         return reply(ctx, &flow);
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(backend) = conntrack::lookup_service(&flow, now) {
-        return match nat::dnat(ctx, &flow, backend.addr_be, backend.port_be) {
+    if let Some(tracked) = conntrack::lookup_service(&flow, now) {
+        let source = match tracked.source {
+            SourceNat::Node(_) => match packet::source_towards(ctx, tracked.addr_be) {
+                Some(addr) => SourceNat::Node(addr),
+                // The route changed; the flow is lost either way.
+                None => SourceNat::None,
+            },
+            other => other,
+        };
+        return match to_backend(ctx, &flow, tracked.addr_be, tracked.port_be, source) {
             Ok(()) => ReasonV1::CtHit,
             Err(()) => ReasonV1::RewriteFailed,
         };
@@ -55,27 +79,60 @@ pub fn process(ctx: &TcContext) -> ReasonV1 {
         Ok(chosen) => chosen,
         Err(reason) => return reason,
     };
-    if conntrack::create(&flow, &chosen, svc.rev_nat_index, now).is_err() {
+    let source = source_nat(ctx, &flow, &svc, chosen.backend.addr_be);
+    if conntrack::create(&flow, &chosen, svc.rev_nat_index, now, source).is_err() {
         return ReasonV1::MapUpdateFailed;
     }
-    match nat::dnat(ctx, &flow, chosen.backend.addr_be, chosen.backend.port_be) {
+    match to_backend(ctx, &flow, chosen.backend.addr_be, chosen.backend.port_be, source) {
         Ok(()) => chosen.reason,
         Err(()) => ReasonV1::RewriteFailed,
+    }
+}
+
+/// Whether a new flow's source must be rewritten too (see the module doc).
+#[inline(always)]
+fn source_nat<P: Packet>(ctx: &P, flow: &Ipv4Flow, svc: &ServiceValueV1, backend_be: u32) -> SourceNat {
+    if backend_be == flow.saddr_be {
+        return SourceNat::Hairpin;
+    }
+    let external = svc.flags & (SVC_F_NODEPORT | SVC_F_EXTERNAL) != 0;
+    if external && svc.flags & SVC_F_LOCAL == 0 {
+        if let Some(addr) = packet::source_towards(ctx, backend_be) {
+            return SourceNat::Node(addr);
+        }
+    }
+    SourceNat::None
+}
+
+/// DNAT to the backend, and the source rewrite the flow needs.
+#[inline(always)]
+fn to_backend<P: Packet>(ctx: &P, flow: &Ipv4Flow, addr_be: u32, port_be: u16, source: SourceNat) -> Result<(), ()> {
+    nat::dnat(ctx, flow, addr_be, port_be)?;
+    match source {
+        SourceNat::None => Ok(()),
+        SourceNat::Hairpin => nat::snat(ctx, flow, HAIRPIN_SNAT_ADDR, flow.sport_be),
+        SourceNat::Node(addr) => nat::snat(ctx, flow, addr, flow.sport_be),
     }
 }
 
 /// Not addressed to a Service: a reply of a tracked flow gets its source
 /// turned back into the frontend; anything else passes untouched.
 #[inline(always)]
-fn reply(ctx: &TcContext, flow: &Ipv4Flow) -> ReasonV1 {
-    let Some(rev_nat_index) = conntrack::lookup_reply(flow) else {
+fn reply<P: Packet>(ctx: &P, flow: &Ipv4Flow) -> ReasonV1 {
+    let Some(tracked) = conntrack::lookup_reply(flow) else {
         return ReasonV1::NoService;
     };
     // SAFETY: copied out at once, as above.
-    let Some(frontend) = (unsafe { maps::REV_NAT.get(rev_nat_index) }).copied() else {
+    let Some(frontend) = (unsafe { maps::REV_NAT.get(tracked.rev_nat_index) }).copied() else {
         return ReasonV1::RevNatMissing;
     };
-    match nat::snat(ctx, flow, frontend.addr_be, frontend.port_be) {
+    let mut rewritten = nat::snat(ctx, flow, frontend.addr_be, frontend.port_be);
+    if let (Some((addr, port)), Ok(())) = (tracked.to_client, rewritten) {
+        // The backend answered the address the flow was source-NATed to;
+        // the answer goes on to the client.
+        rewritten = nat::dnat(ctx, flow, addr, port);
+    }
+    match rewritten {
         Ok(()) => ReasonV1::RevNat,
         Err(()) => ReasonV1::RewriteFailed,
     }

@@ -4,21 +4,17 @@
 //! flow) is dropped with its reason code.
 //!
 //! Both answers are built in place and sent back out of the interface the
-//! packet came in on: the RST by cutting the frame to its headers and
+//! packet came in on (tc: a redirect; XDP: `XDP_TX`): the RST by cutting the frame to its headers and
 //! swapping addresses and ports; the ICMP error by opening 28 bytes of room
 //! after the Ethernet header (new IPv4 + ICMP headers) and cutting the frame
 //! after the first 8 bytes of the quoted UDP header (RFC 792).
 
-use aya_ebpf::{
-    bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
-    helpers::{bpf_redirect, bpf_skb_change_tail},
-    programs::TcContext,
-};
 use waggle_ebpf_common::{
-    ETH_HDR_LEN, IPPROTO_UDP,
+    ETH_HDR_LEN, ETH_P_IP, IPPROTO_UDP,
     lb::{IPPROTO_TCP, ReasonV1},
 };
 
+use crate::packet::Packet;
 use crate::parse::{Ipv4Flow, TCP_ACK, TCP_RST, TCP_SYN};
 
 const IPV4_HDR_LEN: usize = 20;
@@ -26,7 +22,7 @@ const TCP_HDR_LEN: usize = 20;
 const RST_FRAME_LEN: usize = ETH_HDR_LEN + IPV4_HDR_LEN + TCP_HDR_LEN;
 
 #[inline(always)]
-pub fn no_backends(ctx: &TcContext, flow: &Ipv4Flow) -> ReasonV1 {
+pub fn no_backends<P: Packet>(ctx: &P, flow: &Ipv4Flow) -> ReasonV1 {
     // IP options would move the L4 header; such packets are dropped instead.
     if flow.ihl_bytes != IPV4_HDR_LEN {
         return ReasonV1::NoBackendsDrop;
@@ -54,9 +50,9 @@ const ICMP_FRAME_LEN: usize = ETH_HDR_LEN + IPV4_HDR_LEN + ICMP_HDR_LEN + QUOTE_
 const IPPROTO_ICMP: u8 = 1;
 
 #[inline(always)]
-fn answer_port_unreachable(ctx: &TcContext, flow: &Ipv4Flow) -> Result<(), ()> {
-    let quote: [u8; QUOTE_LEN] = ctx.load(ETH_HDR_LEN).map_err(|_| ())?;
-    let macs: [u8; 12] = ctx.load(0).map_err(|_| ())?;
+fn answer_port_unreachable<P: Packet>(ctx: &P, flow: &Ipv4Flow) -> Result<(), ()> {
+    let quote: [u8; QUOTE_LEN] = ctx.load(ETH_HDR_LEN)?;
+    let macs: [u8; 12] = ctx.load(0)?;
 
     let mut hdr = [0u8; IPV4_HDR_LEN + ICMP_HDR_LEN];
     let (ip, icmp) = hdr.split_at_mut(IPV4_HDR_LEN);
@@ -68,23 +64,23 @@ fn answer_port_unreachable(ctx: &TcContext, flow: &Ipv4Flow) -> Result<(), ()> {
 
     // Room for the new IPv4 + ICMP headers between Ethernet and the quoted
     // IPv4 header, then cut everything after the quote.
-    ctx.adjust_room((IPV4_HDR_LEN + ICMP_HDR_LEN) as i32, BPF_ADJ_ROOM_MAC, 0).map_err(|_| ())?;
-    // SAFETY: `ctx.skb.skb` is the program's own context pointer.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, ICMP_FRAME_LEN as u32, 0) } != 0 {
-        return Err(());
-    }
-    ctx.store(0, &swap_macs(&macs), 0).map_err(|_| ())?;
-    ctx.store(ETH_HDR_LEN, &hdr, 0).map_err(|_| ())?;
-    redirect_back(ctx);
+    ctx.grow_after_eth(IPV4_HDR_LEN + ICMP_HDR_LEN)?;
+    ctx.truncate(ICMP_FRAME_LEN)?;
+    ctx.store(0, &reply_eth(&macs))?;
+    ctx.store(ETH_HDR_LEN, &hdr)?;
+    ctx.bounce();
     Ok(())
 }
 
+/// The Ethernet header of the answer: addresses swapped, IPv4. Written whole,
+/// because growing the frame may have left anything in the EtherType.
 #[inline(always)]
-fn swap_macs(macs: &[u8; 12]) -> [u8; 12] {
-    let mut swapped = [0u8; 12];
-    swapped[..6].copy_from_slice(&macs[6..]);
-    swapped[6..].copy_from_slice(&macs[..6]);
-    swapped
+fn reply_eth(macs: &[u8; 12]) -> [u8; ETH_HDR_LEN] {
+    let mut eth = [0u8; ETH_HDR_LEN];
+    eth[..6].copy_from_slice(&macs[6..]);
+    eth[6..12].copy_from_slice(&macs[..6]);
+    eth[12..].copy_from_slice(&ETH_P_IP.to_be_bytes());
+    eth
 }
 
 /// An IPv4 header from the frontend back to the client, checksum included.
@@ -101,28 +97,16 @@ fn ipv4_header(ip: &mut [u8], tot_len: u16, proto: u8, flow: &Ipv4Flow) {
     ip[10..12].copy_from_slice(&csum.to_ne_bytes());
 }
 
-/// Sends the rewritten frame out of the interface it came in on (flags 0:
-/// egress), towards the client; the verdict returns TC_ACT_REDIRECT.
 #[inline(always)]
-fn redirect_back(ctx: &TcContext) {
-    // SAFETY: reading the ingress interface index from our own context, and a
-    // plain helper call.
-    unsafe {
-        let ifindex = (*ctx.skb.skb).ifindex;
-        bpf_redirect(ifindex, 0);
-    }
-}
-
-#[inline(always)]
-fn answer_rst(ctx: &TcContext, flow: &Ipv4Flow) -> Result<(), ()> {
-    let tcp: [u8; TCP_HDR_LEN] = ctx.load(flow.l4_off).map_err(|_| ())?;
+fn answer_rst<P: Packet>(ctx: &P, flow: &Ipv4Flow) -> Result<(), ()> {
+    let tcp: [u8; TCP_HDR_LEN] = ctx.load(flow.l4_off)?;
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     let doff = usize::from(tcp[12] >> 4) * 4;
     let payload = usize::from(flow.tot_len).saturating_sub(flow.ihl_bytes + doff) as u32;
     // The SYN occupies one sequence number.
     let ack = seq.wrapping_add(1).wrapping_add(payload);
 
-    let macs: [u8; 12] = ctx.load(0).map_err(|_| ())?;
+    let macs: [u8; 12] = ctx.load(0)?;
 
     let mut hdr = [0u8; IPV4_HDR_LEN + TCP_HDR_LEN];
     let (ip, th) = hdr.split_at_mut(IPV4_HDR_LEN);
@@ -141,13 +125,10 @@ fn answer_rst(ctx: &TcContext, flow: &Ipv4Flow) -> Result<(), ()> {
     let tcp_csum = fold(sum_words(&pseudo) + sum_words(th));
     th[16..18].copy_from_slice(&tcp_csum.to_ne_bytes());
 
-    // SAFETY: `ctx.skb.skb` is the program's own context pointer.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, RST_FRAME_LEN as u32, 0) } != 0 {
-        return Err(());
-    }
-    ctx.store(0, &swap_macs(&macs), 0).map_err(|_| ())?;
-    ctx.store(ETH_HDR_LEN, &hdr, 0).map_err(|_| ())?;
-    redirect_back(ctx);
+    ctx.truncate(RST_FRAME_LEN)?;
+    ctx.store(0, &reply_eth(&macs))?;
+    ctx.store(ETH_HDR_LEN, &hdr)?;
+    ctx.bounce();
     Ok(())
 }
 

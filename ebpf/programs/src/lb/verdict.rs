@@ -1,20 +1,45 @@
-//! Reason codes become tc verdicts here, and only here; each is counted.
+//! Reason codes become tc and XDP verdicts here, and only here; each is
+//! counted (one counter per reason, both hooks together).
 
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
-    programs::TcContext,
-};
+use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action};
 use waggle_ebpf_common::lb::ReasonV1;
 
 use super::maps::REASONS;
+use crate::packet::Packet;
+
+/// What becomes of a packet, whichever hook it is in.
+enum Fate {
+    Pass,
+    Drop,
+    /// Back out of the interface it came in on (an answer built in place).
+    Bounce,
+}
 
 #[inline(always)]
-pub fn finish(ctx: &TcContext, reason: ReasonV1) -> i32 {
-    count(reason, u64::from(ctx.len()));
+pub fn finish_tc<P: Packet>(pkt: &P, reason: ReasonV1) -> i32 {
+    match fate(pkt, reason) {
+        Fate::Pass => TC_ACT_OK,
+        Fate::Drop => TC_ACT_SHOT,
+        Fate::Bounce => TC_ACT_REDIRECT,
+    }
+}
+
+#[inline(always)]
+pub fn finish_xdp<P: Packet>(pkt: &P, reason: ReasonV1) -> u32 {
+    match fate(pkt, reason) {
+        Fate::Pass => xdp_action::XDP_PASS,
+        Fate::Drop => xdp_action::XDP_DROP,
+        Fate::Bounce => xdp_action::XDP_TX,
+    }
+}
+
+#[inline(always)]
+fn fate<P: Packet>(pkt: &P, reason: ReasonV1) -> Fate {
+    count(reason, u64::from(pkt.len()));
     match reason {
-        ReasonV1::NoBackendsRst | ReasonV1::NoBackendsIcmp => TC_ACT_REDIRECT,
+        ReasonV1::NoBackendsRst | ReasonV1::NoBackendsIcmp => Fate::Bounce,
         ReasonV1::NoBackendsDrop | ReasonV1::BackendMissing | ReasonV1::MapUpdateFailed | ReasonV1::RewriteFailed => {
-            TC_ACT_SHOT
+            Fate::Drop
         }
         ReasonV1::NotIpv4L4
         | ReasonV1::Fragment
@@ -24,7 +49,7 @@ pub fn finish(ctx: &TcContext, reason: ReasonV1) -> i32 {
         | ReasonV1::AffinityHit
         | ReasonV1::CtHit
         | ReasonV1::RevNat
-        | ReasonV1::RevNatMissing => TC_ACT_OK,
+        | ReasonV1::RevNatMissing => Fate::Pass,
     }
 }
 

@@ -10,7 +10,7 @@ use aya::{
         tc::SchedClassifierLink,
     },
 };
-use waggle_ebpf_common::{lb, lb::MAGLEV_M, names};
+use waggle_ebpf_common::{lb, names};
 
 use crate::{
     Error,
@@ -120,14 +120,10 @@ impl Dataplane {
     /// `config.pin_dir` is set, pinned there (or reused from there).
     pub fn load_with(config: &LoadConfig) -> Result<Self, Error> {
         let cap = config.capacity;
-        let maglev_slots = cap.maglev_rows.checked_mul(MAGLEV_M).ok_or_else(|| Error::PinnedMapMismatch {
-            path: PathBuf::from(lb::names::MAGLEV),
-            problem: format!("{} Maglev rows overflow the array", cap.maglev_rows),
-        })?;
         let sizes = [
             (lb::names::SERVICES, cap.services),
             (lb::names::BACKENDS, cap.backends),
-            (lb::names::MAGLEV, maglev_slots),
+            (lb::names::MAGLEV, cap.maglev_rows),
             // One rev-NAT entry per frontend.
             (lb::names::REV_NAT, cap.services),
             (lb::names::CONNTRACK, cap.conntrack),

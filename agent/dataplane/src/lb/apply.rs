@@ -99,6 +99,12 @@ impl Current {
     pub fn frontend_count(&self) -> usize {
         self.frontends.len()
     }
+
+    /// Whether `fe` is in the kernel map with a Maglev row of its own group,
+    /// i.e. traffic to it is load balanced as desired.
+    pub fn is_programmed(&self, fe: &Frontend, spec: &super::desired::FrontendSpec) -> bool {
+        self.frontends.contains_key(&key_of(fe)) && self.groups.contains_key(&spec.group)
+    }
 }
 
 fn backend_of(b: &BackendV1) -> Option<Backend> {

@@ -19,6 +19,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("eBPF dataplane: {0}")]
+    Dataplane(#[from] waggle_dataplane::Error),
     #[error("configuration: {0}")]
     Config(String),
 }

@@ -18,6 +18,7 @@ pub mod manager;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod proxy;
 pub mod tls;
 
 use std::sync::Arc;

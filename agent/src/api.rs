@@ -2,7 +2,8 @@
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&previous=&limitBytes=`
 //!   (the API server proxies `pods/{name}/log` here);
 //! - `GET /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=` upgraded to a
-//!   WebSocket with subprotocol `v5.channel.k8s.io` or `v4.channel.k8s.io` (`pods/{name}/exec`).
+//!   WebSocket with subprotocol `v5.channel.k8s.io` or `v4.channel.k8s.io` (`pods/{name}/exec`);
+//! - `GET /metrics`: the Service proxy's Prometheus metrics (when it runs).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -29,6 +30,7 @@ struct Ctx {
     node: String,
     /// containerd itself, for streaming exec.
     exec: Option<(waggle_runtime::Runtime, PathBuf)>,
+    metrics: Option<Arc<crate::proxy::ProxyMetrics>>,
 }
 
 /// Serves until the listener fails. With `tls`, every connection must
@@ -41,10 +43,11 @@ pub async fn serve(
     runtime: Arc<dyn ContainerRuntime>,
     node: String,
     exec: Option<(waggle_runtime::Runtime, PathBuf)>,
+    metrics: Option<Arc<crate::proxy::ProxyMetrics>>,
 ) -> Result<(), crate::Error> {
     let addr = listener.local_addr().map_err(crate::Error::io("reading the agent API's address"))?;
     tracing::info!(%addr, https = tls.is_some(), "agent API listening");
-    let ctx = Arc::new(Ctx { store, runtime, node, exec });
+    let ctx = Arc::new(Ctx { store, runtime, node, exec, metrics });
     let acceptor = tls.as_ref().map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));
     let settings = tls.map(|(_, s)| Arc::new(s));
     loop {
@@ -150,6 +153,16 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["healthz"] => text(StatusCode::OK, "ok".into()),
+        ["metrics"] => match &ctx.metrics {
+            Some(m) => {
+                let mut r = text(StatusCode::OK, m.render());
+                if let Ok(v) = hyper::header::HeaderValue::from_str(crate::proxy::metrics::CONTENT_TYPE) {
+                    r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+                }
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "the Service proxy does not run on this node".into()),
+        },
         ["containerLogs", ns, pod, container] => {
             let q = query(&req);
             logs(ctx, ns, pod, container, &q).await

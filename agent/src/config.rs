@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// How often each pod is re-synced even when nothing is reported.
     pub resync: Duration,
+    /// The Service proxy (eBPF load balancing); `None` runs none.
+    pub proxy: Option<crate::proxy::ProxyConfig>,
 }
 
 impl AgentConfig {
@@ -78,6 +80,7 @@ impl AgentConfig {
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             resync: Duration::from_secs(5),
+            proxy: None,
         }
     }
 

@@ -139,8 +139,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     let tls =
         cfg.tls.as_ref().map(|t| tls::server_config(t, &cfg.node_name, ip).map(|c| (c, t.clone()))).transpose()?;
     let exec = Some((exec_runtime, cfg.root_dir.join("exec")));
-    let api =
-        listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec, metrics)));
+    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec, metrics)));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,

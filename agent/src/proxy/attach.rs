@@ -67,9 +67,7 @@ pub fn spawn(dp: Arc<Mutex<Dataplane>>, config: AttachConfig) -> Result<Attacher
             rt.block_on(scan_loop(dp, config, thread_stop, first_tx));
         })
         .map_err(Error::io("starting the attach thread"))?;
-    first_rx
-        .recv()
-        .map_err(|_| Error::Config("the attach thread ended before its first scan".into()))??;
+    first_rx.recv().map_err(|_| Error::Config("the attach thread ended before its first scan".into()))??;
     Ok(Attacher { stop })
 }
 

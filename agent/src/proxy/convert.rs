@@ -55,7 +55,11 @@ pub fn service(svc: &Service) -> lb::Service {
                 name: p.name.clone().unwrap_or_default(),
                 protocol: protocol(p.protocol.as_deref())?,
                 port: u16::try_from(p.port).ok()?,
-                node_port: if node_ports { p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0) } else { None },
+                node_port: if node_ports {
+                    p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0)
+                } else {
+                    None
+                },
             })
         })
         .collect();

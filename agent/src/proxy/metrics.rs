@@ -34,6 +34,8 @@ pub struct ProxyMetrics {
     pub services_recomputed: Counter,
     /// Frontends claimed by two Services.
     pub frontend_conflicts: Gauge,
+    /// Entries written to or deleted from the LB maps (a Maglev row counts one).
+    pub map_writes: Counter,
 }
 
 impl Default for ProxyMetrics {
@@ -66,8 +68,15 @@ impl ProxyMetrics {
             services_recomputed.clone(),
         );
         let frontend_conflicts = Gauge::default();
-        registry.register("frontend_conflicts", "Frontends claimed by more than one Service", frontend_conflicts.clone());
+        registry.register(
+            "frontend_conflicts",
+            "Frontends claimed by more than one Service",
+            frontend_conflicts.clone(),
+        );
+        let map_writes = Counter::default();
+        registry.register("map_writes", "Entries written to or deleted from the LB maps", map_writes.clone());
         Self {
+            map_writes,
             registry,
             map_full,
             unprogrammed_services,

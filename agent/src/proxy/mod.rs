@@ -90,9 +90,10 @@ pub async fn run(config: ProxyConfig, client: kube::Client, metrics: Arc<ProxyMe
 
     // 4. Watches and syncs.
     let (services, writer) = reflector::store::<Service>();
-    let service_events = reflector::reflector(writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .map(|e| e.map(Change::Service));
+    let service_events =
+        reflector::reflector(writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .map(|e| e.map(Change::Service));
     let slice_events = watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .map(|e| e.map(Change::Slice));

@@ -112,9 +112,7 @@ impl Syncer {
         loop {
             let synced = self.relist.services_synced && self.relist.slices_synced;
             let due = match first_pending {
-                Some(first) if synced => {
-                    Some((last_event + self.timing.debounce).min(first + self.timing.max_delay))
-                }
+                Some(first) if synced => Some((last_event + self.timing.debounce).min(first + self.timing.max_delay)),
                 _ => None,
             };
             let wake = match (due, retry_at) {
@@ -162,7 +160,8 @@ impl Syncer {
                 }
                 Event::InitDone => {
                     let seen = self.relist.services.take().unwrap_or_default();
-                    let gone: Vec<ObjectKey> = self.index.service_keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                    let gone: Vec<ObjectKey> =
+                        self.index.service_keys().filter(|k| !seen.contains(*k)).cloned().collect();
                     for (ns, name) in gone {
                         self.index.remove_service(&ns, &name);
                     }
@@ -188,7 +187,8 @@ impl Syncer {
                 }
                 Event::InitDone => {
                     let seen = self.relist.slices.take().unwrap_or_default();
-                    let gone: Vec<ObjectKey> = self.index.slice_keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                    let gone: Vec<ObjectKey> =
+                        self.index.slice_keys().filter(|k| !seen.contains(*k)).cloned().collect();
                     for (ns, name) in gone {
                         self.index.remove_slice(&ns, &name);
                     }
@@ -221,6 +221,7 @@ impl Syncer {
         let error = match result {
             Ok(stats) => {
                 self.failed = false;
+                self.metrics.map_writes.inc_by(stats.total() as u64);
                 tracing::debug!(?stats, recomputed = refreshed.recomputed, ?elapsed, "synced the Service maps");
                 None
             }

@@ -93,10 +93,10 @@ pub async fn run(config: ProxyConfig, client: kube::Client, metrics: Arc<ProxyMe
     let service_events =
         reflector::reflector(writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()))
             .default_backoff()
-            .map(|e| e.map(Change::Service));
+            .map(|e| e.map(|ev| Change::Service(Box::new(ev))));
     let slice_events = watcher(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default())
         .default_backoff()
-        .map(|e| e.map(Change::Slice));
+        .map(|e| e.map(|ev| Change::Slice(Box::new(ev))));
     let events = std::pin::pin!(futures::stream::select(service_events, slice_events));
     let reporter = Reporter { controller: "waggle-proxy".into(), instance: Some(config.node_name.clone()) };
     let recorder = Recorder::new(client, reporter);

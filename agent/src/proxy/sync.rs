@@ -45,8 +45,8 @@ impl Default for SyncTiming {
 }
 
 pub(crate) enum Change {
-    Service(Event<Service>),
-    Slice(Event<EndpointSlice>),
+    Service(Box<Event<Service>>),
+    Slice(Box<Event<EndpointSlice>>),
 }
 
 /// Which list of which kind is being (re)received, and what it held.
@@ -146,7 +146,7 @@ impl Syncer {
     fn handle(&mut self, change: Change) -> bool {
         let mut relisted = false;
         match change {
-            Change::Service(ev) => match ev {
+            Change::Service(ev) => match *ev {
                 Event::Init => self.relist.services = Some(HashSet::new()),
                 Event::InitApply(svc) | Event::Apply(svc) => {
                     if let Some(seen) = &mut self.relist.services {
@@ -169,7 +169,7 @@ impl Syncer {
                     relisted = true;
                 }
             },
-            Change::Slice(ev) => match ev {
+            Change::Slice(ev) => match *ev {
                 Event::Init => self.relist.slices = Some(HashSet::new()),
                 Event::InitApply(slice) | Event::Apply(slice) => {
                     let (ns, name) = key_of(&slice);

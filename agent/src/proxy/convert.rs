@@ -13,6 +13,10 @@ use waggle_dataplane::lb::{self, Protocol};
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// A Service with this label belongs to another proxy (upstream kube-proxy
+/// skips it too).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+
 fn protocol(p: Option<&str>) -> Option<Protocol> {
     match p.unwrap_or("TCP") {
         "TCP" => Some(Protocol::Tcp),
@@ -34,7 +38,8 @@ pub fn service(svc: &Service) -> lb::Service {
         ..lb::Service::default()
     };
     let Some(spec) = &svc.spec else { return out };
-    if spec.type_.as_deref() == Some("ExternalName") {
+    let other_proxy = meta.labels.as_ref().is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
+    if spec.type_.as_deref() == Some("ExternalName") || other_proxy {
         return out;
     }
     let cluster_ips: Vec<&String> = match &spec.cluster_ips {
@@ -150,6 +155,15 @@ mod tests {
         assert_eq!(s.ports[0].node_port, Some(30080));
         assert_eq!(s.affinity_timeout_s, Some(60));
         assert!(s.external_traffic_local && !s.internal_traffic_local);
+    }
+
+    #[test]
+    fn a_service_of_another_proxy_gets_no_frontends() {
+        let svc: Service = from_json(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": "x", "labels": {SERVICE_PROXY_NAME_LABEL: "other"}},
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]}
+        }));
+        assert!(service(&svc).ports.is_empty());
     }
 
     #[test]

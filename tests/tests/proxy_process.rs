@@ -355,3 +355,71 @@ async fn a_full_service_map_is_logged_counted_and_reported_as_an_event_on_the_se
     drop(proxy);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_services_is_synced_in_batches_that_recompute_each_service_once() -> anyhow::Result<()> {
+    assert!(is_root(), "this test loads eBPF programs: run it as root");
+    let server = TestServer::start().await?;
+    let client = server.kube_client().await?;
+    let node_name = names::unique("wgt-pxburst");
+    let pins = PinDir::new("pxburst")?;
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &server.kubeconfig.to_string_lossy(),
+        "--node-name",
+        &node_name,
+        "--bpf-pin-dir",
+        &pins.path().to_string_lossy(),
+        "--lb-maglev-rows",
+        "512",
+        "--lb-conntrack-capacity",
+        "1024",
+        "--lb-services-capacity",
+        "1024",
+        "--lb-backends-capacity",
+        "1024",
+        "--lb-affinity-capacity",
+        "64",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proxy = Proxy::start(&args, &server.dir.path().join("proxy.log"))?;
+    eventually(Duration::from_secs(30), || async {
+        anyhow::ensure!(proxy.metric("waggle_proxy_syncs_total")? >= 1.0, "no sync yet");
+        Ok(())
+    })
+    .await?;
+    let (syncs0, recomputed0) =
+        (proxy.metric("waggle_proxy_syncs_total")?, proxy.metric("waggle_proxy_services_recomputed_total")?);
+
+    const BURST: usize = 300;
+    let api = Api::<Service>::namespaced(client.clone(), "default");
+    let creates = (0..BURST).map(|i| {
+        let api = api.clone();
+        async move {
+            let svc: Service = serde_json::from_value(json!({
+                "metadata": {"name": format!("burst-{i}"), "namespace": "default"},
+                "spec": {"ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+            }))?;
+            api.create(&PostParams::default(), &svc).await?;
+            anyhow::Ok(())
+        }
+    });
+    futures::future::try_join_all(creates).await?;
+    eventually(Duration::from_secs(30), || async {
+        let frontends = proxy.metric("waggle_proxy_frontends")?;
+        anyhow::ensure!(frontends >= (BURST + 1) as f64, "{frontends} frontends programmed so far");
+        Ok(())
+    })
+    .await?;
+    let syncs = proxy.metric("waggle_proxy_syncs_total")? - syncs0;
+    let recomputed = proxy.metric("waggle_proxy_services_recomputed_total")? - recomputed0;
+    assert_eq!(recomputed, BURST as f64, "each new Service was computed once, no other Service again");
+    // Debounced: the events came faster than the 100 ms quiet time, so
+    // they were synced in batches, not one by one.
+    eprintln!("{BURST} Service events took {syncs} syncs");
+    assert!(syncs < BURST as f64, "{BURST} Service events took {syncs} syncs");
+    drop(proxy);
+    Ok(())
+}

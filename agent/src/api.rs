@@ -7,6 +7,7 @@
 //! - `/portForward/{namespace}/{pod}` upgraded to SPDY/3.1 (`portforward.k8s.io`) or to a
 //!   WebSocket tunnelling it (`SPDY/3.1+portforward.k8s.io`).
 //! - `GET /stats/summary`: CPU and memory of the node and its pods (the API server's metrics.k8s.io).
+//! - `GET /metrics`: the Service proxy's Prometheus metrics (when it runs).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,16 +31,23 @@ use crate::streaming::attach::AttachTarget;
 
 type Body = BoxBody<Bytes, Infallible>;
 
-struct Ctx {
-    store: Store<Pod>,
-    runtime: Arc<dyn ContainerRuntime>,
-    node: String,
+/// What the agent API serves from.
+#[derive(Debug)]
+pub struct Sources {
+    pub store: Store<Pod>,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub node: String,
     /// containerd itself, for streaming exec.
-    exec: Option<(waggle_runtime::Runtime, PathBuf)>,
+    pub exec: Option<(waggle_runtime::Runtime, PathBuf)>,
     /// Pods' network namespaces, for port-forward.
-    network: Option<Arc<dyn PodNetwork>>,
-    stats: crate::stats::Stats,
+    pub network: Option<Arc<dyn PodNetwork>>,
+    /// Resource usage, for `/stats/summary`.
+    pub stats: crate::stats::Stats,
+    /// The Service proxy's metrics, when it runs.
+    pub proxy_metrics: Option<Arc<crate::proxy::ProxyMetrics>>,
 }
+
+type Ctx = Sources;
 
 /// Serves until the listener fails. With `tls`, every connection must
 /// present a client certificate of the cluster CA, and only allowed names get
@@ -47,16 +55,11 @@ struct Ctx {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<(Arc<rustls::ServerConfig>, crate::tls::TlsSettings)>,
-    store: Store<Pod>,
-    runtime: Arc<dyn ContainerRuntime>,
-    node: String,
-    exec: Option<(waggle_runtime::Runtime, PathBuf)>,
-    network: Option<Arc<dyn PodNetwork>>,
-    stats: crate::stats::Stats,
+    sources: Sources,
 ) -> Result<(), crate::Error> {
     let addr = listener.local_addr().map_err(crate::Error::io("reading the agent API's address"))?;
     tracing::info!(%addr, https = tls.is_some(), "agent API listening");
-    let ctx = Arc::new(Ctx { store, runtime, node, exec, network, stats });
+    let ctx = Arc::new(sources);
     let acceptor = tls.as_ref().map(|(c, _)| tokio_rustls::TlsAcceptor::from(c.clone()));
     let settings = tls.map(|(_, s)| Arc::new(s));
     loop {
@@ -173,6 +176,16 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                 r
             }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        ["metrics"] => match &ctx.proxy_metrics {
+            Some(m) => {
+                let mut r = text(StatusCode::OK, m.render());
+                if let Ok(v) = hyper::header::HeaderValue::from_str(crate::proxy::metrics::CONTENT_TYPE) {
+                    r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+                }
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "the Service proxy does not run on this node".into()),
         },
         ["containerLogs", ns, pod, container] => {
             let q = query(&req);

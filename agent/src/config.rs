@@ -59,6 +59,8 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// How often CPU and memory usage is sampled (the window of the CPU rates).
     pub stats_period: Duration,
+    /// The Service proxy (eBPF load balancing); `None` runs none.
+    pub proxy: Option<crate::proxy::ProxyConfig>,
 }
 
 impl AgentConfig {
@@ -81,6 +83,7 @@ impl AgentConfig {
             backoff_max: Duration::from_secs(300),
             resync: Duration::from_secs(5),
             stats_period: Duration::from_secs(5),
+            proxy: None,
         }
     }
 

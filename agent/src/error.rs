@@ -19,8 +19,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("eBPF dataplane: {0}")]
+    Dataplane(Box<waggle_dataplane::Error>),
     #[error("configuration: {0}")]
     Config(String),
+}
+
+impl From<waggle_dataplane::Error> for Error {
+    fn from(e: waggle_dataplane::Error) -> Self {
+        Self::Dataplane(Box::new(e))
+    }
 }
 
 impl Error {

@@ -19,6 +19,7 @@ pub mod manager;
 pub mod network;
 pub mod node;
 pub mod pod;
+pub mod proxy;
 pub mod spdy;
 pub mod stats;
 pub mod streaming;
@@ -123,7 +124,22 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         started,
     ));
 
-    // 7. The agent's HTTPS API (container logs).
+    // 7. The Service proxy: ClusterIPs, NodePorts on this node's address.
+    let metrics = cfg.proxy.as_ref().map(|_| Arc::new(proxy::ProxyMetrics::new()));
+    let proxy = match (&cfg.proxy, &metrics) {
+        (Some(p), Some(m)) => {
+            let mut p = p.clone();
+            if let std::net::IpAddr::V4(v4) = ip
+                && p.node_addresses.is_empty()
+            {
+                p.node_addresses.push(v4);
+            }
+            Some(tokio::spawn(proxy::run(p, client.clone(), m.clone())))
+        }
+        _ => None,
+    };
+
+    // 8. The agent's HTTPS API (container logs, exec, metrics).
     let tls =
         cfg.tls.as_ref().map(|t| tls::server_config(t, &cfg.node_name, ip).map(|c| (c, t.clone()))).transpose()?;
     let exec = Some((exec_runtime, cfg.root_dir.join("exec")));
@@ -136,12 +152,22 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         stats::CgroupPaths::default(),
         cfg.stats_period,
     ));
-    let api = listener.map(|l| {
-        tokio::spawn(api::serve(l, tls, store, runtime, cfg.node_name.clone(), exec, Some(network), stats))
-    });
+    let sources = api::Sources {
+        store,
+        runtime,
+        node: cfg.node_name.clone(),
+        exec,
+        network: Some(network),
+        stats,
+        proxy_metrics: metrics,
+    };
+    let api = listener.map(|l| tokio::spawn(api::serve(l, tls, sources)));
 
     let result = tokio::select! {
         r = pods => r.map_err(|e| Error::Config(format!("the pod manager task failed: {e}")))?,
+        r = async { match proxy { Some(p) => p.await, None => std::future::pending().await } } => {
+            r.map_err(|e| Error::Config(format!("the Service proxy task failed: {e}")))?
+        }
         r = async { match api { Some(a) => a.await, None => std::future::pending().await } } => {
             r.map_err(|e| Error::Config(format!("the agent API task failed: {e}")))?
         }

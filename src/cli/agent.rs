@@ -88,6 +88,11 @@ pub struct AgentArgs {
     /// First CrashLoopBackOff delay in seconds (doubles up to 300).
     #[arg(long, default_value_t = 10)]
     pub backoff_seconds: u64,
+    /// Do not run the Service proxy (eBPF load balancing of Services).
+    #[arg(long)]
+    pub disable_proxy: bool,
+    #[command(flatten)]
+    pub proxy: super::proxy::ProxyFlags,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -127,6 +132,11 @@ fn config(args: &AgentArgs, kubeconfig: &kube::config::Kubeconfig) -> anyhow::Re
     c.backoff_base = Duration::from_secs(args.backoff_seconds.max(1));
     if !args.insecure_http_api {
         c.tls = Some(tls_settings(args, kubeconfig)?);
+    }
+    if !args.disable_proxy {
+        let mut proxy = args.proxy.config(node_name, Some(args.cni_bridge.clone()))?;
+        proxy.attach.node_netns = args.node_netns.clone();
+        c.proxy = Some(proxy);
     }
     Ok(c)
 }
@@ -203,7 +213,7 @@ async fn serve_hollow(args: &AgentArgs, count: usize) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,

@@ -2,6 +2,7 @@
 
 mod agent;
 mod images;
+mod proxy;
 mod server;
 mod store;
 
@@ -24,6 +25,9 @@ pub enum Command {
     /// Manage images in the node's containerd.
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// Run only the Service proxy: watch Services and EndpointSlices and
+    /// program the eBPF load balancer (pinned maps, tc on pod veths).
+    Proxy(Box<proxy::ProxyArgs>),
     /// Run the control plane: store and Kubernetes API server.
     Server(server::ServerArgs),
     /// Run one store member serving etcd's v3 API (etcd's flag names), or restore a snapshot.
@@ -36,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(args) => agent::run(*args),
         Command::Images(cmd) => images::run(cmd),
+        Command::Proxy(args) => proxy::run(*args),
         Command::Server(args) => server::run(args),
         Command::Store(cmd) => store::run(cmd),
         Command::Version => {

@@ -66,6 +66,11 @@ pub struct ServerArgs {
     /// Where the CNI plugins are (default: next to this binary, where waggle-cni is built).
     #[arg(long)]
     pub cni_bin_dir: Option<PathBuf>,
+    /// Do not run the agent's Service proxy (eBPF load balancing of Services).
+    #[arg(long)]
+    pub disable_proxy: bool,
+    #[command(flatten)]
+    pub proxy: super::proxy::ProxyFlags,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -230,8 +235,12 @@ fn agent_config(
         netns_dir: PathBuf::from("/var/run/netns"),
     };
     let containerd = waggle_agent::ContainerdEndpoint::Supervised { binary: PathBuf::from("containerd") };
+    let bridge = cni.bridge.clone();
     let mut config = waggle_agent::AgentConfig::new(&node_name, root, containerd, cni);
     config.pod_cidr = Some(args.pod_cidr);
+    if !args.disable_proxy {
+        config.proxy = Some(args.proxy.config(&node_name, Some(bridge))?);
+    }
     config.tls = Some(waggle_agent::tls::TlsSettings {
         serving: None,
         client_ca_pem: server.pki.ca.cert_pem.clone(),

@@ -7,6 +7,7 @@
 pub mod bpffs;
 pub mod cleanup;
 pub mod containerd;
+pub mod echo;
 pub mod image;
 pub mod lbnet;
 pub mod names;

@@ -27,13 +27,25 @@ pub struct NodeGuard {
     children: Vec<Child>,
     dir: PathBuf,
     pod_netns_prefix: String,
+    remove: Vec<PathBuf>,
 }
 
 impl NodeGuard {
     /// `pod_netns_prefix`: what the agent names its pod namespaces with
     /// (`waggle_agent::sandbox_netns_prefix(node)`).
     pub fn new(dir: &Path, pod_netns_prefix: &str) -> Self {
-        Self { children: Vec::new(), dir: dir.to_path_buf(), pod_netns_prefix: pod_netns_prefix.to_owned() }
+        Self {
+            children: Vec::new(),
+            dir: dir.to_path_buf(),
+            pod_netns_prefix: pod_netns_prefix.to_owned(),
+            remove: Vec::new(),
+        }
+    }
+
+    /// A directory outside the data dir that the node's processes create
+    /// (e.g. a bpffs pin dir), removed on drop.
+    pub fn remove_on_drop(&mut self, dir: &Path) {
+        self.remove.push(dir.to_path_buf());
     }
 
     /// Takes ownership of a started process; it is killed on drop.
@@ -53,6 +65,13 @@ impl Drop for NodeGuard {
         cleanup::kill_processes_mentioning(&self.dir.to_string_lossy(), "");
         std::thread::sleep(Duration::from_millis(300));
         cleanup::unmount_under(&self.dir);
+        for dir in &self.remove {
+            if let Err(e) = std::fs::remove_dir_all(dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                eprintln!("cleanup: removing {}: {e}", dir.display());
+            }
+        }
         if self.pod_netns_prefix.is_empty() {
             return;
         }

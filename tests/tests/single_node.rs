@@ -13,6 +13,26 @@ use std::time::Duration;
 use anyhow::Context as _;
 use waggle_tests::{NetNs, NodeGuard, image, is_root, names, target_bin};
 
+/// `GET /` from inside the network namespace at `netns`; the raw answer.
+fn http_get_from(netns: &Path, to: std::net::SocketAddr) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let file = std::fs::File::open(netns)?;
+    std::thread::scope(|s| {
+        s.spawn(move || -> anyhow::Result<String> {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let mut conn = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+            conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+            conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+            let mut buf = String::new();
+            conn.read_to_string(&mut buf)?;
+            Ok(buf)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+    })
+}
+
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> anyhow::Result<()> {
     assert!(is_root(), "this test runs containerd and creates namespaces: run it as root");
@@ -22,6 +42,8 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
     let port = 16443u16;
     let waggle = target_bin("waggle")?;
     let mut cluster = NodeGuard::new(dir.path(), &waggle_agent::sandbox_netns_prefix(&node));
+    // The Service proxy's pinned maps and links (its default pin dir).
+    cluster.remove_on_drop(&waggle_agent::proxy::default_pin_dir(&node));
     let child = ns
         .command(&waggle)
         .args(["server", "--secure-port", &port.to_string(), "--node-name", &node, "--pod-cidr", "10.245.0.0/24"])
@@ -98,6 +120,35 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
         // busybox httpd answers 404 for an empty root: any HTTP answer proves the pod serves.
         anyhow::ensure!(answer.starts_with("HTTP/1."), "pod {ip} answers from the node's network: {answer:?}");
     }
+    // A ClusterIP in front of them: the agent's Service proxy programs it,
+    // and a pod reaches the deployment through it (tc_lb on its veth).
+    kubectl(&["expose", "deployment", "web", "--port=80", "--target-port=8080"])?;
+    let vip = kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
+    // The client: a connection from inside one pod's network namespace, so
+    // its packets enter the node through that pod's veth.
+    let prefix = waggle_agent::sandbox_netns_prefix(&node);
+    let pod_netns = std::fs::read_dir("/var/run/netns")?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .context("no pod network namespace")?;
+    let vip_addr: std::net::SocketAddr = format!("{vip}:80").parse()?;
+    let mut answered = Err(anyhow::anyhow!("not tried"));
+    for _ in 0..50 {
+        // Any HTTP answer proves the ClusterIP led to an httpd: nothing
+        // listens on the VIP, nor is it routed. A connection Maglev sends back
+        // to the client pod itself (hairpin) may fail; the next one, from
+        // another source port, may go to the other pod.
+        answered = http_get_from(&pod_netns, vip_addr);
+        if answered.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let answered = answered.with_context(|| format!("a pod reaching ClusterIP {vip}\n{}", log()))?;
+    anyhow::ensure!(answered.starts_with("HTTP/1."), "ClusterIP {vip} answered {answered:?}");
+    kubectl(&["delete", "service", "web"])?;
+
     // Deleting the deployment removes its pods; the agent releases them.
     kubectl(&["delete", "deployment", "web", "--timeout=60s"])?;
     let mut gone = false;

@@ -18,6 +18,8 @@ pub enum Error {
     },
     #[error("eBPF map {name} is full ({capacity} entries): raise its capacity flag")]
     MapFull { name: &'static str, capacity: u32 },
+    #[error("eBPF map {name}: a row of {got} slots, the layout holds {want}")]
+    RowSize { name: &'static str, got: usize, want: usize },
     #[error("pinned eBPF map {path}: {problem}; remove the pin (or raise/lower the flag to match) to start afresh")]
     PinnedMapMismatch { path: std::path::PathBuf, problem: String },
     #[error("creating the pin directory {path}")]

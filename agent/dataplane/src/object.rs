@@ -10,12 +10,15 @@ use aya::{
         tc::SchedClassifierLink,
     },
 };
-use waggle_ebpf_common::{lb, lb::MAGLEV_M, names};
+use waggle_ebpf_common::{lb, names};
 
 use crate::{
     Error,
     maps::{AffinityMap, BackendMap, ConntrackTable, CounterTable, MaglevMap, ReasonTable, RevNatMap, ServiceMap},
 };
+
+/// Pin file name prefix of the tc LB program's links (`<prefix><iface>`).
+const LB_LINK_PREFIX: &str = "link_tc_lb_ingress_";
 
 /// Built by `build.rs` (aya-build) from `ebpf/programs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/waggle-ebpf-programs"));
@@ -45,8 +48,9 @@ pub struct Dataplane {
     lb: LbMaps,
     /// Where LB maps and links are pinned, if anywhere.
     pin_dir: Option<PathBuf>,
-    /// Attachments that outlive this process (closing them detaches nothing).
-    pinned_links: Vec<PinnedLink>,
+    /// Attachments that outlive this process (closing them detaches
+    /// nothing), by interface.
+    pinned_links: std::collections::BTreeMap<String, PinnedLink>,
 }
 
 /// Capacities of the LB maps (agent flags). A pinned map keeps the capacity
@@ -120,14 +124,10 @@ impl Dataplane {
     /// `config.pin_dir` is set, pinned there (or reused from there).
     pub fn load_with(config: &LoadConfig) -> Result<Self, Error> {
         let cap = config.capacity;
-        let maglev_slots = cap.maglev_rows.checked_mul(MAGLEV_M).ok_or_else(|| Error::PinnedMapMismatch {
-            path: PathBuf::from(lb::names::MAGLEV),
-            problem: format!("{} Maglev rows overflow the array", cap.maglev_rows),
-        })?;
         let sizes = [
             (lb::names::SERVICES, cap.services),
             (lb::names::BACKENDS, cap.backends),
-            (lb::names::MAGLEV, maglev_slots),
+            (lb::names::MAGLEV, cap.maglev_rows),
             // One rev-NAT entry per frontend.
             (lb::names::REV_NAT, cap.services),
             (lb::names::CONNTRACK, cap.conntrack),
@@ -157,7 +157,7 @@ impl Dataplane {
             conntrack: ConntrackTable::new(lb::names::CONNTRACK, take(lb::names::CONNTRACK)?)?,
             reasons: ReasonTable::new(take(lb::names::REASONS)?)?,
         };
-        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Vec::new() })
+        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Default::default() })
     }
 
     /// The LB maps.
@@ -190,25 +190,34 @@ impl Dataplane {
             path: PathBuf::from(iface),
             problem: "pinned attachment without a pin dir".into(),
         })?;
-        let path = dir.join(format!("link_{name}_ingress_{iface}"));
+        let path = dir.join(format!("{LB_LINK_PREFIX}{iface}"));
         let prog = self.classifier(name)?;
-        let link_id = match PinnedLink::from_pin(&path) {
+        let replaced = match PinnedLink::from_pin(&path) {
             Ok(old) => {
                 let link: SchedClassifierLink = FdLink::from(old).try_into().map_err(|source| Error::Link {
                     action: format!("reusing the pinned link {}", path.display()),
                     source,
                 })?;
-                let id = prog.attach_to_link(link).map_err(|source| Error::Program {
-                    name,
-                    action: format!("replacing the program in the pinned link on {iface}"),
-                    source,
-                })?;
-                // The link is held by our fd now; re-pinned below.
+                // The link is held by our fd now (or dead); re-pinned below.
                 std::fs::remove_file(&path).map_err(|source| Error::PinDir { path: path.clone(), source })?;
-                tracing::info!(program = name, iface, "replaced the tc LB program in its pinned link");
-                id
+                match prog.attach_to_link(link) {
+                    Ok(id) => {
+                        tracing::info!(program = name, iface, "replaced the tc LB program in its pinned link");
+                        Some(id)
+                    }
+                    // The interface the link was made for is gone (a new
+                    // one has its name): attach afresh.
+                    Err(e) => {
+                        tracing::info!(program = name, iface, error = %e, "pinned link is stale; attaching afresh");
+                        None
+                    }
+                }
             }
-            Err(_) => prog.attach(iface, TcAttachType::Ingress).map_err(|source| Error::Program {
+            Err(_) => None,
+        };
+        let link_id = match replaced {
+            Some(id) => id,
+            None => prog.attach(iface, TcAttachType::Ingress).map_err(|source| Error::Program {
                 name,
                 action: format!("attaching to {iface} (ingress)"),
                 source,
@@ -223,9 +232,38 @@ impl Dataplane {
             .try_into()
             .map_err(|source| Error::Link { action: format!("TCX link on {iface} as an fd link"), source })?;
         let pinned = fd_link.pin(&path).map_err(|source| Error::LinkPin { path: path.clone(), source })?;
-        self.pinned_links.push(pinned);
+        self.pinned_links.insert(iface.to_owned(), pinned);
         tracing::info!(program = name, iface, pin = %path.display(), "attached tc LB program (pinned link)");
         Ok(())
+    }
+
+    /// Interfaces that have a pinned LB link in the pin dir, attached by this
+    /// process or an earlier one.
+    pub fn pinned_tc_lb_ifaces(&self) -> Result<Vec<String>, Error> {
+        let Some(dir) = &self.pin_dir else { return Ok(Vec::new()) };
+        let entries = std::fs::read_dir(dir).map_err(|source| Error::PinDir { path: dir.clone(), source })?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(LB_LINK_PREFIX)).map(str::to_owned))
+            .collect())
+    }
+
+    /// Forgets the pinned LB link of an interface that no longer exists (the
+    /// kernel detached it when the interface went).
+    pub fn forget_tc_lb_pinned(&mut self, iface: &str) -> Result<(), Error> {
+        self.pinned_links.remove(iface);
+        let Some(dir) = &self.pin_dir else { return Ok(()) };
+        let path = dir.join(format!("{LB_LINK_PREFIX}{iface}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::PinDir { path, source }),
+        }
+    }
+
+    /// Whether this process attached (or adopted) the LB link on `iface`.
+    pub fn has_tc_lb_pinned(&self, iface: &str) -> bool {
+        self.pinned_links.contains_key(iface)
     }
 
     /// Runs the LB program once on `frame` with BPF_PROG_TEST_RUN and returns

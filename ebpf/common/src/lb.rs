@@ -11,7 +11,7 @@
 //! ```text
 //! LB4_SVC_V1      hash   ServiceKeyV1 (vip, port, proto) → ServiceValueV1 (row, count, flags…)
 //! LB4_BACKEND_V1  hash   backend id (u32)                → BackendV1 (addr, port, state)
-//! LB4_MAGLEV_V1   array  row * MAGLEV_M + hash % MAGLEV_M → backend id (u32)
+//! LB4_MAGLEV_V2   array  row (u32)                       → MaglevRowV2 (MAGLEV_M backend ids)
 //! LB4_REVNAT_V1   hash   rev-NAT index (u32)             → RevNatV1 (vip, port)
 //! LB4_CT_V1       lru    CtKeyV1 (5-tuple + direction)   → CtEntryV1 (backend, rev-NAT index, times)
 //! LB4_AFFINITY_V1 lru    AffinityKeyV1 (client, svc id)  → AffinityV1 (backend id, last used)
@@ -26,8 +26,32 @@
 /// a row costs 4 KiB, so 10,000 Services fit in 40 MiB of array map. A larger
 /// M (Cilium's default is 16381) would make 10,000 Services cost 640 MiB,
 /// because an array map is preallocated. Changing it changes the map layout:
-/// it is part of the versioned `LB4_MAGLEV_V1` contract.
+/// it is part of the versioned `LB4_MAGLEV_V2` contract.
 pub const MAGLEV_M: u32 = 1021;
+
+/// One Service port's whole Maglev lookup table: the value of one
+/// `LB4_MAGLEV_V2` entry. Slot `flow_hash % MAGLEV_M` names the backend.
+///
+/// V1 flattened all rows into one `u32` array (`row * M + slot`), so writing
+/// a row took up to 1021 syscalls; programming 10,000 Services took seconds.
+/// A row per value is written with one syscall (the kernel copies 4 KiB), and
+/// the packet still does one array lookup (inlined by the verifier) plus an
+/// index into the value. An ARRAY_OF_MAPS (one inner array per row) would
+/// also write a row at once, but costs a map (fd, kernel object) per Service
+/// and a second lookup per packet, and aya 0.14 cannot create inner maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MaglevRowV2 {
+    pub backend_ids: [u32; MAGLEV_M as usize],
+}
+
+const _: () = assert!(core::mem::size_of::<MaglevRowV2>() == 4 * MAGLEV_M as usize);
+
+impl Default for MaglevRowV2 {
+    fn default() -> Self {
+        Self { backend_ids: [BACKEND_ID_NONE; MAGLEV_M as usize] }
+    }
+}
 
 /// Backend id that never names a backend: an empty Maglev slot.
 pub const BACKEND_ID_NONE: u32 = 0;
@@ -37,7 +61,7 @@ pub const BACKEND_ID_NONE: u32 = 0;
 pub mod names {
     pub const SERVICES: &str = "LB4_SVC_V1";
     pub const BACKENDS: &str = "LB4_BACKEND_V1";
-    pub const MAGLEV: &str = "LB4_MAGLEV_V1";
+    pub const MAGLEV: &str = "LB4_MAGLEV_V2";
     pub const REV_NAT: &str = "LB4_REVNAT_V1";
     pub const CONNTRACK: &str = "LB4_CT_V1";
     pub const AFFINITY: &str = "LB4_AFFINITY_V1";
@@ -313,6 +337,7 @@ mod pod {
     unsafe impl aya::Pod for super::CtEntryV1 {}
     unsafe impl aya::Pod for super::AffinityKeyV1 {}
     unsafe impl aya::Pod for super::AffinityV1 {}
+    unsafe impl aya::Pod for super::MaglevRowV2 {}
 }
 
 #[cfg(test)]

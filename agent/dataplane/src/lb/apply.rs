@@ -39,14 +39,15 @@ impl std::fmt::Debug for LbWriters<'_> {
 pub struct ApplyStats {
     pub services: usize,
     pub backends: usize,
-    pub maglev_slots: usize,
+    /// Maglev rows written (each one syscall, the whole row).
+    pub maglev_rows: usize,
     pub rev_nat: usize,
     pub affinity_forgotten: usize,
 }
 
 impl ApplyStats {
     pub fn total(&self) -> usize {
-        self.services + self.backends + self.maglev_slots + self.rev_nat + self.affinity_forgotten
+        self.services + self.backends + self.maglev_rows + self.rev_nat + self.affinity_forgotten
     }
 }
 
@@ -97,6 +98,12 @@ impl Current {
 
     pub fn frontend_count(&self) -> usize {
         self.frontends.len()
+    }
+
+    /// Whether `fe` is in the kernel map with a Maglev row of its own group,
+    /// i.e. traffic to it is load balanced as desired.
+    pub fn is_programmed(&self, fe: &Frontend, spec: &super::desired::FrontendSpec) -> bool {
+        self.frontends.contains_key(&key_of(fe)) && self.groups.contains_key(&spec.group)
     }
 }
 
@@ -217,18 +224,10 @@ fn apply_inner(
                 .into_iter()
                 .map(|i| cur.backends.get(&backends[i as usize]).copied().unwrap_or(0))
                 .collect();
-            let changed: Vec<(u32, u32)> = match &group.table {
-                Some(old) => ids
-                    .iter()
-                    .zip(old)
-                    .enumerate()
-                    .filter(|(_, (n, o))| n != o)
-                    .map(|(s, (n, _))| (s as u32, *n))
-                    .collect(),
-                None => ids.iter().enumerate().map(|(s, n)| (s as u32, *n)).collect(),
-            };
-            w.maglev.write_slots(group.row, &changed)?;
-            stats.maglev_slots += changed.len();
+            if group.table.as_ref() != Some(&ids) {
+                w.maglev.write_row(group.row, &ids)?;
+                stats.maglev_rows += 1;
+            }
             group.table = Some(ids);
         }
         // An empty group keeps its row's old slots: with backend_count 0 the
@@ -290,8 +289,8 @@ fn apply_inner(
 }
 
 /// A Maglev row for a Service port this reconciler has not seen: the row one
-/// of its frontends already uses in the (pinned) map, read back so only
-/// changed slots get written, or else the lowest free row.
+/// of its frontends already uses in the (pinned) map, read back so an
+/// unchanged row is not rewritten, or else the lowest free row.
 fn adopt_or_allocate_row(
     cur: &mut Current,
     frontends: &[ServiceKeyV1],
@@ -391,7 +390,7 @@ mod tests {
         assert_eq!(first.services, 1);
         assert_eq!(first.backends, 2);
         assert_eq!(first.rev_nat, 1);
-        assert_eq!(first.maglev_slots, MAGLEV_M as usize);
+        assert_eq!(first.maglev_rows, 1);
         let (key, value) = f.services.entries()?[0];
         assert_eq!(key.port_be, 80u16.to_be());
         assert_eq!(value.backend_count, 2);
@@ -403,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn removing_one_backend_rewrites_only_its_slots_and_the_count() -> Result<(), Error> {
+    fn removing_one_backend_rewrites_its_row_once_and_the_count() -> Result<(), Error> {
         let mut f = Fakes::new(16, 4);
         let mut cur = Current::default();
         let three = desired_state(
@@ -417,8 +416,10 @@ mod tests {
         assert_eq!(stats.services, 1, "backend_count changes");
         assert_eq!(stats.backends, 1, "one backend deleted");
         assert_eq!(stats.rev_nat, 0);
-        assert!(stats.maglev_slots < MAGLEV_M as usize / 2, "{} slots rewritten", stats.maglev_slots);
-        assert!(stats.maglev_slots >= MAGLEV_M as usize / 3 - 10);
+        assert_eq!(stats.maglev_rows, 1, "the row is replaced in one write");
+        let row = f.maglev.read_row(f.services.entries()?[0].1.maglev_row)?;
+        assert_eq!(f.backends.entries.len(), 2);
+        assert!(row.iter().all(|id| f.backends.entries.contains_key(id)), "no slot names the removed backend");
         Ok(())
     }
 
@@ -436,7 +437,7 @@ mod tests {
         );
         let stats = apply_diff(&mut cur, &two, &mut f.writers())?;
         assert_eq!((stats.services, stats.backends, stats.rev_nat), (1, 1, 1));
-        assert_eq!(stats.maglev_slots, MAGLEV_M as usize);
+        assert_eq!(stats.maglev_rows, 1);
         assert!(f.services.entries()?.contains(&before));
         Ok(())
     }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use waggle_ebpf_common::{
     Counter,
     lb::{
-        AffinityKeyV1, AffinityV1, BackendV1, CtEntryV1, CtKeyV1, MAGLEV_M, ReasonV1, RevNatV1, ServiceKeyV1,
+        AffinityKeyV1, AffinityV1, BackendV1, CtEntryV1, CtKeyV1, MaglevRowV2, ReasonV1, RevNatV1, ServiceKeyV1,
         ServiceValueV1,
     },
 };
@@ -22,9 +22,9 @@ pub static SERVICES: HashMap<ServiceKeyV1, ServiceValueV1> = HashMap::with_max_e
 #[map(name = "LB4_BACKEND_V1")]
 pub static BACKENDS: HashMap<u32, BackendV1> = HashMap::with_max_entries(65536, 0);
 
-/// Maglev rows, `MAGLEV_M` slots each, flattened: slot `row * M + h % M`.
-#[map(name = "LB4_MAGLEV_V1")]
-pub static MAGLEV: Array<u32> = Array::with_max_entries(1024 * MAGLEV_M, 0);
+/// Maglev rows: one value per Service port holding its `MAGLEV_M` slots.
+#[map(name = "LB4_MAGLEV_V2")]
+pub static MAGLEV: Array<MaglevRowV2> = Array::with_max_entries(1024, 0);
 
 /// Rev-NAT index → the frontend replies are rewritten to.
 #[map(name = "LB4_REVNAT_V1")]

@@ -17,8 +17,8 @@
 //! 4. no ready backends → TCP SYN answered with a RST, anything else dropped.
 //! 5. session affinity (`LB4_AFFINITY_V1[client, row]`, within its timeout,
 //!    backend still active) → that backend.
-//! 6. otherwise `LB4_MAGLEV_V1[row * M + flow_hash % M]` → backend id →
-//!    `LB4_BACKEND_V1`.
+//! 6. otherwise `LB4_MAGLEV_V2[row].backend_ids[flow_hash % M]` → backend id
+//!    → `LB4_BACKEND_V1`.
 //! 7. record both directions in `LB4_CT_V1` (and the affinity), then DNAT.
 //!    Hairpin (the backend is the client itself): the source becomes
 //!    `HAIRPIN_SNAT_ADDR` too, and the reply entry is keyed on it. A

@@ -25,8 +25,7 @@ pub fn backend(flow: &Ipv4Flow, svc: &ServiceValueV1, now: u64) -> Result<Chosen
         return Ok(chosen);
     }
     let hash = flow_hash_v1(flow.saddr_be, flow.daddr_be, flow.sport_be, flow.dport_be, flow.proto);
-    let slot = svc.maglev_row.wrapping_mul(MAGLEV_M).wrapping_add(hash % MAGLEV_M);
-    let backend_id = MAGLEV.get(slot).copied().unwrap_or(BACKEND_ID_NONE);
+    let backend_id = maglev_slot(svc.maglev_row, hash % MAGLEV_M);
     if backend_id == BACKEND_ID_NONE {
         return Err(ReasonV1::BackendMissing);
     }
@@ -39,6 +38,19 @@ pub fn backend(flow: &Ipv4Flow, svc: &ServiceValueV1, now: u64) -> Result<Chosen
         AFFINITY.insert(akey, pinned, 0).map_err(|_| ReasonV1::MapUpdateFailed)?;
     }
     Ok(Chosen { backend, backend_id, reason: ReasonV1::NewFlow })
+}
+
+/// The backend id in slot `slot` of Maglev row `row`.
+#[inline(always)]
+fn maglev_slot(row: u32, slot: u32) -> u32 {
+    let Some(table) = MAGLEV.get(row) else {
+        return BACKEND_ID_NONE;
+    };
+    // The verifier does not track the range of a modulo: hide the value from
+    // LLVM (which would drop the check, knowing `slot < M`) so the bound check
+    // below stays in the program and proves the access is inside the value.
+    let slot = core::hint::black_box(slot) as usize;
+    table.backend_ids.get(slot).copied().unwrap_or(BACKEND_ID_NONE)
 }
 
 /// The backend this client used within the timeout, if it is still active.

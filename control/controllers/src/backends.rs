@@ -116,6 +116,7 @@ impl std::fmt::Debug for ServiceCtx {
 /// and by the pods its selector matches.
 pub async fn run_for_services<K, F, Fut>(
     client: kube::Client,
+    informers: &crate::informer::Informers,
     name: &'static str,
     reconcile: F,
 ) -> Result<(), crate::Error>
@@ -128,13 +129,14 @@ where
     use kube::Api;
     use kube::runtime::controller::{Action, Controller};
     use kube::runtime::watcher;
-    let (pods, pod_events) = crate::informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(ServiceCtx { client: client.clone(), pods });
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
-    let services = controller.store();
-    controller
+    let ctx = Arc::new(ServiceCtx { client: client.clone(), pods: informers.pods.store() });
+    let (service_events, pod_events) = (informers.services.subscribe(), informers.pods.subscribe());
+    informers.pods.ready().await;
+    informers.services.ready().await;
+    let services = informers.services.store();
+    Controller::for_shared_stream(service_events, services.clone())
         .owns(Api::<K>::all(client), watcher::Config::default())
-        .watches_stream(pod_events, move |pod: Pod| services_for(&services, &pod))
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| services_for(&services, &pod))
         .run(
             reconcile,
             move |_svc: Arc<Service>, err: &crate::Error, _ctx: Arc<ServiceCtx>| {

@@ -27,8 +27,9 @@ use serde_json::json;
 
 use crate::deployment::hash::pod_template_hash;
 use crate::expectations::Expectations;
+use crate::informer::Informers;
 use crate::nodelifecycle::tolerates;
-use crate::{Error, informer, is_not_found, pod_state};
+use crate::{Error, is_not_found, pod_state};
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
@@ -39,16 +40,22 @@ struct Ctx {
     expectations: Expectations,
 }
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    let (pods, pod_events) = informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (nodes, node_events) = informer::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), pods, nodes, expectations: Expectations::default() });
+pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods: informers.pods.store(),
+        nodes: informers.nodes.store(),
+        expectations: Expectations::default(),
+    });
+    let (pod_events, node_events) = (informers.pods.subscribe(), informers.nodes.subscribe());
+    informers.pods.ready().await;
+    informers.nodes.ready().await;
     let controller = Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default());
     let daemonsets = controller.store();
     controller
-        .owns_stream(pod_events)
+        .owns_shared_stream(pod_events)
         // Any node change may make a node (in)eligible for every DaemonSet.
-        .watches_stream(node_events, move |_node: Node| {
+        .watches_shared_stream(node_events, move |_node: Arc<Node>| {
             daemonsets.state().iter().map(|d| ObjectRef::from_obj(d.as_ref())).collect::<Vec<_>>()
         })
         .run(reconcile, error_policy, ctx)

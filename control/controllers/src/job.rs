@@ -9,20 +9,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
+use crate::informer::Informers;
 use crate::{Error, informer, is_not_found, pod_state};
 
 struct Ctx {
@@ -31,24 +29,11 @@ struct Ctx {
     expectations: Expectations,
 }
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    let (pods, pod_events) = informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), pods, expectations: Expectations::default() });
-    Controller::new(Api::<Job>::all(client), watcher::Config::default())
-        .owns_stream(pod_events)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        })
-        .await;
+pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
+    let ctx =
+        Arc::new(Ctx { client: client.clone(), pods: informers.pods.store(), expectations: Expectations::default() });
+    informer::run_owner(Api::<Job>::all(client), &informers.pods, "job", ctx, reconcile).await;
     Ok(())
-}
-
-fn error_policy(_job: Arc<Job>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "job controller");
-    Action::requeue(Duration::from_secs(1))
 }
 
 fn finished(job: &Job) -> bool {

@@ -15,13 +15,13 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
+use crate::informer::Informers;
 use crate::pod_state::{self, is_active};
 use crate::{Error, informer, is_not_found};
 
@@ -36,24 +36,11 @@ struct Ctx {
     expectations: Expectations,
 }
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    let (pods, pod_events) = informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), pods, expectations: Expectations::default() });
-    Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .owns_stream(pod_events)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset reconcile");
-            }
-        })
-        .await;
+pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
+    let ctx =
+        Arc::new(Ctx { client: client.clone(), pods: informers.pods.store(), expectations: Expectations::default() });
+    informer::run_owner(Api::<ReplicaSet>::all(client), &informers.pods, "replicaset", ctx, reconcile).await;
     Ok(())
-}
-
-fn error_policy(_rs: Arc<ReplicaSet>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "replicaset controller");
-    Action::requeue(Duration::from_secs(1))
 }
 
 #[tracing::instrument(skip_all, fields(kind = "ReplicaSet", namespace = %rs.namespace().unwrap_or_default(), name = %rs.name_any()))]

@@ -43,7 +43,14 @@ struct Ctx {
 
 pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
     let ctx = Arc::new(Ctx { client: client.clone(), jobs: informers.jobs.store(), now: Timestamp::now });
-    informer::run_owner(Api::<CronJob>::all(client), &informers.jobs, "cronjob", ctx, reconcile).await;
+    informer::run_owner(
+        informer::Source::Watch(Api::<CronJob>::all(client)),
+        &informers.jobs,
+        "cronjob",
+        ctx,
+        reconcile,
+    )
+    .await;
     Ok(())
 }
 

@@ -127,12 +127,21 @@ where
     Informer::start(api, config)
 }
 
+/// Where a controller's own kind comes from.
+#[derive(Debug)]
+pub enum Source<'a, K: Resource<DynamicType = ()> + 'static> {
+    /// A watch of its own (a kind only this controller reads).
+    Watch(Api<K>),
+    /// A shared informer.
+    Shared(&'a Informer<K>),
+}
+
 /// Runs a controller of `K` that owns objects of kind `Child` seen by a
 /// shared informer (pods for ReplicaSets, Jobs, StatefulSets; Jobs for
 /// CronJobs), once that informer's first list is in. It logs under `name`
 /// and requeues failed reconciles after a second.
 pub async fn run_owner<K, Child, C, F, Fut>(
-    api: Api<K>,
+    source: Source<'_, K>,
     children: &Informer<Child>,
     name: &'static str,
     ctx: Arc<C>,
@@ -148,7 +157,15 @@ pub async fn run_owner<K, Child, C, F, Fut>(
     let triggers = children.subscribe();
     // Deciding on an empty cache would create every child twice.
     children.ready().await;
-    Controller::new(api, watcher::Config::default())
+    let controller = match source {
+        Source::Watch(api) => Controller::new(api, watcher::Config::default()),
+        Source::Shared(informer) => {
+            let triggers = informer.subscribe();
+            informer.ready().await;
+            Controller::for_shared_stream(triggers, informer.store())
+        }
+    };
+    controller
         .owns_shared_stream(triggers)
         .run(
             reconcile,

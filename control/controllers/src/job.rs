@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
-use crate::informer::Informers;
+use crate::informer::{Informers, Source};
 use crate::{Error, informer, is_not_found, pod_state};
 
 struct Ctx {
@@ -32,7 +32,7 @@ struct Ctx {
 pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
     let ctx =
         Arc::new(Ctx { client: client.clone(), pods: informers.pods.store(), expectations: Expectations::default() });
-    informer::run_owner(Api::<Job>::all(client), &informers.pods, "job", ctx, reconcile).await;
+    informer::run_owner(Source::Shared(&informers.jobs), &informers.pods, "job", ctx, reconcile).await;
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
-use crate::informer::Informers;
+use crate::informer::{Informers, Source};
 use crate::pod_state::{self, is_active};
 use crate::{Error, informer, is_not_found};
 
@@ -39,7 +39,7 @@ struct Ctx {
 pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
     let ctx =
         Arc::new(Ctx { client: client.clone(), pods: informers.pods.store(), expectations: Expectations::default() });
-    informer::run_owner(Api::<ReplicaSet>::all(client), &informers.pods, "replicaset", ctx, reconcile).await;
+    informer::run_owner(Source::Shared(&informers.replicasets), &informers.pods, "replicaset", ctx, reconcile).await;
     Ok(())
 }
 

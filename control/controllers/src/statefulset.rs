@@ -57,7 +57,14 @@ pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
         revisions: revisions.store(),
         expectations: Expectations::default(),
     });
-    informer::run_owner(Api::<StatefulSet>::all(client), &informers.pods, "statefulset", ctx, reconcile).await;
+    informer::run_owner(
+        informer::Source::Watch(Api::<StatefulSet>::all(client)),
+        &informers.pods,
+        "statefulset",
+        ctx,
+        reconcile,
+    )
+    .await;
     Ok(())
 }
 

@@ -50,7 +50,14 @@ pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
         pods: informers.pods.store(),
     });
     informers.pods.ready().await;
-    informer::run_owner(Api::<Deployment>::all(client), &informers.replicasets, "deployment", ctx, reconcile).await;
+    informer::run_owner(
+        informer::Source::Watch(Api::<Deployment>::all(client)),
+        &informers.replicasets,
+        "deployment",
+        ctx,
+        reconcile,
+    )
+    .await;
     Ok(())
 }
 

@@ -248,14 +248,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = cj.namespace().unwrap_or_default();
     let name = cj.name_any();
     let key = format!("{ns}/{name}");
-    let uid = cj.uid().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned: Vec<Arc<Job>> = ctx
-        .jobs
-        .state()
-        .into_iter()
-        .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && pod_state::is_controlled_by(j.as_ref(), &uid))
-        .collect();
+    let owned: Vec<Arc<Job>> = pod_state::controlled_by(&ctx.jobs, cj.as_ref());
     let old = cj.status.clone().unwrap_or_default();
 
     // Active: unfinished Jobs in the cache, and those the status lists that
@@ -365,11 +359,11 @@ mod tests {
     use k8s_openapi::api::batch::v1::{CronJobSpec, JobCondition, JobStatus};
 
     fn ts(s: &str) -> Timestamp {
-        s.parse().unwrap()
+        s.parse().expect("test data")
     }
 
     fn utc(s: &str) -> Schedule {
-        Schedule::parse(s, Some("UTC")).unwrap()
+        Schedule::parse(s, Some("UTC")).expect("test data")
     }
 
     fn cronjob(schedule: &str, created: &str, last: Option<&str>, tune: impl FnOnce(&mut CronJobSpec)) -> CronJob {
@@ -410,7 +404,7 @@ mod tests {
 
     #[test]
     fn time_zones_shift_the_schedule() {
-        let ny = Schedule::parse("0 9 * * *", Some("America/New_York")).unwrap();
+        let ny = Schedule::parse("0 9 * * *", Some("America/New_York")).expect("test data");
         // 09:00 in New York in January is 14:00 UTC.
         assert_eq!(ny.next_after(ts("2026-01-15T00:00:00Z")), Some(ts("2026-01-15T14:00:00Z")));
     }
@@ -434,7 +428,7 @@ mod tests {
             decide(&cj, &s, 0, ts("2026-01-01T00:35:00Z")),
             Decision::Start { scheduled: ts("2026-01-01T00:30:00Z"), replace_active: false }
         );
-        assert_eq!(s.most_recent(ts("2026-01-01T00:00:00Z"), ts("2026-01-01T00:35:00Z")).unwrap().1, 3);
+        assert_eq!(s.most_recent(ts("2026-01-01T00:00:00Z"), ts("2026-01-01T00:35:00Z")).expect("test data").1, 3);
         // Already started at 00:30.
         let done = cronjob("*/10 * * * *", "2026-01-01T00:00:00Z", Some("2026-01-01T00:30:00Z"), |_| {});
         assert!(matches!(decide(&done, &s, 1, ts("2026-01-01T00:35:00Z")), Decision::Wait(Some(_))));

@@ -19,6 +19,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::Resource;
 use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde::de::DeserializeOwned;
@@ -129,6 +130,7 @@ where
 
 /// Where a controller's own kind comes from.
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "made once per controller")]
 pub enum Source<'a, K: Resource<DynamicType = ()> + 'static> {
     /// A watch of its own (a kind only this controller reads).
     Watch(Api<K>),
@@ -151,9 +153,8 @@ pub async fn run_owner<K, Child, C, F, Fut>(
     Child: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     C: Send + Sync + 'static,
     F: FnMut(Arc<K>, Arc<C>) -> Fut,
-    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, crate::Error>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<Action, crate::Error>> + Send + 'static,
 {
-    use kube::runtime::controller::{Action, Controller};
     let triggers = children.subscribe();
     // Deciding on an empty cache would create every child twice.
     children.ready().await;
@@ -165,8 +166,19 @@ pub async fn run_owner<K, Child, C, F, Fut>(
             Controller::for_shared_stream(triggers, informer.store())
         }
     };
+    drive(controller.owns_shared_stream(triggers), name, ctx, reconcile).await;
+}
+
+/// Runs a wired controller until its watches end: failed reconciles are
+/// logged under `name` and retried after a second.
+pub async fn drive<K, C, F, Fut>(controller: Controller<K>, name: &'static str, ctx: Arc<C>, reconcile: F)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    C: Send + Sync + 'static,
+    F: FnMut(Arc<K>, Arc<C>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, crate::Error>> + Send + 'static,
+{
     controller
-        .owns_shared_stream(triggers)
         .run(
             reconcile,
             move |_obj: Arc<K>, err: &crate::Error, _ctx: Arc<C>| {

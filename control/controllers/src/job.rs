@@ -63,17 +63,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let key = format!("{ns}/{name}");
-    let uid = job.uid().unwrap_or_default();
     let spec = job.spec.clone().unwrap_or_default();
     let completions = spec.completions.unwrap_or(1);
     let parallelism = spec.parallelism.unwrap_or(1);
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && pod_state::is_controlled_by(p.as_ref(), &uid))
-        .collect();
+    let pods: Vec<Arc<Pod>> = pod_state::controlled_by(&ctx.pods, job.as_ref());
     let succeeded = pods.iter().filter(|p| pod_state::phase(p) == "Succeeded").count() as i32;
     let failed = pods.iter().filter(|p| pod_state::phase(p) == "Failed").count() as i32;
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| pod_state::is_active(p)).collect();

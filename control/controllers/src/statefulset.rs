@@ -194,17 +194,11 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let ns = set.namespace().unwrap_or_default();
     let name = set.name_any();
     let key = format!("{ns}/{name}");
-    let uid = set.uid().unwrap_or_default();
     let spec = set.spec.clone().unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
 
-    let owned: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && pod_state::is_controlled_by(p.as_ref(), &uid))
-        .collect();
+    let owned: Vec<Arc<Pod>> = pod_state::controlled_by(&ctx.pods, set.as_ref());
     let settled = ctx
         .expectations
         .satisfied(&key, |n| owned.iter().any(|p| p.name_any() == n && p.metadata.deletion_timestamp.is_none()));
@@ -341,14 +335,7 @@ fn compute_status(
 }
 
 fn revisions_of(ctx: &Ctx, set: &StatefulSet) -> Vec<Arc<ControllerRevision>> {
-    let uid = set.uid().unwrap_or_default();
-    let ns = set.namespace();
-    let mut v: Vec<Arc<ControllerRevision>> = ctx
-        .revisions
-        .state()
-        .into_iter()
-        .filter(|r| r.namespace() == ns && pod_state::is_controlled_by(r.as_ref(), &uid))
-        .collect();
+    let mut v: Vec<Arc<ControllerRevision>> = pod_state::controlled_by(&ctx.revisions, set);
     v.sort_by_key(|r| (r.revision, r.name_any()));
     v
 }
@@ -371,7 +358,7 @@ async fn sync_revisions(ctx: &Ctx, set: &StatefulSet, pods: &[Arc<Pod>]) -> Resu
     let collision = set.status.as_ref().and_then(|s| s.collision_count);
     let update_name = format!("{}-{}", set.name_any(), pod_template_hash(&template, collision));
     let revisions = revisions_of(ctx, set);
-    let latest = revisions.iter().filter_map(|r| Some(r.revision)).max().unwrap_or(0);
+    let latest = revisions.iter().map(|r| r.revision).max().unwrap_or(0);
     let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
     match revisions.iter().find(|r| r.name_any() == update_name) {
         // Going back to an older template makes its revision the newest.
@@ -667,19 +654,19 @@ mod tests {
                 "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]
             }
         }))
-        .unwrap();
-        let rev = Revision { name: "web-abc".into(), template: set.spec.as_ref().unwrap().template.clone() };
+        .expect("test data");
+        let rev = Revision { name: "web-abc".into(), template: set.spec.as_ref().expect("test data").template.clone() };
         let p = pod_for(&set, 2, &rev);
         assert_eq!(p.name_any(), "web-2");
         let l = p.labels();
         assert_eq!(l[POD_NAME_LABEL], "web-2");
         assert_eq!(l[POD_INDEX_LABEL], "2");
         assert_eq!(l[REVISION_LABEL], "web-abc");
-        let spec = p.spec.unwrap();
+        let spec = p.spec.expect("test data");
         assert_eq!(spec.hostname.as_deref(), Some("web-2"));
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
-        let vol = &spec.volumes.unwrap()[0];
-        assert_eq!(vol.persistent_volume_claim.as_ref().unwrap().claim_name, "data-web-2");
+        let vol = &spec.volumes.expect("test data")[0];
+        assert_eq!(vol.persistent_volume_claim.as_ref().expect("test data").claim_name, "data-web-2");
         let claims = claims_for(&set, 2);
         assert_eq!(claims[0].name_any(), "data-web-2");
         assert_eq!(claims[0].labels()["app"], "web");

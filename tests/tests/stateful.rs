@@ -189,7 +189,7 @@ async fn a_statefulset_comes_up_in_order_updates_and_scales_down_in_reverse_and_
     ensure_contains(&history, "2 ")?;
     let crs = k.ok(&["get", "controllerrevisions", "-o", "jsonpath={.items[*].revision}"])?;
     anyhow::ensure!(crs == "1 2" || crs == "2 1", "controllerrevisions: {crs}");
-    let cr_table = k.ok(&["get", "controllerrevisions", &update])?;
+    let cr_table = k.ok(&["get", "controllerrevisions", update])?;
     ensure_contains(&cr_table, "statefulset.apps/web")?;
 
     // Scale down: web-2 goes first, then web-1; the claims stay (Retain).

@@ -192,6 +192,17 @@ async fn a_statefulset_comes_up_in_order_updates_and_scales_down_in_reverse_and_
     let cr_table = k.ok(&["get", "controllerrevisions", update])?;
     ensure_contains(&cr_table, "statefulset.apps/web")?;
 
+    // rollout undo applies the first ControllerRevision's template again;
+    // that revision becomes the newest (3) and the pods go back to it.
+    ensure_contains(&k.ok(&["rollout", "undo", "statefulset/web"])?, "rolled back")?;
+    ensure_contains(&k.ok(&["rollout", "status", "statefulset/web", "--timeout=90s"])?, "roll")?;
+    let images = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].spec.containers[0].image}"])?;
+    anyhow::ensure!(images == "nginx:1.25 nginx:1.25 nginx:1.25", "images after undo: {images}");
+    let back = k.ok(&["get", "sts", "web", "-o", "jsonpath={.status.updateRevision}"])?;
+    anyhow::ensure!(back == first_revision, "after undo the update revision is {back}, not {first_revision}");
+    let number = k.ok(&["get", "controllerrevision", &back, "-o", "jsonpath={.revision}"])?;
+    anyhow::ensure!(number == "3", "the revision rolled back to is number {number}");
+
     // Scale down: web-2 goes first, then web-1; the claims stay (Retain).
     let before = seen(&log)?.len();
     k.ok(&["scale", "statefulset/web", "--replicas=1"])?;

@@ -232,11 +232,15 @@ async fn a_statefulset_comes_up_in_order_updates_and_scales_down_in_reverse_and_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn parallel_statefulset_pods_are_created_without_waiting_for_each_other() -> anyhow::Result<()> {
+async fn parallel_statefulset_pods_are_created_without_waiting_and_claims_go_with_scaled_down_pods()
+-> anyhow::Result<()> {
     let server = TestServer::with_control_plane(ControllerConfig::default()).await?;
-    // No nodes: pods stay Pending, so OrderedReady would stop at web-0.
+    // No nodes yet: pods stay Pending, so OrderedReady would stop at web-0.
     let k = server.kubectl(33);
-    let manifest = statefulset(3, "nginx").replace("  serviceName: nginx\n", "  podManagementPolicy: Parallel\n");
+    let manifest = statefulset(3, "nginx").replace(
+        "  serviceName: nginx\n",
+        "  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete}\n",
+    );
     k.ok_stdin(&["apply", "-f", "-"], &manifest)?;
     eventually(Duration::from_secs(30), || async {
         let pods = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"])?;
@@ -246,6 +250,20 @@ async fn parallel_statefulset_pods_are_created_without_waiting_for_each_other() 
     .await?;
     let ready = k.ok(&["get", "sts", "web", "-o", "jsonpath={.status.replicas} {.status.readyReplicas}"])?;
     anyhow::ensure!(ready == "3 0", "status: {ready}");
+
+    // With a node the pods run; scaled to one, the two others and their
+    // claims go (whenScaled: Delete), web-0's claim stays.
+    let _nodes = server.hollow_nodes(1, "par-").await?;
+    ensure_contains(&k.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"])?, "roll")?;
+    k.ok(&["scale", "statefulset/web", "--replicas=1"])?;
+    eventually(Duration::from_secs(60), || async {
+        let left = k.ok(&["get", "pods,pvc", "-o", "name"])?;
+        let mut left: Vec<&str> = left.lines().collect();
+        left.sort();
+        anyhow::ensure!(left == ["persistentvolumeclaim/data-web-0", "pod/web-0"], "left: {left:?}");
+        Ok(())
+    })
+    .await?;
     Ok(())
 }
 

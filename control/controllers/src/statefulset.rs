@@ -12,7 +12,10 @@
 //! highest ordinal down to `partition`, one at a time, each healthy before
 //! the next; OnDelete leaves pods until the user deletes them.
 //!
-//! Not done: adopting orphans, maxUnavailable > 1, `whenScaled: Delete`.
+//! `whenScaled: Delete` makes a condemned pod the owner of its claims, so
+//! they go with it.
+//!
+//! Not done: adopting orphans, maxUnavailable > 1.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -243,6 +246,10 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                     create_pod(&ctx, &set, start + i as i32, rev, &key).await?;
                 }
                 Step::Delete(pod) => {
+                    let condemned = ordinal_of(&name, &pod).is_some_and(|o| o < start || o - start >= count as i32);
+                    if condemned && let Some(p) = owned.iter().find(|p| p.name_any() == pod) {
+                        release_claims_with(&ctx, &set, p).await?;
+                    }
                     tracing::info!(pod = %pod, "deleting pod");
                     ctx.expectations.expect_deletes(&key, [pod.clone()]);
                     match Api::<Pod>::namespaced(ctx.client.clone(), &ns).delete(&pod, &DeleteParams::default()).await {
@@ -441,6 +448,33 @@ async fn truncate_history(
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(Error::kube(format!("deleting controllerrevision {ns}/{}", r.name_any()))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Under `whenScaled: Delete`, a condemned pod becomes an owner of its
+/// claims, so the garbage collector removes them once the pod is gone (as
+/// upstream does).
+async fn release_claims_with(ctx: &Ctx, set: &StatefulSet, pod: &Pod) -> Result<(), Error> {
+    let policy = set.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.as_ref());
+    if policy.and_then(|p| p.when_scaled.as_deref()) != Some("Delete") {
+        return Ok(());
+    }
+    let Some(ordinal) = ordinal_of(&set.name_any(), &pod.name_any()) else { return Ok(()) };
+    let ns = set.namespace().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    for claim in claims_for(set, ordinal) {
+        let mut owners = claim.metadata.owner_references.clone().unwrap_or_default();
+        let mut by_pod = pod_state::owner_ref("v1", "Pod", pod);
+        by_pod.controller = None;
+        by_pod.block_owner_deletion = None;
+        owners.push(by_pod);
+        let patch = json!({"metadata": {"ownerReferences": owners}});
+        match api.patch(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Error::kube(format!("handing claim {ns}/{} to its pod", claim.name_any()))(e)),
         }
     }
     Ok(())

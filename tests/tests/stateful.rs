@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
-use support::{TestServer, eventually};
+use support::{TestServer, ensure_contains, eventually, is_ready};
 use waggle_controllers::ControllerConfig;
 
 fn statefulset(replicas: u32, image: &str) -> String {
@@ -41,24 +41,12 @@ spec:
     )
 }
 
-fn ensure_contains(haystack: &str, needle: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
-    Ok(())
-}
-
 /// What a watcher saw happen to the set's pods, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
     Created(String),
     Ready(String),
     Deleted(String),
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The watcher's log, a flag set once its first list is done, and its task.

@@ -22,11 +22,10 @@ use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{Timestamp, Zoned};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
-use crate::informer::{self, Informers};
+use crate::informer::{self, Informer, Informers};
 use crate::{Error, is_not_found, pod_state};
 
 /// Annotation upstream puts on each Job: its scheduled time (RFC 3339).
@@ -36,13 +35,13 @@ const MAX_MISSED: usize = 100;
 
 struct Ctx {
     client: Client,
-    jobs: Store<Job>,
+    jobs: Arc<Informer<Job>>,
     /// The clock: injectable so the schedule logic is tested without waiting.
     now: fn() -> Timestamp,
 }
 
 pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
-    let ctx = Arc::new(Ctx { client: client.clone(), jobs: informers.jobs.store(), now: Timestamp::now });
+    let ctx = Arc::new(Ctx { client: client.clone(), jobs: informers.jobs.clone(), now: Timestamp::now });
     informer::run_owner(
         informer::Source::Watch(Api::<CronJob>::all(client)),
         &informers.jobs,
@@ -249,7 +248,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let name = cj.name_any();
     let key = format!("{ns}/{name}");
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let owned: Vec<Arc<Job>> = pod_state::controlled_by(&ctx.jobs, cj.as_ref());
+    let owned: Vec<Arc<Job>> = ctx.jobs.controlled_by(cj.as_ref());
     let old = cj.status.clone().unwrap_or_default();
 
     // Active: unfinished Jobs in the cache, and those the status lists that

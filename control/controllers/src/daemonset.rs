@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::deployment::hash::pod_template_hash;
 use crate::expectations::Expectations;
-use crate::informer::{self, Informers};
+use crate::informer::{self, Informer, Informers};
 use crate::nodelifecycle::tolerates;
 use crate::{Error, is_not_found, pod_state};
 
@@ -34,7 +34,7 @@ pub const HASH_LABEL: &str = "controller-revision-hash";
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     nodes: Store<Node>,
     expectations: Expectations,
 }
@@ -42,7 +42,7 @@ struct Ctx {
 pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        pods: informers.pods.store(),
+        pods: informers.pods.clone(),
         nodes: informers.nodes.store(),
         expectations: Expectations::default(),
     });
@@ -136,7 +136,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let spec = ds.spec.clone().unwrap_or_default();
     let hash = pod_template_hash(&spec.template, None);
     let pods: Vec<Arc<Pod>> =
-        pod_state::controlled_by(&ctx.pods, ds.as_ref()).into_iter().filter(|p| pod_state::is_active(p)).collect();
+        ctx.pods.controlled_by(ds.as_ref()).into_iter().filter(|p| pod_state::is_active(p)).collect();
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for p in &pods {
         if let Some(n) = pod_node(p) {

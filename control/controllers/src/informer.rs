@@ -24,12 +24,15 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde::de::DeserializeOwned;
 
+use crate::owner_index::OwnerIndex;
+
 type Subscribers<K> = Arc<Mutex<Vec<UnboundedSender<Arc<K>>>>>;
 
 /// One watch of a kind, its store and its subscribers. The watch stops when
 /// the informer is dropped.
 pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
+    index: Arc<OwnerIndex<K>>,
     subscribers: Subscribers<K>,
     task: tokio::task::AbortHandle,
 }
@@ -42,12 +45,18 @@ where
     pub fn start(api: Api<K>, config: watcher::Config) -> Self {
         let (store, writer) = reflector::store();
         let subscribers: Subscribers<K> = Arc::default();
-        let subs = subscribers.clone();
+        let index: Arc<OwnerIndex<K>> = Arc::default();
+        let (subs, idx) = (subscribers.clone(), index.clone());
         let task = tokio::spawn(async move {
-            let mut touched = std::pin::pin!(watcher(api, config).default_backoff().reflect(writer).touched_objects());
-            while let Some(r) = touched.next().await {
+            let mut events = std::pin::pin!(watcher(api, config).default_backoff().reflect(writer));
+            while let Some(r) = events.next().await {
                 match r {
-                    Ok(obj) => {
+                    Ok(event) => {
+                        idx.apply(&event);
+                        let obj = match event {
+                            watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => o,
+                            watcher::Event::Init | watcher::Event::InitDone => continue,
+                        };
                         let obj = Arc::new(obj);
                         if let Ok(mut subs) = subs.lock() {
                             subs.retain(|tx| tx.unbounded_send(obj.clone()).is_ok());
@@ -58,7 +67,12 @@ where
             }
         })
         .abort_handle();
-        Self { store, subscribers, task }
+        Self { store, index, subscribers, task }
+    }
+
+    /// The objects whose controller is `owner`, found through the index.
+    pub fn controlled_by(&self, owner: &impl Resource) -> Vec<Arc<K>> {
+        self.index.controlled_by(&self.store, owner)
     }
 
     /// The cache every reader shares.

@@ -15,23 +15,22 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
-use crate::informer::{Informers, Source};
+use crate::informer::{Informer, Informers, Source};
 use crate::{Error, informer, is_not_found, pod_state};
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     expectations: Expectations,
 }
 
 pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
     let ctx =
-        Arc::new(Ctx { client: client.clone(), pods: informers.pods.store(), expectations: Expectations::default() });
+        Arc::new(Ctx { client: client.clone(), pods: informers.pods.clone(), expectations: Expectations::default() });
     informer::run_owner(Source::Shared(&informers.jobs), &informers.pods, "job", ctx, reconcile).await;
     Ok(())
 }
@@ -67,7 +66,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let completions = spec.completions.unwrap_or(1);
     let parallelism = spec.parallelism.unwrap_or(1);
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let pods: Vec<Arc<Pod>> = pod_state::controlled_by(&ctx.pods, job.as_ref());
+    let pods: Vec<Arc<Pod>> = ctx.pods.controlled_by(job.as_ref());
     let succeeded = pods.iter().filter(|p| pod_state::phase(p) == "Succeeded").count() as i32;
     let failed = pods.iter().filter(|p| pod_state::phase(p) == "Failed").count() as i32;
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| pod_state::is_active(p)).collect();

@@ -26,6 +26,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod owner_index;
 pub mod pod_state;
 pub mod replicaset;
 pub mod resources;

@@ -48,18 +48,6 @@ pub fn is_controlled_by(obj: &impl kube::Resource, owner_uid: &str) -> bool {
     controller_of(obj).is_some_and(|o| o.uid == owner_uid)
 }
 
-/// The objects in `cache` whose controller is `owner` (in its namespace).
-pub fn controlled_by<K>(
-    cache: &kube::runtime::reflector::Store<K>,
-    owner: &impl kube::Resource,
-) -> Vec<std::sync::Arc<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    let (ns, uid) = (owner.namespace(), owner.uid().unwrap_or_default());
-    cache.state().into_iter().filter(|o| o.namespace() == ns && is_controlled_by(o.as_ref(), &uid)).collect()
-}
-
 /// A label selector as kube-rs' matcher; `None` when it is malformed.
 /// An empty selector matches everything (upstream's LabelSelectorAsSelector).
 pub fn selector(s: Option<&LabelSelector>) -> Option<Selector> {

@@ -16,12 +16,11 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
-use crate::informer::{Informers, Source};
+use crate::informer::{Informer, Informers, Source};
 use crate::pod_state::{self, is_active};
 use crate::{Error, informer, is_not_found};
 
@@ -32,13 +31,13 @@ const CONCURRENCY: usize = 16;
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     expectations: Expectations,
 }
 
 pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
     let ctx =
-        Arc::new(Ctx { client: client.clone(), pods: informers.pods.store(), expectations: Expectations::default() });
+        Arc::new(Ctx { client: client.clone(), pods: informers.pods.clone(), expectations: Expectations::default() });
     informer::run_owner(Source::Shared(&informers.replicasets), &informers.pods, "replicaset", ctx, reconcile).await;
     Ok(())
 }
@@ -48,7 +47,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let key = format!("{ns}/{name}");
-    let owned: Vec<Arc<Pod>> = pod_state::controlled_by(&ctx.pods, rs.as_ref());
+    let owned: Vec<Arc<Pod>> = ctx.pods.controlled_by(rs.as_ref());
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
     let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
 

@@ -29,7 +29,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
@@ -45,8 +44,8 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
-    revisions: Store<ControllerRevision>,
+    pods: Arc<Informer<Pod>>,
+    revisions: Informer<ControllerRevision>,
     expectations: Expectations,
 }
 
@@ -54,12 +53,8 @@ pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
     // Only this controller reads ControllerRevisions: its own watch.
     let revisions: Informer<ControllerRevision> = informer::cache(Api::all(client.clone()), watcher::Config::default());
     revisions.ready().await;
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        pods: informers.pods.store(),
-        revisions: revisions.store(),
-        expectations: Expectations::default(),
-    });
+    let pods = informers.pods.clone();
+    let ctx = Arc::new(Ctx { client: client.clone(), pods, revisions, expectations: Expectations::default() });
     informer::run_owner(
         informer::Source::Watch(Api::<StatefulSet>::all(client)),
         &informers.pods,
@@ -201,7 +196,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
     let now = k8s_openapi::jiff::Timestamp::now();
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
 
-    let owned: Vec<Arc<Pod>> = pod_state::controlled_by(&ctx.pods, set.as_ref());
+    let owned: Vec<Arc<Pod>> = ctx.pods.controlled_by(set.as_ref());
     let settled = ctx
         .expectations
         .satisfied(&key, |n| owned.iter().any(|p| p.name_any() == n && p.metadata.deletion_timestamp.is_none()));
@@ -342,7 +337,7 @@ fn compute_status(
 }
 
 fn revisions_of(ctx: &Ctx, set: &StatefulSet) -> Vec<Arc<ControllerRevision>> {
-    let mut v: Vec<Arc<ControllerRevision>> = pod_state::controlled_by(&ctx.revisions, set);
+    let mut v: Vec<Arc<ControllerRevision>> = ctx.revisions.controlled_by(set);
     v.sort_by_key(|r| (r.revision, r.name_any()));
     v
 }

@@ -2,7 +2,9 @@
 //! upstream's SharedInformerFactory. Each fills one reflector store that
 //! every controller reads, and fans the objects it touched out to every
 //! subscriber, so a controller triggered by its subscription always finds
-//! the store at least as fresh as the event that woke it.
+//! the store at least as fresh as the event that woke it. Each also keeps
+//! an index by controller uid ([`OwnerIndex`]), so an owner's reconcile
+//! costs what it owns, not the size of the cluster.
 //!
 //! kube-runtime's own shared reflector (`store_shared` + `subscribe`) hands
 //! subscribers the object as found in the store, so a deletion never reaches

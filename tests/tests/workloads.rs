@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
-use support::{Kubectl, TestServer, eventually};
+use support::{Kubectl, TestServer, ensure_contains, eventually, is_ready};
 use waggle_controllers::{ControllerConfig, NodeLifecycleConfig};
 
 fn deployment(replicas: u32, image: &str) -> String {
@@ -39,11 +39,6 @@ spec:
         resources: {{requests: {{cpu: {cpu}, memory: 16Mi}}}}
 "
     )
-}
-
-fn ensure_contains(haystack: &str, needle: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
-    Ok(())
 }
 
 /// Live (not terminating) pods of the deployment: (total, running and ready).
@@ -79,13 +74,6 @@ fn live_pods(k: &Kubectl) -> anyhow::Result<(usize, usize, Vec<String>)> {
 struct Extremes {
     max_live: usize,
     min_ready: usize,
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn watch_extremes(client: kube::Client) -> (Arc<Mutex<Extremes>>, tokio::task::JoinHandle<()>) {

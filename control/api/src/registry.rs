@@ -284,6 +284,18 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         group: "apps",
         version: "v1",
+        kind: "ControllerRevision",
+        plural: "controllerrevisions",
+        singular: "controllerrevision",
+        scope: Scope::Namespaced,
+        short_names: &[],
+        categories: &[],
+        verbs: CRUD,
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "apps",
+        version: "v1",
         kind: "DaemonSet",
         plural: "daemonsets",
         singular: "daemonset",

@@ -38,6 +38,7 @@ macro_rules! built_in_kinds {
         $m!("apps", "ReplicaSet", apps::ReplicaSet);
         $m!("apps", "StatefulSet", apps::StatefulSet);
         $m!("apps", "DaemonSet", apps::DaemonSet);
+        $m!("apps", "ControllerRevision", apps::ControllerRevision);
         $m!("batch", "Job", batch::Job);
         $m!("batch", "CronJob", batch::CronJob);
         $m!("networking.k8s.io", "NetworkPolicy", networking::NetworkPolicy);

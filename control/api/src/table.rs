@@ -105,6 +105,7 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Selector", 1),
         ],
         ("apps", "StatefulSet") => vec![NAME, col("Ready", 0), AGE, col("Containers", 1), col("Images", 1)],
+        ("apps", "ControllerRevision") => vec![NAME, col("Controller", 0), col("Revision", 0), AGE],
         ("apps", "DaemonSet") => vec![
             NAME,
             col("Desired", 0),
@@ -136,6 +137,9 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Active", 0),
             col("Last Schedule", 0),
             AGE,
+            col("Containers", 1),
+            col("Images", 1),
+            col("Selector", 1),
         ],
         ("coordination.k8s.io", "Lease") => vec![NAME, col("Holder", 0), AGE],
         _ => vec![NAME, AGE],
@@ -343,6 +347,21 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now_unix: i64) -> Vec<Value> 
                 i,
             ]
         }
+        ("apps", "ControllerRevision") => {
+            // `statefulset.apps/web`: the controlling owner, as upstream prints it.
+            let owner = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|o| o.iter().find(|o| o["controller"] == true))
+                .map(|o| {
+                    let kind = s(o.get("kind")).to_lowercase();
+                    let group = s(o.get("apiVersion")).rsplit_once('/').map(|(g, _)| g.to_owned()).unwrap_or_default();
+                    let name = s(o.get("name"));
+                    if group.is_empty() { format!("{kind}/{name}") } else { format!("{kind}.{group}/{name}") }
+                })
+                .unwrap_or_default();
+            vec![name, or_none(owner), n(obj.pointer("/revision")).to_string(), age]
+        }
         ("apps", "DaemonSet") => {
             let (c, i) = containers_images(obj.pointer("/spec/template/spec"));
             let node_selector = obj
@@ -378,14 +397,23 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now_unix: i64) -> Vec<Value> 
         ("batch", "CronJob") => {
             let active = obj.pointer("/status/active").and_then(Value::as_array).map_or(0, Vec::len);
             let last = obj.pointer("/status/lastScheduleTime").and_then(Value::as_str);
+            let (c, i) = containers_images(obj.pointer("/spec/jobTemplate/spec/template/spec"));
             vec![
                 name,
                 s(obj.pointer("/spec/schedule")),
                 or_none(s(obj.pointer("/spec/timeZone"))),
-                s(obj.pointer("/spec/suspend")),
+                // Upstream's printBoolPtr.
+                match obj.pointer("/spec/suspend").and_then(Value::as_bool) {
+                    Some(true) => "True".into(),
+                    Some(false) => "False".into(),
+                    None => "<unset>".into(),
+                },
                 active.to_string(),
                 if last.is_some() { age_since(last, now_unix) } else { "<none>".into() },
                 age,
+                c,
+                i,
+                selector_string(obj.pointer("/spec/jobTemplate/spec/selector")),
             ]
         }
         ("coordination.k8s.io", "Lease") => vec![name, s(obj.pointer("/spec/holderIdentity")), age],
@@ -570,6 +598,8 @@ mod tests {
             ("batch", "Job"),
             ("", "ConfigMap"),
             ("apps", "DaemonSet"),
+            ("apps", "ControllerRevision"),
+            ("apps", "StatefulSet"),
             ("batch", "CronJob"),
             ("x", "Other"),
         ] {

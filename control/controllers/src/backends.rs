@@ -116,6 +116,7 @@ impl std::fmt::Debug for ServiceCtx {
 /// and by the pods its selector matches.
 pub async fn run_for_services<K, F, Fut>(
     client: kube::Client,
+    informers: &crate::informer::Informers,
     name: &'static str,
     reconcile: F,
 ) -> Result<(), crate::Error>
@@ -124,30 +125,17 @@ where
     F: FnMut(Arc<Service>, Arc<ServiceCtx>) -> Fut,
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, crate::Error>> + Send + 'static,
 {
-    use futures::StreamExt as _;
     use kube::Api;
-    use kube::runtime::controller::{Action, Controller};
+    use kube::runtime::controller::Controller;
     use kube::runtime::watcher;
-    let (pods, pod_events) = crate::informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(ServiceCtx { client: client.clone(), pods });
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
-    let services = controller.store();
-    controller
+    let ctx = Arc::new(ServiceCtx { client: client.clone(), pods: informers.pods.store() });
+    let (service_events, pod_events) = (informers.services.subscribe(), informers.pods.subscribe());
+    informers.pods.ready().await;
+    informers.services.ready().await;
+    let services = informers.services.store();
+    let controller = Controller::for_shared_stream(service_events, services.clone())
         .owns(Api::<K>::all(client), watcher::Config::default())
-        .watches_stream(pod_events, move |pod: Pod| services_for(&services, &pod))
-        .run(
-            reconcile,
-            move |_svc: Arc<Service>, err: &crate::Error, _ctx: Arc<ServiceCtx>| {
-                tracing::warn!(error = %err, controller = name, "reconcile failed");
-                Action::requeue(std::time::Duration::from_secs(1))
-            },
-            ctx,
-        )
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, controller = name, "reconcile");
-            }
-        })
-        .await;
+        .watches_shared_stream(pod_events, move |pod: Arc<Pod>| services_for(&services, &pod));
+    crate::informer::drive(controller, name, ctx, reconcile).await;
     Ok(())
 }

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, Toleration,
@@ -27,43 +26,39 @@ use serde_json::json;
 
 use crate::deployment::hash::pod_template_hash;
 use crate::expectations::Expectations;
+use crate::informer::{self, Informer, Informers};
 use crate::nodelifecycle::tolerates;
-use crate::{Error, informer, is_not_found, pod_state};
+use crate::{Error, is_not_found, pod_state};
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     nodes: Store<Node>,
     expectations: Expectations,
 }
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    let (pods, pod_events) = informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let (nodes, node_events) = informer::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), pods, nodes, expectations: Expectations::default() });
+pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods: informers.pods.clone(),
+        nodes: informers.nodes.store(),
+        expectations: Expectations::default(),
+    });
+    let (pod_events, node_events) = (informers.pods.subscribe(), informers.nodes.subscribe());
+    informers.pods.ready().await;
+    informers.nodes.ready().await;
     let controller = Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default());
     let daemonsets = controller.store();
-    controller
-        .owns_stream(pod_events)
+    let controller = controller
+        .owns_shared_stream(pod_events)
         // Any node change may make a node (in)eligible for every DaemonSet.
-        .watches_stream(node_events, move |_node: Node| {
+        .watches_shared_stream(node_events, move |_node: Arc<Node>| {
             daemonsets.state().iter().map(|d| ObjectRef::from_obj(d.as_ref())).collect::<Vec<_>>()
-        })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "daemonset reconcile");
-            }
-        })
-        .await;
+        });
+    informer::drive(controller, "daemonset", ctx, reconcile).await;
     Ok(())
-}
-
-fn error_policy(_ds: Arc<DaemonSet>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "daemonset controller");
-    Action::requeue(Duration::from_secs(1))
 }
 
 /// Tolerations upstream adds to every daemon pod.
@@ -138,16 +133,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = ds.namespace().unwrap_or_default();
     let name = ds.name_any();
     let key = format!("{ns}/{name}");
-    let uid = ds.uid().unwrap_or_default();
     let spec = ds.spec.clone().unwrap_or_default();
     let hash = pod_template_hash(&spec.template, None);
-    let pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && pod_state::is_controlled_by(p.as_ref(), &uid))
-        .filter(|p| pod_state::is_active(p))
-        .collect();
+    let pods: Vec<Arc<Pod>> =
+        ctx.pods.controlled_by(ds.as_ref()).into_iter().filter(|p| pod_state::is_active(p)).collect();
     let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
     for p in &pods {
         if let Some(n) = pod_node(p) {

@@ -21,8 +21,8 @@ const RESYNC: Duration = Duration::from_secs(30);
 
 type Ctx = backends::ServiceCtx;
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    backends::run_for_services::<Endpoints, _, _>(client, "endpoints", reconcile).await
+pub async fn run(client: Client, informers: &crate::informer::Informers) -> Result<(), Error> {
+    backends::run_for_services::<Endpoints, _, _>(client, informers, "endpoints", reconcile).await
 }
 
 fn address(b: &Backend) -> EndpointAddress {

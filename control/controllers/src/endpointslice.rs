@@ -26,8 +26,8 @@ const RESYNC: Duration = Duration::from_secs(30);
 
 type Ctx = backends::ServiceCtx;
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    backends::run_for_services::<EndpointSlice, _, _>(client, "endpointslice", reconcile).await
+pub async fn run(client: Client, informers: &crate::informer::Informers) -> Result<(), Error> {
+    backends::run_for_services::<EndpointSlice, _, _>(client, informers, "endpointslice", reconcile).await
 }
 
 /// A stable name per Service and port mapping.

@@ -39,12 +39,14 @@ struct Node {
 
 pub async fn run(client: Client, resources: Arc<Vec<Resource>>) -> Result<(), Error> {
     let mut stores: Vec<Store<DynamicObject>> = Vec::new();
+    // The watches stop with this controller (its future dropped).
+    let mut watches = tokio::task::JoinSet::new();
     for r in resources.iter() {
         let writer = reflector::store::Writer::<DynamicObject>::new(r.ar.clone());
         stores.push(writer.as_reader());
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &r.ar);
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()));
-        tokio::spawn(stream.default_backoff().for_each(|_| async {}));
+        watches.spawn(stream.default_backoff().for_each(|_| async {}));
     }
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;

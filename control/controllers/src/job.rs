@@ -9,46 +9,30 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
+use crate::informer::{Informer, Informers, Source};
 use crate::{Error, informer, is_not_found, pod_state};
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     expectations: Expectations,
 }
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    let (pods, pod_events) = informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), pods, expectations: Expectations::default() });
-    Controller::new(Api::<Job>::all(client), watcher::Config::default())
-        .owns_stream(pod_events)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        })
-        .await;
+pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
+    let ctx =
+        Arc::new(Ctx { client: client.clone(), pods: informers.pods.clone(), expectations: Expectations::default() });
+    informer::run_owner(Source::Shared(&informers.jobs), &informers.pods, "job", ctx, reconcile).await;
     Ok(())
-}
-
-fn error_policy(_job: Arc<Job>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "job controller");
-    Action::requeue(Duration::from_secs(1))
 }
 
 fn finished(job: &Job) -> bool {
@@ -78,17 +62,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let key = format!("{ns}/{name}");
-    let uid = job.uid().unwrap_or_default();
     let spec = job.spec.clone().unwrap_or_default();
     let completions = spec.completions.unwrap_or(1);
     let parallelism = spec.parallelism.unwrap_or(1);
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let pods: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && pod_state::is_controlled_by(p.as_ref(), &uid))
-        .collect();
+    let pods: Vec<Arc<Pod>> = ctx.pods.controlled_by(job.as_ref());
     let succeeded = pods.iter().filter(|p| pod_state::phase(p) == "Succeeded").count() as i32;
     let failed = pods.iter().filter(|p| pod_state::phase(p) == "Failed").count() as i32;
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| pod_state::is_active(p)).collect();

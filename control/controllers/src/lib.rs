@@ -4,7 +4,9 @@
 //! - [`namespace`]: empties a deleted namespace, then finalizes it;
 //! - [`gc`]: the garbage collector (ownerReferences; Background, Foreground
 //!   and Orphan propagation);
-//! - [`replicaset`], [`deployment`], [`daemonset`], [`job`]: workloads;
+//! - [`replicaset`], [`deployment`], [`daemonset`], [`statefulset`], [`job`],
+//!   [`cronjob`]: workloads;
+//! - [`informer`]: one watch per kind shared by every controller;
 //! - [`endpoints`], [`endpointslice`]: Service backends;
 //! - [`nodelifecycle`]: unreachable nodes are tainted, their pods evicted;
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
@@ -12,6 +14,7 @@
 //!   manager and the scheduler).
 
 pub mod backends;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -23,10 +26,12 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod owner_index;
 pub mod pod_state;
 pub mod replicaset;
 pub mod resources;
 pub mod serviceaccount;
+pub mod statefulset;
 
 pub use nodelifecycle::NodeLifecycleConfig;
 
@@ -81,16 +86,21 @@ pub async fn run(client: Client) -> Result<(), Error> {
 
 pub async fn run_with(client: Client, config: ControllerConfig) -> Result<(), Error> {
     let resources = resources::discover(&client).await?;
+    // One watch per shared kind, whatever the number of controllers reading it.
+    let informers = informer::Informers::start(&client);
+    let i = &informers;
     tokio::select! {
         r = namespace::run(client.clone(), resources.clone()) => r,
         r = gc::run(client.clone(), resources) => r,
-        r = replicaset::run(client.clone()) => r,
-        r = deployment::run(client.clone()) => r,
-        r = daemonset::run(client.clone()) => r,
-        r = job::run(client.clone()) => r,
-        r = endpoints::run(client.clone()) => r,
-        r = endpointslice::run(client.clone()) => r,
-        r = nodelifecycle::run(client.clone(), config.node_lifecycle) => r,
+        r = replicaset::run(client.clone(), i) => r,
+        r = deployment::run(client.clone(), i) => r,
+        r = daemonset::run(client.clone(), i) => r,
+        r = statefulset::run(client.clone(), i) => r,
+        r = job::run(client.clone(), i) => r,
+        r = cronjob::run(client.clone(), i) => r,
+        r = endpoints::run(client.clone(), i) => r,
+        r = endpointslice::run(client.clone(), i) => r,
+        r = nodelifecycle::run(client.clone(), i, config.node_lifecycle) => r,
         r = serviceaccount::run(client) => r,
     }
 }

@@ -24,6 +24,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
+use crate::informer::Informers;
 use crate::{Error, informer, is_not_found, pod_state};
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -56,12 +57,10 @@ struct Caches {
     pods: Store<Pod>,
 }
 
-pub async fn run(client: Client, config: NodeLifecycleConfig) -> Result<(), Error> {
-    let caches = Caches {
-        nodes: informer::cache(Api::<Node>::all(client.clone()), watcher::Config::default()),
-        leases: informer::cache(Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE), watcher::Config::default()),
-        pods: informer::cache(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    };
+pub async fn run(client: Client, informers: &Informers, config: NodeLifecycleConfig) -> Result<(), Error> {
+    // Only this controller reads leases: its own watch, kept while it runs.
+    let leases = informer::cache(Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE), watcher::Config::default());
+    let caches = Caches { nodes: informers.nodes.store(), leases: leases.store(), pods: informers.pods.store() };
     // Nodes that were silent before this controller started get the grace
     // period from now, as upstream's node health map starts empty.
     let started = Timestamp::now();

@@ -15,13 +15,12 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use crate::expectations::Expectations;
+use crate::informer::{Informer, Informers, Source};
 use crate::pod_state::{self, is_active};
 use crate::{Error, informer, is_not_found};
 
@@ -32,28 +31,15 @@ const CONCURRENCY: usize = 16;
 
 struct Ctx {
     client: Client,
-    pods: Store<Pod>,
+    pods: Arc<Informer<Pod>>,
     expectations: Expectations,
 }
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    let (pods, pod_events) = informer::reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), pods, expectations: Expectations::default() });
-    Controller::new(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .owns_stream(pod_events)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset reconcile");
-            }
-        })
-        .await;
+pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
+    let ctx =
+        Arc::new(Ctx { client: client.clone(), pods: informers.pods.clone(), expectations: Expectations::default() });
+    informer::run_owner(Source::Shared(&informers.replicasets), &informers.pods, "replicaset", ctx, reconcile).await;
     Ok(())
-}
-
-fn error_policy(_rs: Arc<ReplicaSet>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "replicaset controller");
-    Action::requeue(Duration::from_secs(1))
 }
 
 #[tracing::instrument(skip_all, fields(kind = "ReplicaSet", namespace = %rs.namespace().unwrap_or_default(), name = %rs.name_any()))]
@@ -61,13 +47,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let key = format!("{ns}/{name}");
-    let uid = rs.uid().unwrap_or_default();
-    let owned: Vec<Arc<Pod>> = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()) && pod_state::is_controlled_by(p.as_ref(), &uid))
-        .collect();
+    let owned: Vec<Arc<Pod>> = ctx.pods.controlled_by(rs.as_ref());
     let active: Vec<&Arc<Pod>> = owned.iter().filter(|p| is_active(p)).collect();
     let want = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
 

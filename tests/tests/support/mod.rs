@@ -126,6 +126,20 @@ where
     }
 }
 
+/// Fails with both texts unless `haystack` contains `needle`.
+pub fn ensure_contains(haystack: &str, needle: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(haystack.contains(needle), "expected {needle:?} in:\n{haystack}");
+    Ok(())
+}
+
+/// The pod's Ready condition is True.
+pub fn is_ready(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// One installed kubectl version, with its own discovery cache.
 pub struct Kubectl {
     pub path: PathBuf,

@@ -16,18 +16,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
 use self::rolling::OldRs;
+use crate::informer::Informers;
 use crate::pod_state;
 use crate::{Error, informer, is_not_found};
 
@@ -44,26 +43,22 @@ struct Ctx {
     pods: Store<Pod>,
 }
 
-pub async fn run(client: Client) -> Result<(), Error> {
-    let (replicasets, rs_events) =
-        informer::reflect(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default());
-    let pods = informer::cache(Api::<Pod>::all(client.clone()), watcher::Config::default());
-    let ctx = Arc::new(Ctx { client: client.clone(), replicasets, pods });
-    Controller::new(Api::<Deployment>::all(client), watcher::Config::default())
-        .owns_stream(rs_events)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "deployment reconcile");
-            }
-        })
-        .await;
+pub async fn run(client: Client, informers: &Informers) -> Result<(), Error> {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        replicasets: informers.replicasets.store(),
+        pods: informers.pods.store(),
+    });
+    informers.pods.ready().await;
+    informer::run_owner(
+        informer::Source::Watch(Api::<Deployment>::all(client)),
+        &informers.replicasets,
+        "deployment",
+        ctx,
+        reconcile,
+    )
+    .await;
     Ok(())
-}
-
-fn error_policy(_d: Arc<Deployment>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "deployment controller");
-    Action::requeue(Duration::from_secs(1))
 }
 
 fn replicas_of(rs: &ReplicaSet) -> i32 {

@@ -135,32 +135,37 @@ fn next_ip(ctx: &Ctx, node: &str, index: usize) -> String {
     format!("10.{}.{}.{host}", 64 + index / 256, index % 256)
 }
 
+/// One status per container of the pod, all in `state`.
+fn container_statuses(pod: &Pod, ready: bool, state: &Value) -> Vec<Value> {
+    let uid = pod.uid().unwrap_or_default();
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    containers
+        .iter()
+        .map(|c| {
+            let image = c.image.clone().unwrap_or_default();
+            json!({
+                "name": c.name,
+                "imageID": format!("hollow://{image}"),
+                "image": image,
+                "containerID": format!("hollow://{uid}/{}", c.name),
+                "ready": ready,
+                "started": ready,
+                "restartCount": 0,
+                "state": state,
+            })
+        })
+        .collect()
+}
+
 fn finished_status(pod: &Pod, code: i32) -> Value {
     let t = Time(now());
     let cond = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastProbeTime": null, "lastTransitionTime": t});
-    let containers: Vec<Value> = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "image": c.image.clone().unwrap_or_default(),
-                "imageID": format!("hollow://{}", c.image.clone().unwrap_or_default()),
-                "containerID": format!("hollow://{}/{}", pod.uid().unwrap_or_default(), c.name),
-                "ready": false,
-                "started": false,
-                "restartCount": 0,
-                "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }, "finishedAt": t}},
-            })
-        })
-        .collect();
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    let state = json!({"terminated": {"exitCode": code, "reason": reason, "finishedAt": t}});
     json!({
         "phase": if code == 0 { "Succeeded" } else { "Failed" },
         "conditions": [cond("PodReadyToStartContainers", "False"), cond("Initialized", "True"), cond("ContainersReady", "False"), cond("Ready", "False"), cond("PodScheduled", "True")],
-        "containerStatuses": containers,
+        "containerStatuses": container_statuses(pod, false, &state),
     })
 }
 
@@ -168,25 +173,6 @@ fn running_status(pod: &Pod, host_ip: &str, ip: &str) -> Value {
     let t = Time(now());
     let started = pod.status.as_ref().and_then(|s| s.start_time.clone()).unwrap_or_else(|| t.clone());
     let cond = |type_: &str| json!({"type": type_, "status": "True", "lastProbeTime": null, "lastTransitionTime": t});
-    let containers: Vec<Value> = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "image": c.image.clone().unwrap_or_default(),
-                "imageID": format!("hollow://{}", c.image.clone().unwrap_or_default()),
-                "containerID": format!("hollow://{}/{}", pod.uid().unwrap_or_default(), c.name),
-                "ready": true,
-                "started": true,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": started}},
-            })
-        })
-        .collect();
     json!({
         "phase": "Running",
         "podIP": ip,
@@ -195,7 +181,7 @@ fn running_status(pod: &Pod, host_ip: &str, ip: &str) -> Value {
         "hostIPs": [{"ip": host_ip}],
         "startTime": started,
         "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("ContainersReady"), cond("Ready"), cond("PodScheduled")],
-        "containerStatuses": containers,
+        "containerStatuses": container_statuses(pod, true, &json!({"running": {"startedAt": started}})),
         "qosClass": "BestEffort",
     })
 }

@@ -325,7 +325,11 @@ pub(crate) mod tests {
             .map(|e| e.message());
         assert_eq!(
             err.as_deref(),
-            Some("0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}.")
+            Some(
+                "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}. \
+                 preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, \
+                 1 Preemption is not helpful for scheduling."
+            )
         );
     }
 

@@ -295,17 +295,8 @@ impl FilterPlugin for InterPodAffinity {
     fn filter(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Status {
         let Some(s) = state.read::<PreFilterState>(STATE) else { return Status::success() };
         let labels = node.labels();
-        // Existing pods' anti-affinity: any of the node's domains counted.
-        if s.existing_anti_affinity.any_on(labels) {
-            return Status::new(Code::Unschedulable, ERR_EXISTING_ANTI_AFFINITY);
-        }
-        for t in &s.terms.required_anti_affinity {
-            if let Some(v) = labels.get(&t.topology_key)
-                && s.anti_affinity.get(&t.topology_key, v) > 0
-            {
-                return Status::new(Code::Unschedulable, ERR_ANTI_AFFINITY);
-            }
-        }
+        // Upstream's order: the pod's affinity, its anti-affinity, then
+        // existing pods' anti-affinity.
         let mut pods_exist = true;
         for t in &s.terms.required_affinity {
             match labels.get(&t.topology_key) {
@@ -318,12 +309,19 @@ impl FilterPlugin for InterPodAffinity {
                 }
             }
         }
-        if !pods_exist {
-            // The first pod of a group with affinity to itself may go anywhere.
-            let first_of_group = s.affinity.is_empty() && s.self_match;
-            if !first_of_group {
-                return Status::new(Code::UnschedulableAndUnresolvable, ERR_AFFINITY);
+        // The first pod of a group with affinity to itself may go anywhere.
+        if !pods_exist && !(s.affinity.is_empty() && s.self_match) {
+            return Status::new(Code::UnschedulableAndUnresolvable, ERR_AFFINITY);
+        }
+        for t in &s.terms.required_anti_affinity {
+            if let Some(v) = labels.get(&t.topology_key)
+                && s.anti_affinity.get(&t.topology_key, v) > 0
+            {
+                return Status::new(Code::Unschedulable, ERR_ANTI_AFFINITY);
             }
+        }
+        if s.existing_anti_affinity.any_on(labels) {
+            return Status::new(Code::Unschedulable, ERR_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
     }

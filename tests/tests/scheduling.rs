@@ -59,7 +59,6 @@ async fn required_anti_affinity_puts_one_replica_per_node_and_leaves_the_extra_o
           - labelSelector: {matchLabels: {app: web}}
             topologyKey: kubernetes.io/hostname";
     k.ok_stdin(&["apply", "-f", "-"], &deployment("web", 4, spec))?;
-    let mut pending = String::new();
     eventually(Duration::from_secs(30), || async {
         let p = pods(&k, "web")?;
         let running: Vec<&(String, String, String)> = p.iter().filter(|(_, _, ph)| ph == "Running").collect();
@@ -68,10 +67,14 @@ async fn required_anti_affinity_puts_one_replica_per_node_and_leaves_the_extra_o
         anyhow::ensure!(nodes == ["aa-0", "aa-1", "aa-2"], "running on {nodes:?}: {p:?}");
         let waiting: Vec<&(String, String, String)> = p.iter().filter(|(_, n, _)| n.is_empty()).collect();
         anyhow::ensure!(p.len() == 4 && waiting.len() == 1, "pods: {p:?}");
-        pending = waiting[0].0.clone();
         Ok(())
     })
     .await?;
+    let pending = pods(&k, "web")?
+        .into_iter()
+        .find(|(_, n, _)| n.is_empty())
+        .map(|(name, _, _)| name)
+        .ok_or_else(|| anyhow::anyhow!("no pending pod"))?;
     let expected = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules. \
                     preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.";
     eventually(Duration::from_secs(15), || async {

@@ -7,6 +7,7 @@ mod cni;
 mod lb;
 mod report;
 mod scheduler;
+mod scheduler_cycle;
 
 use std::path::PathBuf;
 

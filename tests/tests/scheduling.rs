@@ -159,7 +159,8 @@ async fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_cluster() -> 
     let k = server.kubectl(33);
     k.ok_stdin(&["apply", "-f", "-"], CLASSES)?;
     // An unknown class is refused at admission.
-    let refused = k.fails(&["run", "nope", "--image=busybox", "--overrides", r#"{"spec":{"priorityClassName":"nope"}}"#])?;
+    let refused =
+        k.fails(&["run", "nope", "--image=busybox", "--overrides", r#"{"spec":{"priorityClassName":"nope"}}"#])?;
     anyhow::ensure!(refused.contains("no PriorityClass with name nope was found"), "{refused}");
 
     k.ok_stdin(&["apply", "-f", "-"], &pod("low", "low", "3"))?;
@@ -198,7 +199,8 @@ async fn a_high_priority_pod_preempts_a_low_priority_one_on_a_full_cluster() -> 
         Ok(())
     })
     .await?;
-    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=low", "-o", "jsonpath={.items[*].reason}"])?;
+    let events =
+        k.ok(&["get", "events", "--field-selector", "involvedObject.name=low", "-o", "jsonpath={.items[*].reason}"])?;
     anyhow::ensure!(events.contains("Preempted"), "events of low: {events}");
     Ok(())
 }

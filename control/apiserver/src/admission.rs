@@ -184,9 +184,8 @@ const SYSTEM_PRIORITY_CLASSES: &[(&str, i64)] =
 /// the class, is Forbidden.
 pub fn resolve_pod_priority(pod: &mut Value, classes: &[Value]) -> Result<(), StatusError> {
     let name = meta::name(pod).unwrap_or_default().to_owned();
-    let forbidden = |why: String| {
-        StatusError::new(waggle_api::Reason::Forbidden, format!("pods \"{name}\" is forbidden: {why}"))
-    };
+    let forbidden =
+        |why: String| StatusError::new(waggle_api::Reason::Forbidden, format!("pods \"{name}\" is forbidden: {why}"));
     let wanted = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or_default().to_owned();
     let class_of = |c: &Value| -> (String, i64, String) {
         (
@@ -345,7 +344,10 @@ mod priority_tests {
         assert_eq!(pod["spec"]["preemptionPolicy"], "Never");
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {}});
         resolve_pod_priority(&mut pod, &classes).expect("admitted");
-        assert_eq!((pod["spec"]["priority"].clone(), pod["spec"]["priorityClassName"].clone()), (json!(5), json!("default")));
+        assert_eq!(
+            (pod["spec"]["priority"].clone(), pod["spec"]["priorityClassName"].clone()),
+            (json!(5), json!("default"))
+        );
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "system-node-critical"}});
         resolve_pod_priority(&mut pod, &[]).expect("admitted");
         assert_eq!(pod["spec"]["priority"], 2_000_001_000);

@@ -309,9 +309,19 @@ pub(crate) mod tests {
         busy.add_pod(Arc::new(pod("3")));
         let nodes = vec![busy, node("idle", "4", vec![], &[])];
         let mut cursor = CycleCursor::default();
-        let least = schedule(&profile(ScoringStrategy::LeastAllocated), &pod("500m"), &Snapshot::new(&nodes, &NoListers), &mut cursor);
+        let least = schedule(
+            &profile(ScoringStrategy::LeastAllocated),
+            &pod("500m"),
+            &Snapshot::new(&nodes, &NoListers),
+            &mut cursor,
+        );
         assert_eq!(least.map(|i| nodes[i].name.as_str()).ok(), Some("idle"));
-        let most = schedule(&profile(ScoringStrategy::MostAllocated), &pod("500m"), &Snapshot::new(&nodes, &NoListers), &mut cursor);
+        let most = schedule(
+            &profile(ScoringStrategy::MostAllocated),
+            &pod("500m"),
+            &Snapshot::new(&nodes, &NoListers),
+            &mut cursor,
+        );
         assert_eq!(most.map(|i| nodes[i].name.as_str()).ok(), Some("busy"));
     }
 
@@ -320,9 +330,14 @@ pub(crate) mod tests {
         let taint =
             Taint { key: "dedicated".into(), value: Some("db".into()), effect: "NoSchedule".into(), time_added: None };
         let nodes = vec![node("small", "1", vec![], &[]), node("tainted", "8", vec![taint], &[])];
-        let err = schedule(&profile(ScoringStrategy::LeastAllocated), &pod("2"), &Snapshot::new(&nodes, &NoListers), &mut CycleCursor::default())
-            .err()
-            .map(|e| e.message());
+        let err = schedule(
+            &profile(ScoringStrategy::LeastAllocated),
+            &pod("2"),
+            &Snapshot::new(&nodes, &NoListers),
+            &mut CycleCursor::default(),
+        )
+        .err()
+        .map(|e| e.message());
         assert_eq!(
             err.as_deref(),
             Some(
@@ -341,7 +356,12 @@ pub(crate) mod tests {
             spec.node_selector = Some(BTreeMap::from([("disk".to_owned(), "ssd".to_owned())]));
         }
         for _ in 0..5 {
-            let got = schedule(&profile(ScoringStrategy::LeastAllocated), &p, &Snapshot::new(&nodes, &NoListers), &mut CycleCursor::default());
+            let got = schedule(
+                &profile(ScoringStrategy::LeastAllocated),
+                &p,
+                &Snapshot::new(&nodes, &NoListers),
+                &mut CycleCursor::default(),
+            );
             assert_eq!(got.ok(), Some(1));
         }
     }

@@ -3,18 +3,16 @@
 
 use std::sync::Arc;
 
-use crate::framework::{
-    BindPlugin, FilterPlugin, PreFilterExtensions, PreFilterPlugin, PreScorePlugin, ScorePlugin,
-};
+use crate::framework::{BindPlugin, FilterPlugin, PreFilterExtensions, PreFilterPlugin, PreScorePlugin, ScorePlugin};
 use crate::plugins::balanced_allocation::BalancedAllocation;
 use crate::plugins::default_binder::DefaultBinder;
 use crate::plugins::inter_pod_affinity::InterPodAffinity;
-use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::node_affinity::NodeAffinity;
 use crate::plugins::node_name::NodeName;
 use crate::plugins::node_ports::NodePorts;
 use crate::plugins::node_resources_fit::{NodeResourcesFit, ScoringStrategy};
 use crate::plugins::node_unschedulable::NodeUnschedulable;
+use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::taint_toleration::TaintToleration;
 
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -73,13 +71,7 @@ impl Profile {
                 spread.clone(),
                 pod_affinity.clone(),
             ],
-            pre_score: vec![
-                taints.clone(),
-                affinity.clone(),
-                fit.clone(),
-                spread.clone(),
-                pod_affinity.clone(),
-            ],
+            pre_score: vec![taints.clone(), affinity.clone(), fit.clone(), spread.clone(), pod_affinity.clone()],
             score: vec![
                 (taints, 3),
                 (affinity, 2),

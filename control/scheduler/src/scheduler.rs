@@ -100,9 +100,7 @@ impl Listers for StoreListers {
                 set.extend(sel.clone());
             }
         }
-        let mut out = LabelSelector {
-            requirements: set.into_iter().map(|(k, v)| Requirement::Equals(k, v)).collect(),
-        };
+        let mut out = LabelSelector { requirements: set.into_iter().map(|(k, v)| Requirement::Equals(k, v)).collect() };
         let owners = self
             .replica_sets
             .state()
@@ -375,10 +373,13 @@ async fn bind(s: &Shared, key: &str, pod: &Pod, node: &str) {
     let status = s.profile.bind.bind(pod, node).await;
     if status.is_success() {
         tracing::debug!(pod = key, node, "bound");
-        let message = format!("Successfully assigned {key} to {node}");
-        if let Err(e) = event(&s.client, pod, "Normal", "Scheduled", &message).await {
-            tracing::debug!(error = %e, "scheduled event");
-        }
+        // The event is not on the binding's path (nor holding its permit).
+        let (client, pod, message) = (s.client.clone(), pod.clone(), format!("Successfully assigned {key} to {node}"));
+        tokio::spawn(async move {
+            if let Err(e) = event(&client, &pod, "Normal", "Scheduled", &message).await {
+                tracing::debug!(error = %e, "scheduled event");
+            }
+        });
         return;
     }
     tracing::warn!(pod = key, node, reasons = ?status.reasons, "binding failed; retrying");

@@ -81,7 +81,8 @@ impl NodeInfo {
     /// Takes a pod (matched by namespace and name) off the node; false
     /// when it is not there.
     pub fn remove_pod(&mut self, pod: &Pod) -> bool {
-        let same = |p: &Arc<Pod>| p.metadata.namespace == pod.metadata.namespace && p.metadata.name == pod.metadata.name;
+        let same =
+            |p: &Arc<Pod>| p.metadata.namespace == pod.metadata.namespace && p.metadata.name == pod.metadata.name;
         let Some(i) = self.pods.iter().position(same) else { return false };
         let gone = self.pods.swap_remove(i);
         self.pods_with_affinity.retain(|p| !same(p));

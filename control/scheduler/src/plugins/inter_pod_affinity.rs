@@ -398,10 +398,7 @@ impl ScorePlugin for InterPodAffinity {
     fn score(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<i64, Status> {
         let Some(s) = state.read::<ScoreState>(SCORE_STATE) else { return Ok(0) };
         let labels = node.labels();
-        Ok(s.topology_score
-            .iter()
-            .filter_map(|(key, values)| labels.get(key).and_then(|v| values.get(v)))
-            .sum())
+        Ok(s.topology_score.iter().filter_map(|(key, values)| labels.get(key).and_then(|v| values.get(v))).sum())
     }
 
     fn normalize(&self, state: &CycleState, _pod: &Pod, _nodes: &[&NodeInfo], scores: &mut [i64]) -> Status {

@@ -1,15 +1,15 @@
 //! The in-tree plugins, one module each, named as upstream's.
 
 pub mod balanced_allocation;
+pub mod default_binder;
 pub mod default_preemption;
 pub mod inter_pod_affinity;
-pub mod pod_topology_spread;
-pub mod default_binder;
 pub mod node_affinity;
 pub mod node_name;
 pub mod node_ports;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
+pub mod pod_topology_spread;
 pub mod taint_toleration;
 #[cfg(test)]
 pub(crate) mod test_support;

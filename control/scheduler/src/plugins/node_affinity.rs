@@ -105,11 +105,7 @@ impl PreFilterPlugin for NodeAffinity {
 impl FilterPlugin for NodeAffinity {
     fn filter(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Status {
         let Some(req) = state.read::<Required>(STATE) else { return Status::success() };
-        if req.matches(node) {
-            Status::success()
-        } else {
-            Status::new(Code::UnschedulableAndUnresolvable, REASON)
-        }
+        if req.matches(node) { Status::success() } else { Status::new(Code::UnschedulableAndUnresolvable, REASON) }
     }
 }
 

@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::resource::{Resource, pod_requests};
 use crate::framework::{
-    Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin, Snapshot,
-    Status,
+    Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin,
+    Snapshot, Status,
 };
 
 pub const NAME: &str = "NodeResourcesFit";

@@ -27,7 +27,8 @@ use crate::framework::{
 
 pub const NAME: &str = "PodTopologySpread";
 pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";
-pub const ERR_NODE_LABEL_NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
+pub const ERR_NODE_LABEL_NOT_MATCH: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
 pub const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
 const STATE: &str = "PreFilterPodTopologySpread";

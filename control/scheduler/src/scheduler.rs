@@ -30,6 +30,8 @@ use crate::{Error, SchedulerConfig};
 
 /// Binds in flight at once.
 const BIND_CONCURRENCY: usize = 64;
+/// A binding with no answer by then is retried (a bound pod is then skipped).
+const BIND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Assumed pods the watch never confirms are dropped after this.
 const ASSUME_TTL: Duration = Duration::from_secs(30);
 
@@ -370,7 +372,13 @@ async fn preempt(s: &Shared, pod: &Pod, node: &str, victims: &[Arc<Pod>]) -> Res
 }
 
 async fn bind(s: &Shared, key: &str, pod: &Pod, node: &str) {
-    let status = s.profile.bind.bind(pod, node).await;
+    let status = match tokio::time::timeout(BIND_TIMEOUT, s.profile.bind.bind(pod, node)).await {
+        Ok(status) => status,
+        Err(_) => crate::framework::Status::new(
+            crate::framework::Code::Error,
+            format!("binding {key} to {node}: no answer within {BIND_TIMEOUT:?}"),
+        ),
+    };
     if status.is_success() {
         tracing::debug!(pod = key, node, "bound");
         // The event is not on the binding's path (nor holding its permit).

@@ -310,7 +310,8 @@ impl FilterPlugin for InterPodAffinity {
             }
         }
         // The first pod of a group with affinity to itself may go anywhere.
-        if !pods_exist && !(s.affinity.is_empty() && s.self_match) {
+        let first_of_group = s.affinity.is_empty() && s.self_match;
+        if !(pods_exist || first_of_group) {
             return Status::new(Code::UnschedulableAndUnresolvable, ERR_AFFINITY);
         }
         for t in &s.terms.required_anti_affinity {

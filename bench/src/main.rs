@@ -8,6 +8,10 @@ mod lb;
 mod podstartup;
 mod report;
 mod server;
+mod scheduler;
+mod scheduler_cycle;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +32,8 @@ enum Bench {
     Apiserver(apiserver::Args),
     /// Pod startup: create → Running latency of pods on a real node, agent RSS.
     Podstartup(podstartup::Args),
+    /// Scheduler: scheduler_perf's SchedulingBasic (5,000 hollow nodes, 10,000 pods): pods/s, p99, RSS.
+    Scheduler(scheduler::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +45,9 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(apiserver::run(args))
         }
         Bench::Podstartup(args) => podstartup::run(args),
+        Bench::Scheduler(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(scheduler::run(args))
+        }
     }
 }

@@ -173,6 +173,71 @@ pub fn prepare_create(r: &ResourceInfo, obj: &mut Value, manager: &str) -> Resul
     Ok(())
 }
 
+/// The PriorityClasses every cluster has (upstream's apiserver creates them).
+const SYSTEM_PRIORITY_CLASSES: &[(&str, i64)] =
+    &[("system-node-critical", 2_000_001_000), ("system-cluster-critical", 2_000_000_000)];
+
+/// Upstream's Priority admission plugin, for a new pod: resolves
+/// `spec.priorityClassName` (or the globalDefault class) to `spec.priority`
+/// and `spec.preemptionPolicy`. `classes` are the stored PriorityClasses.
+/// A named class that does not exist, or a priority that disagrees with
+/// the class, is Forbidden.
+pub fn resolve_pod_priority(pod: &mut Value, classes: &[Value]) -> Result<(), StatusError> {
+    let name = meta::name(pod).unwrap_or_default().to_owned();
+    let forbidden =
+        |why: String| StatusError::new(waggle_api::Reason::Forbidden, format!("pods \"{name}\" is forbidden: {why}"));
+    let wanted = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let class_of = |c: &Value| -> (String, i64, String) {
+        (
+            meta::name(c).unwrap_or_default().to_owned(),
+            c.get("value").and_then(Value::as_i64).unwrap_or(0),
+            c.get("preemptionPolicy").and_then(Value::as_str).unwrap_or("PreemptLowerPriority").to_owned(),
+        )
+    };
+    let resolved = if wanted.is_empty() {
+        // The globalDefault class with the lowest value, if any (upstream).
+        classes
+            .iter()
+            .filter(|c| c.get("globalDefault").and_then(Value::as_bool) == Some(true))
+            .map(class_of)
+            .min_by_key(|(_, v, _)| *v)
+    } else {
+        match classes.iter().find(|c| meta::name(c) == Some(wanted.as_str())) {
+            Some(c) => Some(class_of(c)),
+            None => match SYSTEM_PRIORITY_CLASSES.iter().find(|(n, _)| *n == wanted) {
+                Some((n, v)) => Some(((*n).to_owned(), *v, "PreemptLowerPriority".to_owned())),
+                None => return Err(forbidden(format!("no PriorityClass with name {wanted} was found"))),
+            },
+        }
+    };
+    let (class, value, policy) = resolved.unwrap_or_else(|| (String::new(), 0, "PreemptLowerPriority".into()));
+    if let Some(given) = pod.pointer("/spec/priority").and_then(Value::as_i64)
+        && given != value
+    {
+        return Err(forbidden(format!(
+            "the integer value of priority ({given}) must not be provided in pod spec; priority admission \
+             controller computed {value} from the given PriorityClass name"
+        )));
+    }
+    if let Some(given) = pod.pointer("/spec/preemptionPolicy").and_then(Value::as_str).filter(|p| !p.is_empty())
+        && !class.is_empty()
+        && given != policy
+    {
+        return Err(forbidden(format!(
+            "the string value of PreemptionPolicy ({given}) must not be provided in pod spec; priority admission \
+             controller computed {policy} from the given PriorityClass name"
+        )));
+    }
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        if !class.is_empty() {
+            spec.insert("priorityClassName".into(), json!(class));
+        }
+        spec.insert("priority".into(), json!(value));
+        spec.entry("preemptionPolicy").or_insert_with(|| json!(policy));
+    }
+    Ok(())
+}
+
 /// Which part of an object a write may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WritePart {
@@ -261,6 +326,45 @@ pub fn unchanged(current: &Value, new: &Value) -> bool {
         v
     };
     strip(current) == strip(new)
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_priority_comes_from_its_class_or_the_global_default() {
+        let classes = vec![
+            json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"}),
+            json!({"metadata": {"name": "default"}, "value": 5, "globalDefault": true}),
+        ];
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "high"}});
+        resolve_pod_priority(&mut pod, &classes).expect("admitted");
+        assert_eq!(pod["spec"]["priority"], 1000);
+        assert_eq!(pod["spec"]["preemptionPolicy"], "Never");
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {}});
+        resolve_pod_priority(&mut pod, &classes).expect("admitted");
+        assert_eq!(
+            (pod["spec"]["priority"].clone(), pod["spec"]["priorityClassName"].clone()),
+            (json!(5), json!("default"))
+        );
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "system-node-critical"}});
+        resolve_pod_priority(&mut pod, &[]).expect("admitted");
+        assert_eq!(pod["spec"]["priority"], 2_000_001_000);
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {}});
+        resolve_pod_priority(&mut pod, &[]).expect("admitted");
+        assert_eq!(pod["spec"]["priority"], 0);
+    }
+
+    #[test]
+    fn an_unknown_class_or_a_contradicting_priority_is_forbidden() {
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "nope"}});
+        let e = resolve_pod_priority(&mut pod, &[]).expect_err("forbidden");
+        assert_eq!(e.message, "pods \"p\" is forbidden: no PriorityClass with name nope was found");
+        let classes = vec![json!({"metadata": {"name": "high"}, "value": 1000})];
+        let mut pod = json!({"metadata": {"name": "p"}, "spec": {"priorityClassName": "high", "priority": 7}});
+        assert!(resolve_pod_priority(&mut pod, &classes).is_err());
+    }
 }
 
 #[cfg(test)]

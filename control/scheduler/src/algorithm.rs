@@ -4,10 +4,12 @@
 //! [`FitError`] whose message has upstream's shape.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::framework::{Code, CycleState, NodeInfo, Status};
+use crate::framework::{Code, CycleState, FilterPlugin, NodeInfo, Snapshot, Status, priority};
+use crate::plugins::default_preemption::{self, Candidate};
 use crate::profile::Profile;
 
 /// Why a pod fits nowhere.
@@ -18,14 +20,34 @@ pub struct FitError {
     pub reasons: BTreeMap<String, usize>,
     /// Any status was an Error rather than a verdict.
     pub internal_error: bool,
+    /// What preemption said when it found nothing (`preemption: …`).
+    pub post_filter_message: Option<String>,
+    /// Where preemption would make room, and the victims.
+    pub preemption: Option<Candidate>,
 }
 
 impl FitError {
+    fn new(num_all_nodes: usize) -> Self {
+        Self {
+            num_all_nodes,
+            reasons: BTreeMap::new(),
+            internal_error: false,
+            post_filter_message: None,
+            preemption: None,
+        }
+    }
+
     /// `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}.`
+    /// followed by preemption's own message when it found nothing.
     pub fn message(&self) -> String {
         let mut parts: Vec<String> = self.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
         parts.sort();
-        format!("0/{} nodes are available: {}.", self.num_all_nodes, parts.join(", "))
+        let mut m = format!("0/{} nodes are available: {}.", self.num_all_nodes, parts.join(", "));
+        if let Some(post) = &self.post_filter_message {
+            m.push(' ');
+            m.push_str(post);
+        }
+        m
     }
 }
 
@@ -81,16 +103,57 @@ fn record(reasons: &mut BTreeMap<String, usize>, status: &Status, error: &mut bo
     }
 }
 
-/// Picks a node for `pod` among `nodes`; returns its index.
-pub fn schedule(profile: &Profile, pod: &Pod, nodes: &[NodeInfo], cursor: &mut CycleCursor) -> Result<usize, FitError> {
-    let mut fit_error = FitError { num_all_nodes: nodes.len(), reasons: BTreeMap::new(), internal_error: false };
+fn same_pod(a: &Pod, b: &Pod) -> bool {
+    a.metadata.namespace == b.metadata.namespace && a.metadata.name == b.metadata.name
+}
+
+/// The first failing filter on the node, counting pods nominated there
+/// with at least the pod's priority as if they ran (upstream's
+/// addNominatedPods), and then without them.
+fn filter_node(
+    profile: &Profile,
+    filters: &[&Arc<dyn FilterPlugin>],
+    state: &CycleState,
+    pod: &Pod,
+    node: &NodeInfo,
+    nominated: Option<&Vec<Arc<Pod>>>,
+    snapshot: &Snapshot<'_>,
+) -> Option<Status> {
+    let prio = priority(pod);
+    let others: Vec<&Arc<Pod>> =
+        nominated.into_iter().flatten().filter(|p| priority(p) >= prio && !same_pod(p, pod)).collect();
+    if !others.is_empty() {
+        let mut with = node.clone();
+        let mut st = state.clone();
+        for p in others {
+            with.add_pod(p.clone());
+            for e in &profile.pre_filter_extensions {
+                e.add_pod(&mut st, pod, p, &with, snapshot.listers);
+            }
+        }
+        if let Some(s) = filters.iter().map(|f| f.filter(&st, pod, &with)).find(|s| !s.is_success()) {
+            return Some(s);
+        }
+    }
+    filters.iter().map(|f| f.filter(state, pod, node)).find(|s| !s.is_success())
+}
+
+/// Picks a node for `pod` among the snapshot's nodes; returns its index.
+pub fn schedule(
+    profile: &Profile,
+    pod: &Pod,
+    snapshot: &Snapshot<'_>,
+    cursor: &mut CycleCursor,
+) -> Result<usize, FitError> {
+    let nodes = snapshot.nodes;
+    let mut fit_error = FitError::new(nodes.len());
     if nodes.is_empty() {
         return Err(fit_error);
     }
     let mut state = CycleState::default();
     let mut skip_filter: Vec<&'static str> = Vec::new();
     for p in &profile.pre_filter {
-        let s = p.pre_filter(&mut state, pod);
+        let s = p.pre_filter(&mut state, pod, snapshot);
         match s.code {
             Code::Success => {}
             Code::Skip => skip_filter.push(p.name()),
@@ -104,9 +167,11 @@ pub fn schedule(profile: &Profile, pod: &Pod, nodes: &[NodeInfo], cursor: &mut C
             }
         }
     }
-    let filters: Vec<_> = profile.filter.iter().filter(|f| !skip_filter.contains(&f.name())).collect();
+    let filters: Vec<&Arc<dyn FilterPlugin>> =
+        profile.filter.iter().filter(|f| !skip_filter.contains(&f.name())).collect();
     let want = num_feasible_nodes_to_find(nodes.len(), profile.percentage_of_nodes_to_score);
     let mut feasible: Vec<usize> = Vec::with_capacity(want.min(nodes.len()));
+    let mut statuses: Vec<Option<Code>> = Vec::new();
     let start = cursor.next_start % nodes.len();
     let mut examined = 0;
     for offset in 0..nodes.len() {
@@ -115,22 +180,37 @@ pub fn schedule(profile: &Profile, pod: &Pod, nodes: &[NodeInfo], cursor: &mut C
         }
         let i = (start + offset) % nodes.len();
         examined += 1;
-        let failed = filters.iter().map(|f| f.filter(&state, pod, &nodes[i])).find(|s| !s.is_success());
-        match failed {
+        let nominated = snapshot.nominated.and_then(|m| m.get(&i));
+        match filter_node(profile, &filters, &state, pod, &nodes[i], nominated, snapshot) {
             None => feasible.push(i),
-            Some(s) => record(&mut fit_error.reasons, &s, &mut fit_error.internal_error),
+            Some(s) => {
+                record(&mut fit_error.reasons, &s, &mut fit_error.internal_error);
+                if statuses.is_empty() {
+                    statuses = vec![None; nodes.len()];
+                }
+                statuses[i] = Some(s.code);
+            }
         }
     }
     cursor.next_start = (start + examined) % nodes.len();
     match feasible.len() {
-        0 => return Err(fit_error),
+        0 => {
+            if profile.preemption && !fit_error.internal_error {
+                let offset = cursor.next_random() as usize % nodes.len();
+                match default_preemption::preempt(profile, &filters, &state, pod, snapshot, &statuses, offset) {
+                    Ok(c) => fit_error.preemption = Some(c),
+                    Err(m) => fit_error.post_filter_message = Some(m),
+                }
+            }
+            return Err(fit_error);
+        }
         1 => return Ok(feasible[0]),
         _ => {}
     }
     let feasible_infos: Vec<&NodeInfo> = feasible.iter().map(|i| &nodes[*i]).collect();
     let mut skip_score: Vec<&'static str> = Vec::new();
     for p in &profile.pre_score {
-        let s = p.pre_score(&mut state, pod, &feasible_infos);
+        let s = p.pre_score(&mut state, pod, &feasible_infos, snapshot);
         if s.code == Code::Skip {
             skip_score.push(p.name());
         }
@@ -138,7 +218,7 @@ pub fn schedule(profile: &Profile, pod: &Pod, nodes: &[NodeInfo], cursor: &mut C
     let mut totals = vec![0i64; feasible.len()];
     for (plugin, weight) in profile.score.iter().filter(|(p, _)| !skip_score.contains(&p.name())) {
         let mut scores: Vec<i64> = feasible_infos.iter().map(|n| plugin.score(&state, pod, n).unwrap_or(0)).collect();
-        plugin.normalize(&state, pod, &mut scores);
+        plugin.normalize(&state, pod, &feasible_infos, &mut scores);
         for (t, s) in totals.iter_mut().zip(scores) {
             *t += s * weight;
         }
@@ -161,9 +241,9 @@ pub fn schedule(profile: &Profile, pod: &Pod, nodes: &[NodeInfo], cursor: &mut C
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::framework::{BindPlugin, Plugin};
+    use crate::framework::{BindPlugin, NoListers, Plugin};
     use crate::plugins::node_resources_fit::ScoringStrategy;
     use crate::plugins::taint_toleration::reason;
     use k8s_openapi::api::core::v1::{Container, Node, NodeSpec, NodeStatus, PodSpec, ResourceRequirements, Taint};
@@ -185,7 +265,7 @@ mod tests {
         }
     }
 
-    fn profile(strategy: ScoringStrategy) -> Profile {
+    pub(crate) fn profile(strategy: ScoringStrategy) -> Profile {
         Profile::default_plugins("default-scheduler", strategy, None, Arc::new(NoBinder))
     }
 
@@ -226,12 +306,22 @@ mod tests {
     #[test]
     fn least_allocated_picks_the_emptier_node_and_most_allocated_the_fuller() {
         let mut busy = node("busy", "4", vec![], &[]);
-        busy.add_pod(&pod("3"));
+        busy.add_pod(Arc::new(pod("3")));
         let nodes = vec![busy, node("idle", "4", vec![], &[])];
         let mut cursor = CycleCursor::default();
-        let least = schedule(&profile(ScoringStrategy::LeastAllocated), &pod("500m"), &nodes, &mut cursor);
+        let least = schedule(
+            &profile(ScoringStrategy::LeastAllocated),
+            &pod("500m"),
+            &Snapshot::new(&nodes, &NoListers),
+            &mut cursor,
+        );
         assert_eq!(least.map(|i| nodes[i].name.as_str()).ok(), Some("idle"));
-        let most = schedule(&profile(ScoringStrategy::MostAllocated), &pod("500m"), &nodes, &mut cursor);
+        let most = schedule(
+            &profile(ScoringStrategy::MostAllocated),
+            &pod("500m"),
+            &Snapshot::new(&nodes, &NoListers),
+            &mut cursor,
+        );
         assert_eq!(most.map(|i| nodes[i].name.as_str()).ok(), Some("busy"));
     }
 
@@ -240,12 +330,21 @@ mod tests {
         let taint =
             Taint { key: "dedicated".into(), value: Some("db".into()), effect: "NoSchedule".into(), time_added: None };
         let nodes = vec![node("small", "1", vec![], &[]), node("tainted", "8", vec![taint], &[])];
-        let err = schedule(&profile(ScoringStrategy::LeastAllocated), &pod("2"), &nodes, &mut CycleCursor::default())
-            .err()
-            .map(|e| e.message());
+        let err = schedule(
+            &profile(ScoringStrategy::LeastAllocated),
+            &pod("2"),
+            &Snapshot::new(&nodes, &NoListers),
+            &mut CycleCursor::default(),
+        )
+        .err()
+        .map(|e| e.message());
         assert_eq!(
             err.as_deref(),
-            Some("0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}.")
+            Some(
+                "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: db}. \
+                 preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, \
+                 1 Preemption is not helpful for scheduling."
+            )
         );
     }
 
@@ -257,7 +356,12 @@ mod tests {
             spec.node_selector = Some(BTreeMap::from([("disk".to_owned(), "ssd".to_owned())]));
         }
         for _ in 0..5 {
-            let got = schedule(&profile(ScoringStrategy::LeastAllocated), &p, &nodes, &mut CycleCursor::default());
+            let got = schedule(
+                &profile(ScoringStrategy::LeastAllocated),
+                &p,
+                &Snapshot::new(&nodes, &NoListers),
+                &mut CycleCursor::default(),
+            );
             assert_eq!(got.ok(), Some(1));
         }
     }
@@ -275,11 +379,8 @@ mod tests {
     fn the_failure_message_has_upstreams_shape() {
         let taint =
             Taint { key: "dedicated".into(), value: Some("db".into()), effect: "NoSchedule".into(), time_added: None };
-        let e = FitError {
-            num_all_nodes: 3,
-            reasons: BTreeMap::from([(reason(&taint), 2), ("Insufficient cpu".to_owned(), 1)]),
-            internal_error: false,
-        };
+        let mut e = FitError::new(3);
+        e.reasons = BTreeMap::from([(reason(&taint), 2), ("Insufficient cpu".to_owned(), 1)]);
         assert_eq!(
             e.message(),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {dedicated: db}."

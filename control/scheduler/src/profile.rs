@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
-use crate::framework::{BindPlugin, FilterPlugin, PreFilterPlugin, PreScorePlugin, ScorePlugin};
+use crate::framework::{BindPlugin, FilterPlugin, PreFilterExtensions, PreFilterPlugin, PreScorePlugin, ScorePlugin};
 use crate::plugins::balanced_allocation::BalancedAllocation;
 use crate::plugins::default_binder::DefaultBinder;
+use crate::plugins::inter_pod_affinity::InterPodAffinity;
 use crate::plugins::node_affinity::NodeAffinity;
 use crate::plugins::node_name::NodeName;
 use crate::plugins::node_ports::NodePorts;
 use crate::plugins::node_resources_fit::{NodeResourcesFit, ScoringStrategy};
 use crate::plugins::node_unschedulable::NodeUnschedulable;
+use crate::plugins::pod_topology_spread::PodTopologySpread;
 use crate::plugins::taint_toleration::TaintToleration;
 
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -19,9 +21,13 @@ pub struct Profile {
     pub scheduler_name: String,
     pub percentage_of_nodes_to_score: Option<i32>,
     pub pre_filter: Vec<Arc<dyn PreFilterPlugin>>,
+    /// Keep PreFilter state true as preemption takes pods off a node.
+    pub pre_filter_extensions: Vec<Arc<dyn PreFilterExtensions>>,
     pub filter: Vec<Arc<dyn FilterPlugin>>,
     pub pre_score: Vec<Arc<dyn PreScorePlugin>>,
     pub score: Vec<(Arc<dyn ScorePlugin>, i64)>,
+    /// DefaultPreemption as the PostFilter.
+    pub preemption: bool,
     pub bind: Arc<dyn BindPlugin>,
 }
 
@@ -36,9 +42,8 @@ impl std::fmt::Debug for Profile {
 }
 
 impl Profile {
-    /// Upstream's default plugin set (minus the ones not implemented yet:
-    /// PodTopologySpread, InterPodAffinity, VolumeBinding, ImageLocality,
-    /// DefaultPreemption), in upstream's order and weights.
+    /// Upstream's default plugin set (minus the volume plugins and
+    /// ImageLocality), in upstream's order and weights.
     pub fn default_plugins(
         scheduler_name: &str,
         strategy: ScoringStrategy,
@@ -49,10 +54,13 @@ impl Profile {
         let affinity = Arc::new(NodeAffinity);
         let taints = Arc::new(TaintToleration);
         let ports = Arc::new(NodePorts);
+        let spread = Arc::new(PodTopologySpread);
+        let pod_affinity = Arc::new(InterPodAffinity);
         Self {
             scheduler_name: scheduler_name.to_owned(),
             percentage_of_nodes_to_score,
-            pre_filter: vec![fit.clone(), ports.clone(), affinity.clone()],
+            pre_filter: vec![affinity.clone(), ports.clone(), fit.clone(), spread.clone(), pod_affinity.clone()],
+            pre_filter_extensions: vec![spread.clone(), pod_affinity.clone()],
             filter: vec![
                 Arc::new(NodeUnschedulable),
                 Arc::new(NodeName),
@@ -60,9 +68,19 @@ impl Profile {
                 affinity.clone(),
                 ports,
                 fit.clone(),
+                spread.clone(),
+                pod_affinity.clone(),
             ],
-            pre_score: vec![taints.clone(), affinity.clone(), fit.clone()],
-            score: vec![(taints, 3), (affinity, 2), (fit, 1), (Arc::new(BalancedAllocation), 1)],
+            pre_score: vec![taints.clone(), affinity.clone(), fit.clone(), spread.clone(), pod_affinity.clone()],
+            score: vec![
+                (taints, 3),
+                (affinity, 2),
+                (fit, 1),
+                (spread, 2),
+                (pod_affinity, 2),
+                (Arc::new(BalancedAllocation), 1),
+            ],
+            preemption: true,
             bind: binder,
         }
     }

@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Event, EventSource, Namespace, Node, ObjectReference, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
@@ -21,13 +22,16 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::algorithm::{self, CycleCursor};
-use crate::framework::NodeInfo;
+use crate::framework::{Listers, NodeInfo, Snapshot, priority};
+use crate::plugins::label_selector;
 use crate::profile::{DEFAULT_SCHEDULER_NAME, Profile};
 use crate::queue::SchedulingQueue;
 use crate::{Error, SchedulerConfig};
 
 /// Binds in flight at once.
 const BIND_CONCURRENCY: usize = 64;
+/// A binding with no answer by then is retried (a bound pod is then skipped).
+const BIND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Assumed pods the watch never confirms are dropped after this.
 const ASSUME_TTL: Duration = Duration::from_secs(30);
 
@@ -64,8 +68,77 @@ struct Shared {
     queue: SchedulingQueue,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    listers: StoreListers,
     assumed: Mutex<Assumed>,
     binds: Arc<Semaphore>,
+}
+
+/// The plugins' look-ups, from the scheduler's reflectors.
+struct StoreListers {
+    namespaces: Store<Namespace>,
+    services: Store<Service>,
+    replica_sets: Store<ReplicaSet>,
+    stateful_sets: Store<StatefulSet>,
+}
+
+impl Listers for StoreListers {
+    fn namespace_labels(&self, namespace: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.namespaces.get(&ObjectRef::new(namespace)).map(|n| n.metadata.labels.clone().unwrap_or_default())
+    }
+
+    fn default_selector(&self, pod: &Pod) -> Option<waggle_api::selector::LabelSelector> {
+        use waggle_api::selector::{LabelSelector, Requirement};
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let labels = crate::plugins::pod_labels(pod);
+        let mut set = std::collections::BTreeMap::new();
+        for svc in self.services.state() {
+            if svc.metadata.namespace.as_deref() != Some(ns) {
+                continue;
+            }
+            let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            if sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                set.extend(sel.clone());
+            }
+        }
+        let mut out = LabelSelector { requirements: set.into_iter().map(|(k, v)| Requirement::Equals(k, v)).collect() };
+        let owners = self
+            .replica_sets
+            .state()
+            .into_iter()
+            .filter(|r| r.metadata.namespace.as_deref() == Some(ns))
+            .map(|r| label_selector(Some(&r.spec.as_ref()?.selector)))
+            .chain(
+                self.stateful_sets
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.metadata.namespace.as_deref() == Some(ns))
+                    .map(|r| label_selector(Some(&r.spec.as_ref()?.selector))),
+            );
+        for sel in owners.flatten() {
+            if !sel.is_empty() && sel.matches(labels) {
+                out.requirements.extend(sel.requirements);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+/// Keeps a reflector's store filled; a change in these only affects scoring.
+async fn reflect<K>(client: Client, writer: reflector::store::Writer<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    watcher(Api::<K>::all(client), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|ev| async move {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, kind = %K::kind(&()), "watch");
+            }
+        })
+        .await
 }
 
 pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
@@ -73,12 +146,17 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
     tracing::info!(?profile, "scheduler starting");
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
+    let (namespaces, ns_writer) = reflector::store();
+    let (services, svc_writer) = reflector::store();
+    let (replica_sets, rs_writer) = reflector::store();
+    let (stateful_sets, ss_writer) = reflector::store();
     let shared = Arc::new(Shared {
         client: client.clone(),
         profile,
         queue: SchedulingQueue::default(),
         pods,
         nodes,
+        listers: StoreListers { namespaces, services, replica_sets, stateful_sets },
         assumed: Mutex::new(Assumed::default()),
         binds: Arc::new(Semaphore::new(BIND_CONCURRENCY)),
     });
@@ -104,6 +182,12 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
             }
         });
     let s = shared.clone();
+    let listers = futures::future::join4(
+        reflect(client.clone(), ns_writer),
+        reflect(client.clone(), svc_writer),
+        reflect(client.clone(), rs_writer),
+        reflect(client.clone(), ss_writer),
+    );
     let node_events = watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()
         .reflect(node_writer)
@@ -128,6 +212,7 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
         _ = pod_events => Err(Error::Stopped("the pod watch ended")),
         _ = node_events => Err(Error::Stopped("the node watch ended")),
         _ = flush => Err(Error::Stopped("the flush loop ended")),
+        _ = listers => Err(Error::Stopped("a lister's watch ended")),
         r = schedule_loop(shared) => r,
     }
 }
@@ -145,18 +230,33 @@ fn on_pod(s: &Shared, pod: &Pod) {
 }
 
 /// The cluster as the next cycles see it: nodes in a stable order, bound
-/// and assumed pods counted on their nodes.
-fn snapshot(s: &Shared) -> (Vec<NodeInfo>, HashMap<String, usize>) {
+/// and assumed pods counted on their nodes, and the pods nominated to a
+/// node by preemption (by node index).
+struct Cluster {
+    nodes: Vec<NodeInfo>,
+    nominated: HashMap<usize, Vec<Arc<Pod>>>,
+}
+
+fn snapshot(s: &Shared) -> Cluster {
     let mut nodes: Vec<NodeInfo> = s.nodes.state().into_iter().map(NodeInfo::new).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+    let mut nominated: HashMap<usize, Vec<Arc<Pod>>> = HashMap::new();
     for pod in s.pods.state() {
-        let Some(node) = pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()) else { continue };
+        let Some(node) = pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()).filter(|n| !n.is_empty()) else {
+            if needs_scheduling(&s.profile, &pod)
+                && let Some(n) = pod.status.as_ref().and_then(|st| st.nominated_node_name.as_deref())
+                && let Some(&i) = index.get(n)
+            {
+                nominated.entry(i).or_default().push(pod);
+            }
+            continue;
+        };
         if matches!(pod.status.as_ref().and_then(|st| st.phase.as_deref()), Some("Succeeded" | "Failed")) {
             continue;
         }
         if let Some(&i) = index.get(node) {
-            nodes[i].add_pod(&pod);
+            nodes[i].add_pod(pod);
         }
     }
     if let Ok(mut assumed) = s.assumed.lock() {
@@ -170,19 +270,19 @@ fn snapshot(s: &Shared) -> (Vec<NodeInfo>, HashMap<String, usize>) {
                 return false;
             }
             if let Some(&i) = index.get(node.as_str()) {
-                nodes[i].add_pod(pod);
+                nodes[i].add_pod(pod.clone());
             }
             true
         });
     }
-    (nodes, index)
+    Cluster { nodes, nominated }
 }
 
 async fn schedule_loop(s: Arc<Shared>) -> Result<(), Error> {
     let mut cursor = CycleCursor::default();
     loop {
         let keys = s.queue.pop_all().await;
-        let (mut nodes, _index) = snapshot(&s);
+        let Cluster { mut nodes, mut nominated } = snapshot(&s);
         for k in keys {
             let (ns, name) = k.split_once('/').unwrap_or_default();
             let Some(pod) = s.pods.get(&ObjectRef::new(name).within(ns)) else { continue };
@@ -192,10 +292,17 @@ async fn schedule_loop(s: Arc<Shared>) -> Result<(), Error> {
             if s.assumed.lock().map(|a| a.pods.contains_key(&k)).unwrap_or(false) {
                 continue;
             }
-            match algorithm::schedule(&s.profile, &pod, &nodes, &mut cursor) {
+            let result = {
+                let snap = Snapshot { nodes: &nodes, listers: &s.listers, nominated: Some(&nominated) };
+                algorithm::schedule(&s.profile, &pod, &snap, &mut cursor)
+            };
+            match result {
                 Ok(i) => {
                     let node = nodes[i].name.clone();
-                    nodes[i].add_pod(&pod);
+                    nodes[i].add_pod(pod.clone());
+                    for list in nominated.values_mut() {
+                        list.retain(|p| p.uid() != pod.uid());
+                    }
                     if let Ok(mut a) = s.assumed.lock() {
                         a.pods.insert(k.clone(), (pod.clone(), node.clone(), Instant::now()));
                     }
@@ -211,8 +318,25 @@ async fn schedule_loop(s: Arc<Shared>) -> Result<(), Error> {
                     s.queue.park(&k);
                     let message = fit.message();
                     tracing::debug!(namespace = ns, pod = name, %message, "unschedulable");
+                    let preemption = fit.preemption.map(|c| {
+                        let node = nodes[c.node].name.clone();
+                        // Later cycles in this batch see the victims gone and the room taken.
+                        for v in &c.victims {
+                            nodes[c.node].remove_pod(v);
+                        }
+                        for list in nominated.values_mut() {
+                            list.retain(|p| p.uid() != pod.uid());
+                        }
+                        nominated.entry(c.node).or_default().push(pod.clone());
+                        (node, c.victims)
+                    });
                     let s2 = s.clone();
                     tokio::spawn(async move {
+                        if let Some((node, victims)) = preemption
+                            && let Err(e) = preempt(&s2, &pod, &node, &victims).await
+                        {
+                            tracing::warn!(error = %e, "preempting");
+                        }
                         if let Err(e) = record_failure(&s2, &pod, &message).await {
                             tracing::warn!(error = %e, "recording a scheduling failure");
                         }
@@ -223,14 +347,47 @@ async fn schedule_loop(s: Arc<Shared>) -> Result<(), Error> {
     }
 }
 
+/// Carries preemption out: the pod is nominated to the node, the victims
+/// are deleted gracefully (with a Preempted event each).
+async fn preempt(s: &Shared, pod: &Pod, node: &str, victims: &[Arc<Pod>]) -> Result<(), kube::Error> {
+    let ns = pod.namespace().unwrap_or_default();
+    tracing::info!(pod = %key(pod), node, victims = victims.len(), priority = priority(pod), "preempting");
+    let api: Api<Pod> = Api::namespaced(s.client.clone(), &ns);
+    let patch = json!({"status": {"nominatedNodeName": node}});
+    api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    for v in victims {
+        let vns = v.namespace().unwrap_or_default();
+        let vapi: Api<Pod> = Api::namespaced(s.client.clone(), &vns);
+        let message = format!("Preempted by pod {} on node {node}", pod.uid().unwrap_or_default());
+        if let Err(e) = event(&s.client, v, "Normal", "Preempted", &message).await {
+            tracing::debug!(error = %e, "preempted event");
+        }
+        match vapi.delete(&v.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn bind(s: &Shared, key: &str, pod: &Pod, node: &str) {
-    let status = s.profile.bind.bind(pod, node).await;
+    let status = match tokio::time::timeout(BIND_TIMEOUT, s.profile.bind.bind(pod, node)).await {
+        Ok(status) => status,
+        Err(_) => crate::framework::Status::new(
+            crate::framework::Code::Error,
+            format!("binding {key} to {node}: no answer within {BIND_TIMEOUT:?}"),
+        ),
+    };
     if status.is_success() {
         tracing::debug!(pod = key, node, "bound");
-        let message = format!("Successfully assigned {key} to {node}");
-        if let Err(e) = event(&s.client, pod, "Normal", "Scheduled", &message).await {
-            tracing::debug!(error = %e, "scheduled event");
-        }
+        // The event is not on the binding's path (nor holding its permit).
+        let (client, pod, message) = (s.client.clone(), pod.clone(), format!("Successfully assigned {key} to {node}"));
+        tokio::spawn(async move {
+            if let Err(e) = event(&client, &pod, "Normal", "Scheduled", &message).await {
+                tracing::debug!(error = %e, "scheduled event");
+            }
+        });
         return;
     }
     tracing::warn!(pod = key, node, reasons = ?status.reasons, "binding failed; retrying");

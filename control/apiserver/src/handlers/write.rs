@@ -201,6 +201,13 @@ pub async fn create_object(
     let name = meta::name(&obj).unwrap_or_default().to_owned();
     let ns = meta::namespace(&obj).map(str::to_owned);
     prepare_create(r, &mut obj, manager)?;
+    if r.group.is_empty() && r.kind == "Pod" {
+        let classes = match lookup("scheduling.k8s.io", "v1", "priorityclasses") {
+            Some(pc) => app.objects.list(pc, None, 0, 0, None).await?.items,
+            None => Vec::new(),
+        };
+        crate::admission::resolve_pod_priority(&mut obj, &classes)?;
+    }
     if let Some(ns) = ns.as_deref().filter(|_| r.namespaced()) {
         check_namespace_open(app, ns).await?;
     }

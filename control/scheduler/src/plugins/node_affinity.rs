@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod, PreferredSchedulingTerm};
 
 use crate::framework::{
-    Code, CycleState, FilterPlugin, NodeInfo, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin, Status,
+    Code, CycleState, FilterPlugin, NodeInfo, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin, Snapshot, Status,
     default_normalize,
 };
 
@@ -26,7 +26,7 @@ impl Plugin for NodeAffinity {
 }
 
 /// What the pod requires, resolved once.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Required {
     selector: BTreeMap<String, String>,
     terms: Option<Vec<NodeSelectorTerm>>,
@@ -62,8 +62,8 @@ pub fn term_matches(term: &NodeSelectorTerm, node_name: &str, labels: &BTreeMap<
         && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, Some(node_name)))
 }
 
-impl PreFilterPlugin for NodeAffinity {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status {
+impl Required {
+    fn of(pod: &Pod) -> Option<Self> {
         let spec = pod.spec.as_ref();
         let selector = spec.and_then(|s| s.node_selector.clone()).unwrap_or_default();
         let terms = spec
@@ -72,29 +72,45 @@ impl PreFilterPlugin for NodeAffinity {
             .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
             .map(|r| r.node_selector_terms.clone());
         if selector.is_empty() && terms.is_none() {
-            return Status::skip();
+            return None;
         }
-        state.write(STATE, Required { selector, terms });
-        Status::success()
+        Some(Self { selector, terms })
+    }
+
+    fn matches(&self, node: &NodeInfo) -> bool {
+        let labels = node.labels();
+        self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.terms.as_ref().is_none_or(|ts| ts.iter().any(|t| term_matches(t, &node.name, labels)))
+    }
+}
+
+/// Whether the node satisfies the pod's nodeSelector and required node
+/// affinity (upstream's RequiredNodeAffinity.Match).
+pub fn required_matches(pod: &Pod, node: &NodeInfo) -> bool {
+    Required::of(pod).is_none_or(|r| r.matches(node))
+}
+
+impl PreFilterPlugin for NodeAffinity {
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot<'_>) -> Status {
+        match Required::of(pod) {
+            None => Status::skip(),
+            Some(r) => {
+                state.write(STATE, r);
+                Status::success()
+            }
+        }
     }
 }
 
 impl FilterPlugin for NodeAffinity {
     fn filter(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Status {
         let Some(req) = state.read::<Required>(STATE) else { return Status::success() };
-        let labels = node.labels();
-        let selector_ok = req.selector.iter().all(|(k, v)| labels.get(k) == Some(v));
-        let terms_ok = req.terms.as_ref().is_none_or(|ts| ts.iter().any(|t| term_matches(t, &node.name, labels)));
-        if selector_ok && terms_ok {
-            Status::success()
-        } else {
-            Status::new(Code::UnschedulableAndUnresolvable, REASON)
-        }
+        if req.matches(node) { Status::success() } else { Status::new(Code::UnschedulableAndUnresolvable, REASON) }
     }
 }
 
 impl PreScorePlugin for NodeAffinity {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo], _snapshot: &Snapshot<'_>) -> Status {
         let preferred: Vec<PreferredSchedulingTerm> = pod
             .spec
             .as_ref()
@@ -120,7 +136,7 @@ impl ScorePlugin for NodeAffinity {
             .sum())
     }
 
-    fn normalize(&self, _state: &CycleState, _pod: &Pod, scores: &mut [i64]) -> Status {
+    fn normalize(&self, _state: &CycleState, _pod: &Pod, _nodes: &[&NodeInfo], scores: &mut [i64]) -> Status {
         default_normalize(scores, false);
         Status::success()
     }

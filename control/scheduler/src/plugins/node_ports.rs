@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::node_info::{HostPort, host_ports};
-use crate::framework::{Code, CycleState, FilterPlugin, NodeInfo, Plugin, PreFilterPlugin, Status};
+use crate::framework::{Code, CycleState, FilterPlugin, NodeInfo, Plugin, PreFilterPlugin, Snapshot, Status};
 
 pub const NAME: &str = "NodePorts";
 pub const REASON: &str = "node(s) didn't have free ports for the requested pod ports";
@@ -20,7 +20,7 @@ impl Plugin for NodePorts {
 }
 
 impl PreFilterPlugin for NodePorts {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status {
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot<'_>) -> Status {
         let ports = host_ports(pod);
         if ports.is_empty() {
             return Status::skip();

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::framework::resource::{Resource, pod_requests};
 use crate::framework::{
     Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeInfo, Plugin, PreFilterPlugin, PreScorePlugin, ScorePlugin,
-    Status,
+    Snapshot, Status,
 };
 
 pub const NAME: &str = "NodeResourcesFit";
@@ -33,7 +33,7 @@ impl Plugin for NodeResourcesFit {
 }
 
 impl PreFilterPlugin for NodeResourcesFit {
-    fn pre_filter(&self, state: &mut CycleState, pod: &Pod) -> Status {
+    fn pre_filter(&self, state: &mut CycleState, pod: &Pod, _snapshot: &Snapshot<'_>) -> Status {
         state.write(STATE, pod_requests(pod, false));
         Status::success()
     }
@@ -81,7 +81,7 @@ impl FilterPlugin for NodeResourcesFit {
 }
 
 impl PreScorePlugin for NodeResourcesFit {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo], _snapshot: &Snapshot<'_>) -> Status {
         state.write(SCORE_STATE, pod_requests(pod, true));
         Status::success()
     }

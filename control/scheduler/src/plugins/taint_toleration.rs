@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Pod, Taint, Toleration};
 
 use super::tolerates;
 use crate::framework::{
-    Code, CycleState, FilterPlugin, NodeInfo, Plugin, PreScorePlugin, ScorePlugin, Status, default_normalize,
+    Code, CycleState, FilterPlugin, NodeInfo, Plugin, PreScorePlugin, ScorePlugin, Snapshot, Status, default_normalize,
 };
 
 pub const NAME: &str = "TaintToleration";
@@ -49,7 +49,7 @@ impl FilterPlugin for TaintToleration {
 }
 
 impl PreScorePlugin for TaintToleration {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(&self, state: &mut CycleState, pod: &Pod, _nodes: &[&NodeInfo], _snapshot: &Snapshot<'_>) -> Status {
         let prefer: Vec<Toleration> = tolerations(pod)
             .iter()
             .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
@@ -72,7 +72,7 @@ impl ScorePlugin for TaintToleration {
         Ok(n as i64)
     }
 
-    fn normalize(&self, _state: &CycleState, _pod: &Pod, scores: &mut [i64]) -> Status {
+    fn normalize(&self, _state: &CycleState, _pod: &Pod, _nodes: &[&NodeInfo], scores: &mut [i64]) -> Status {
         default_normalize(scores, true);
         Status::success()
     }

@@ -72,17 +72,38 @@ fn invoke(
     })?
 }
 
-fn measure(plugin: &Path, cni_path: &Path, conf: &Value, runs: usize) -> anyhow::Result<Timings> {
-    let host = NetNs::new("bch")?;
-    host.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).ok();
-    let mut t = Timings { add: Vec::with_capacity(runs), del: Vec::with_capacity(runs) };
-    for i in 0..runs {
-        let pod = NetNs::new("bcp")?;
-        let id = format!("bench-{i}");
-        t.add.push(invoke(&host, plugin, cni_path, "ADD", &pod, &id, conf)?);
-        t.del.push(invoke(&host, plugin, cni_path, "DEL", &pod, &id, conf)?);
+/// One plugin under test: its binary, CNI_PATH and network config, run from
+/// its own host namespace.
+struct Subject<'a> {
+    plugin: &'a Path,
+    cni_path: &'a Path,
+    conf: &'a Value,
+    host: NetNs,
+    timings: Timings,
+}
+
+/// ADD/DEL pairs of every subject, interleaved run by run, so that both see
+/// the same machine load (a shared 2-core machine drifts over a minute).
+fn measure(subjects: &mut [Subject<'_>], runs: usize) -> anyhow::Result<()> {
+    for subject in subjects.iter() {
+        subject.host.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).ok();
     }
-    Ok(t)
+    for i in 0..runs {
+        for s in subjects.iter_mut() {
+            let pod = NetNs::new("bcp")?;
+            let id = format!("bench-{i}");
+            s.timings.add.push(invoke(&s.host, s.plugin, s.cni_path, "ADD", &pod, &id, s.conf)?);
+            s.timings.del.push(invoke(&s.host, s.plugin, s.cni_path, "DEL", &pod, &id, s.conf)?);
+        }
+    }
+    Ok(())
+}
+
+impl<'a> Subject<'a> {
+    fn new(plugin: &'a Path, cni_path: &'a Path, conf: &'a Value, runs: usize) -> anyhow::Result<Self> {
+        let timings = Timings { add: Vec::with_capacity(runs), del: Vec::with_capacity(runs) };
+        Ok(Self { plugin, cni_path, conf, host: NetNs::new("bch")?, timings })
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -99,10 +120,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "bridge": names::unique_ifname("wbr"), "isGateway": true,
         "ipam": {"type": "host-local", "dataDir": dir.path().join("ref"), "ranges": [[{"subnet": "10.89.0.0/16"}]]},
     });
-    println!("waggle-cni: {} ADD/DEL pairs…", args.runs);
-    let mut waggle = measure(&args.plugin, &plugin_dir, &waggle_conf, args.runs)?;
-    println!("reference bridge + host-local: {} ADD/DEL pairs…", args.runs);
-    let mut reference = measure(&args.reference_dir.join("bridge"), &args.reference_dir, &reference_conf, args.runs)?;
+    println!("waggle-cni and reference bridge + host-local: {} ADD/DEL pairs each, interleaved…", args.runs);
+    let bridge = args.reference_dir.join("bridge");
+    let mut subjects = [
+        Subject::new(&args.plugin, &plugin_dir, &waggle_conf, args.runs)?,
+        Subject::new(&bridge, &args.reference_dir, &reference_conf, args.runs)?,
+    ];
+    measure(&mut subjects, args.runs)?;
+    let [waggle, reference] = subjects;
+    let (mut waggle, mut reference) = (waggle.timings, reference.timings);
 
     let stats =
         |t: &mut Timings| json!({"add": report::percentiles(&mut t.add), "del": report::percentiles(&mut t.del)});

@@ -99,7 +99,14 @@ pub async fn create_veth(
     ifname: &str,
     bridge: &Link,
 ) -> Result<Veth> {
-    if let Err(err) = host_nl.add_veth(host_name, ifname, ns.fd(), conf.mtu, conf.mac).await {
+    let add = || host_nl.add_veth(host_name, bridge.index, ifname, ns.fd(), conf.mtu, conf.mac);
+    let mut added = add().await;
+    // The pod end was checked absent, so EEXIST names the host end: a leftover
+    // of this very attachment (its name derives from it) from a crashed ADD.
+    if matches!(&added, Err(err) if is_errno(err, libc::EEXIST)) && host_nl.del_link(host_name).await? {
+        added = add().await;
+    }
+    if let Err(err) = added {
         if is_errno(&err, libc::EEXIST) {
             return Err(Error::InterfaceExists {
                 ifname: format!("{ifname} or {host_name}"),
@@ -110,11 +117,9 @@ pub async fn create_veth(
     }
     let missing = |name: &str| Error::InvalidConfig(format!("veth end {name} vanished after creation"));
     let host = host_nl.link(host_name).await?.ok_or_else(|| missing(host_name))?;
-    host_nl.set_controller(&host, bridge).await?;
     if conf.hairpin_mode {
         host_nl.set_hairpin(&host, true).await?;
     }
-    host_nl.set_up(&host).await?;
     let container = pod_nl.link(ifname).await?.ok_or_else(|| missing(ifname))?;
     Ok(Veth { host, container })
 }
@@ -125,7 +130,9 @@ pub async fn configure_pod_side(pod_nl: &Netlink, link: &Link, ips: &[IpConfig],
     for ip in ips {
         pod_nl.add_address(link, ip.address).await?;
     }
-    pod_nl.set_up(link).await?;
+    if !link.up {
+        pod_nl.set_up(link).await?;
+    }
     for route in routes {
         let v4 = route.dst.addr().is_ipv4();
         let gw =

@@ -132,18 +132,26 @@ impl Netlink {
             .map_err(|err| Error::netlink(format!("creating bridge {name}"), err))
     }
 
-    /// Creates `host` here and its peer `peer` directly inside the namespace
-    /// `peer_ns`, so no interface is ever renamed or moved.
+    /// Creates `host` here, already a port of `controller` and up, and its
+    /// peer `peer` directly inside the namespace `peer_ns`, so no interface is
+    /// ever renamed or moved. One request instead of three: the kernel applies
+    /// IFLA_MASTER and the header's flags to a link it creates. (Not to the
+    /// peer: veth configures it before pairing, and a peerless veth refuses
+    /// to go up with ENOTCONN.)
     pub async fn add_veth(
         &self,
         host: &str,
+        controller: u32,
         peer: &str,
         peer_ns: RawFd,
         mtu: Option<u32>,
         peer_mac: Option<[u8; 6]>,
     ) -> std::result::Result<(), rtnetlink::Error> {
         let mut peer_msg = LinkMessageBuilder::<LinkUnspec>::new().name(peer.to_string()).setns_by_fd(peer_ns);
-        let mut builder = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth).name(host.to_string());
+        let mut builder = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host.to_string())
+            .controller(controller)
+            .up();
         if let Some(mtu) = mtu {
             peer_msg = peer_msg.mtu(mtu);
             builder = builder.mtu(mtu);
@@ -163,11 +171,6 @@ impl Netlink {
         self.set(format!("setting {} up", link.name), LinkUnspec::new_with_index(link.index).up().build()).await
     }
 
-    pub async fn set_controller(&self, link: &Link, bridge: &Link) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(link.index).controller(bridge.index).build();
-        self.set(format!("attaching {} to bridge {}", link.name, bridge.name), msg).await
-    }
-
     pub async fn set_promisc(&self, link: &Link, on: bool) -> Result<()> {
         let msg = LinkUnspec::new_with_index(link.index).promiscuous(on).build();
         self.set(format!("setting promiscuous mode on {}", link.name), msg).await
@@ -182,12 +185,12 @@ impl Netlink {
             .map_err(|err| Error::netlink(format!("setting hairpin mode on {}", port.name), err))
     }
 
-    /// Deletes the link called `name`; `Ok(false)` when there was none.
+    /// Deletes the link called `name`; `Ok(false)` when there was none. The
+    /// kernel looks the name up itself (index 0 + IFLA_IFNAME): one request.
     pub async fn del_link(&self, name: &str) -> Result<bool> {
-        let Some(link) = self.link(name).await? else {
-            return Ok(false);
-        };
-        match self.handle.link().del(link.index).execute().await {
+        let mut req = self.handle.link().del(0);
+        req.message_mut().attributes.push(LinkAttribute::IfName(name.to_string()));
+        match req.execute().await {
             Ok(()) => Ok(true),
             Err(err) if not_found(&err) => Ok(false),
             Err(err) => Err(Error::netlink(format!("deleting link {name}"), err)),

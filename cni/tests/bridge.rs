@@ -122,6 +122,23 @@ fn del_twice_the_second_time_without_netns_succeeds_and_frees_the_address_and_ve
 }
 
 #[test]
+fn add_replaces_a_host_veth_left_by_a_crashed_add_of_the_same_attachment() {
+    let fx = Fixture::new();
+    let conf = fx.v4_conf("1.1.0");
+    let pod = fx.pod();
+    // What a crash between creating the pair and answering leaves: the host
+    // end under the attachment's derived name, its peer outside the pod.
+    let host_end = waggle_cni::bridge::host_veth_name("pod-crash", "eth0");
+    fx.host.ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "wgtcrashpeer"]).expect("leftover veth");
+    let result = fx.run("ADD", "pod-crash", Some(&pod), &conf).expect_ok().json();
+    assert!(addresses(&pod, "eth0").contains(&ip_of(&result, 0)), "eth0 has the result's address");
+    assert!(fx.host.ip(&["link", "show", "wgtcrashpeer"]).is_err(), "the leftover pair is gone");
+    assert_eq!(fx.bridge_ports().len(), 1, "ports: {:?}", fx.bridge_ports());
+    fx.run("DEL", "pod-crash", Some(&pod), &conf).expect_ok();
+    assert!(fx.bridge_ports().is_empty(), "ports left: {:?}", fx.bridge_ports());
+}
+
+#[test]
 fn del_after_the_namespace_is_gone_succeeds_and_releases_everything() {
     let fx = Fixture::new();
     let conf = fx.v4_conf("1.0.0");

@@ -1,5 +1,11 @@
 //! A private containerd for one test: its own root, state, config and socket
 //! under a temporary directory, stopped by PID on drop.
+//!
+//! With [`CriOptions`] it also serves the Kubernetes CRI API (the
+//! `io.containerd.grpc.v1.cri` plugin) with its own CNI directories, runc
+//! root and sandbox network namespaces under that directory, optionally
+//! inside a network namespace the test created (so CNI plugins wire their
+//! host side there, never in the machine's own namespace).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,10 +16,11 @@ use anyhow::{Context as _, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Plugins a test containerd does not need; CRI in particular is slow to start
-/// and wants global paths.
+/// The CRI plugin, disabled unless a test asks for it: it is slow to start.
+const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
+
+/// Plugins a test containerd does not need.
 const DISABLED_PLUGINS: &[&str] = &[
-    "io.containerd.grpc.v1.cri",
     "io.containerd.internal.v1.opt",
     "io.containerd.snapshotter.v1.aufs",
     "io.containerd.snapshotter.v1.btrfs",
@@ -30,20 +37,55 @@ pub struct Containerd {
     socket: PathBuf,
 }
 
+/// The CRI plugin's configuration: which image its pod sandboxes run and
+/// where its CNI plugins and network configurations are.
+#[derive(Debug, Clone)]
+pub struct CriOptions {
+    /// `sandbox_image`; it must already be in the `k8s.io` namespace before
+    /// the first RunPodSandbox, as nothing can be pulled here.
+    pub sandbox_image: String,
+    /// The one directory CRI execs CNI plugins from (with `loopback`).
+    pub cni_bin_dir: PathBuf,
+    /// The directory of CNI network configurations; CRI uses the first.
+    pub cni_conf_dir: PathBuf,
+}
+
+/// How to start the test's containerd.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Enable the CRI plugin with this configuration.
+    pub cri: Option<CriOptions>,
+    /// Run containerd inside this network namespace (a bind-mounted netns file).
+    pub netns: Option<PathBuf>,
+}
+
 impl Containerd {
     /// Starts containerd and waits until its socket answers.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&Options::default())
+    }
+
+    /// Starts containerd as `options` ask and waits until its socket answers.
+    pub fn start_with(options: &Options) -> anyhow::Result<Self> {
         // Unix socket paths are limited to 108 bytes: keep the directory short.
         let dir = tempfile::Builder::new()
             .prefix("wgt-ctrd-")
             .tempdir_in("/var/tmp")
             .context("creating the containerd directory")?;
         let socket = dir.path().join("c.sock");
-        let config = config_toml(dir.path(), &socket);
+        let config = config_toml(dir.path(), &socket, options.cri.as_ref());
         let config_path = dir.path().join("config.toml");
         fs::write(&config_path, config).context("writing containerd config")?;
         let log = fs::File::create(dir.path().join("containerd.log")).context("creating containerd log")?;
-        let child = Command::new("containerd")
+        let mut command = match &options.netns {
+            Some(netns) => {
+                let mut nsenter = Command::new("nsenter");
+                nsenter.arg(format!("--net={}", netns.display())).arg("containerd");
+                nsenter
+            }
+            None => Command::new("containerd"),
+        };
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -85,9 +127,23 @@ impl Containerd {
         bail!("containerd did not open {} within {timeout:?}:\n{}", self.socket.display(), self.log())
     }
 
-    /// Kills the shims this containerd started (a test that failed half way may
-    /// leave tasks running) and unmounts whatever is left under our directory.
+    /// Kills the containers and shims this containerd started (a test that
+    /// failed half way may leave tasks running) and unmounts whatever is left
+    /// under our directory (snapshots, sandbox network namespaces).
     fn reap_leftovers(&self) {
+        // runc's root is `<dir>/runc` for the CRI plugin and for tests that
+        // follow the harness; a dead shim leaves its container running.
+        let runc_root = self.dir.path().join("runc");
+        let runc = || {
+            let mut cmd = Command::new("runc");
+            cmd.arg("--root").arg(&runc_root);
+            cmd
+        };
+        if let Ok(listed) = runc().args(["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&listed.stdout).lines() {
+                let _ = runc().args(["delete", "--force", id]).output();
+            }
+        }
         crate::cleanup::kill_processes_mentioning(&self.socket.to_string_lossy(), "containerd-shim");
         crate::cleanup::unmount_under(self.dir.path());
     }
@@ -113,9 +169,15 @@ impl Drop for Containerd {
     }
 }
 
-fn config_toml(dir: &Path, socket: &Path) -> String {
-    let disabled = DISABLED_PLUGINS.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ");
-    format!(
+fn config_toml(dir: &Path, socket: &Path, cri: Option<&CriOptions>) -> String {
+    let disabled = DISABLED_PLUGINS
+        .iter()
+        .copied()
+        .chain(cri.is_none().then_some(CRI_PLUGIN))
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut config = format!(
         r#"version = 2
 root = "{root}"
 state = "{state}"
@@ -136,5 +198,42 @@ disabled_plugins = [{disabled}]
         root = dir.join("root").display(),
         state = dir.join("state").display(),
         socket = socket.display(),
+    );
+    if let Some(cri) = cri {
+        config.push_str(&cri_toml(dir, cri));
+    }
+    config
+}
+
+/// The CRI plugin's section. Paths that default to machine-wide places (runc's
+/// root, sandbox network namespaces under /var/run/netns) are moved under the
+/// test's directory; the streaming server listens on a free loopback port.
+fn cri_toml(dir: &Path, cri: &CriOptions) -> String {
+    format!(
+        r#"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox_image}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{runc_root}"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{bin_dir}"
+    conf_dir = "{conf_dir}"
+    max_conf_num = 1
+"#,
+        sandbox_image = cri.sandbox_image,
+        runc_root = dir.join("runc").display(),
+        bin_dir = cri.cni_bin_dir.display(),
+        conf_dir = cri.cni_conf_dir.display(),
     )
 }

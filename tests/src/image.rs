@@ -27,8 +27,27 @@ pub struct BuiltImage {
     pub size: u64,
 }
 
+/// The name of the busybox image whose command is a pause process.
+pub const PAUSE_IMAGE: &str = "docker.io/library/busybox:waggle-pause";
+
+/// What the pause image runs: it sleeps until SIGTERM and then exits 0, as a
+/// pod sandbox's pause process must (a plain `sleep` as PID 1 ignores SIGTERM).
+pub const PAUSE_COMMAND: &[&str] = &["sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"];
+
 /// Writes the busybox image to `out` as an OCI layout tarball.
 pub fn build_busybox(out: &Path) -> anyhow::Result<BuiltImage> {
+    build_busybox_image(out, BUSYBOX_IMAGE, &["sh"])
+}
+
+/// Writes the busybox image under [`PAUSE_IMAGE`] with [`PAUSE_COMMAND`] as
+/// its command: a sandbox image for containerd's CRI plugin (upstream's pause
+/// image cannot be pulled here).
+pub fn build_pause(out: &Path) -> anyhow::Result<BuiltImage> {
+    build_busybox_image(out, PAUSE_IMAGE, PAUSE_COMMAND)
+}
+
+/// The busybox rootfs as an image named `name` whose default command is `cmd`.
+pub fn build_busybox_image(out: &Path, name: &str, cmd: &[&str]) -> anyhow::Result<BuiltImage> {
     let busybox = fs::read(BUSYBOX).with_context(|| format!("reading {BUSYBOX} (apt package busybox-static)"))?;
     let applets = applets()?;
     let layer = rootfs_layer(&busybox, &applets)?;
@@ -39,7 +58,7 @@ pub fn build_busybox(out: &Path) -> anyhow::Result<BuiltImage> {
         "os": "linux",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["sh"],
+            "Cmd": cmd,
             "WorkingDir": "/",
         },
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
@@ -68,8 +87,8 @@ pub fn build_busybox(out: &Path) -> anyhow::Result<BuiltImage> {
             "digest": manifest_digest,
             "size": manifest.len(),
             "annotations": {
-                "io.containerd.image.name": BUSYBOX_IMAGE,
-                "org.opencontainers.image.ref.name": "waggle",
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": tag_of(name),
             },
         }],
     }))?;
@@ -93,7 +112,7 @@ pub fn build_busybox(out: &Path) -> anyhow::Result<BuiltImage> {
     let tarball = archive.into_inner()?;
     let mut f = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     f.write_all(&tarball)?;
-    Ok(BuiltImage { name: BUSYBOX_IMAGE.into(), manifest_digest, size: tarball.len() as u64 })
+    Ok(BuiltImage { name: name.into(), manifest_digest, size: tarball.len() as u64 })
 }
 
 /// Applet paths (`bin/sh`, `usr/bin/wc`, …) as busybox itself lists them.
@@ -155,6 +174,12 @@ fn append_file(archive: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8], mo
     header.set_mtime(0);
     archive.append_data(&mut header, path, bytes)?;
     Ok(())
+}
+
+/// The tag of an image reference (`latest` when it has none).
+fn tag_of(name: &str) -> &str {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    last.split_once(':').map_or("latest", |(_, tag)| tag)
 }
 
 fn digest(bytes: &[u8]) -> String {

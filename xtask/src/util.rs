@@ -46,9 +46,13 @@ pub fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// The workspace root (the parent of xtask/).
+/// The workspace root (the parent of xtask/). `cargo run` names the manifest
+/// directory at run time; the compile-time one is only a fallback, because
+/// every checkout shares one target dir and so one xtask binary, which may
+/// have been built from another checkout.
 pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 

@@ -4,7 +4,7 @@
 use ipnet::IpNet;
 
 use super::{ipam_add, ipam_del, runtime};
-use crate::bridge::{self, Veth};
+use crate::bridge;
 use crate::config::NetConf;
 use crate::env::Env;
 use crate::error::{Error, Result};
@@ -59,8 +59,6 @@ async fn attach(
         return Err(Error::InvalidConfig("IPAM returned no addresses".into()));
     }
     let bridge_link = bridge::ensure_bridge(host_nl, conf).await?;
-    // A leftover from a crashed ADD of this very attachment would block the name.
-    host_nl.del_link(host_name).await?;
     let veth = bridge::create_veth(host_nl, pod_nl, ns, conf, host_name, &env.ifname, &bridge_link).await?;
 
     let mut routes = ipam.routes.clone();
@@ -87,7 +85,6 @@ async fn attach(
 
     // The bridge's MAC may change as ports join, so read it after attaching.
     let bridge_link = host_nl.link(&conf.bridge).await?.unwrap_or(bridge_link);
-    let veth = Veth { host: host_nl.link(host_name).await?.unwrap_or(veth.host), container: veth.container };
     Ok(build_result(conf, ipam, routes, bridge::result_interfaces(&bridge_link, &veth, ns)))
 }
 

@@ -12,18 +12,21 @@ use crate::netns::NetNs;
 pub fn cmd_del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<()> {
     ipam_del(env, conf, stdin)?;
     runtime()?.block_on(async {
+        // Deleting the host end takes the pod end with it: one request from
+        // the host side, found by its derived name even without CNI_NETNS.
+        let host_nl = Netlink::connect()?;
+        if host_nl.del_link(&bridge::host_veth_name(&env.container_id, &env.ifname)).await? {
+            return Ok(());
+        }
+        // No host end: whatever is left of the pod end still goes.
         if let Some(path) = &env.netns {
             match NetNs::open(path) {
                 Ok(ns) => {
-                    let pod_nl = Netlink::connect_in(&ns)?;
-                    pod_nl.del_link(&env.ifname).await?;
+                    Netlink::connect_in(&ns)?.del_link(&env.ifname).await?;
                 }
                 Err(err) => tracing::info!(error = %err, "DEL: namespace already gone"),
             }
         }
-        // Without the namespace, the host end is found by its derived name.
-        let host_nl = Netlink::connect()?;
-        host_nl.del_link(&bridge::host_veth_name(&env.container_id, &env.ifname)).await?;
         Ok(())
     })
 }

@@ -27,9 +27,10 @@ use crate::spec::{CniResult, Dns};
 
 /// Netlink is async in rtnetlink; one thread is all a plugin invocation needs,
 /// and it must stay one thread because namespaces are entered per thread.
+/// Only the I/O driver: nothing here sleeps or times out.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
         .build()
         .map_err(|err| Error::io("starting the async runtime", err))
 }

@@ -657,7 +657,14 @@ mod tests {
     #[test]
     fn an_update_owns_what_it_creates_with_maps_marked() {
         let mut m = ManagedFields::default();
-        update(&mut m, &who("kubectl-client-side-apply", Operation::Update), &json!({}), &deployment(1, "a"), MAIN, NOW);
+        update(
+            &mut m,
+            &who("kubectl-client-side-apply", Operation::Update),
+            &json!({}),
+            &deployment(1, "a"),
+            MAIN,
+            NOW,
+        );
         let set = m.fields_of(&who("kubectl-client-side-apply", Operation::Update)).expect("recorded");
         let v1 = set.to_fields_v1();
         assert_eq!(v1["f:metadata"]["f:labels"], json!({".": {}, "f:app": {}}));

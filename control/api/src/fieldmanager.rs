@@ -473,7 +473,7 @@ fn cmp(old: Option<&Value>, new: Option<&Value>, ctx: Ctx, path: &mut Vec<String
     };
     match (o, n) {
         (Value::Object(om), Value::Object(nm))
-            if !(om.is_empty() && nm.is_empty()) && !is_atomic_object(ctx, o) && !is_atomic_object(ctx, n) =>
+            if !(is_atomic_object(ctx, o) || is_atomic_object(ctx, n) || (om.is_empty() && nm.is_empty())) =>
         {
             for k in om.keys().chain(nm.keys().filter(|k| !om.contains_key(*k))) {
                 path.push(format!("f:{k}"));

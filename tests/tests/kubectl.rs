@@ -364,3 +364,41 @@ async fn server_side_apply_conflicts_forces_prunes_and_shows_managed_fields() ->
     anyhow::ensure!(k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])? == "3", "forced back to 3");
     Ok(())
 }
+
+/// `kubectl get` prints upstream's columns for the kinds beyond workloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_prints_upstreams_columns_for_policies_claims_and_priorities() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let k = server.kubectl(33);
+    let objects = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny}
+spec:
+  podSelector: {matchLabels: {app: web}}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+";
+    k.ok_stdin(&["apply", "-f", "-"], objects)?;
+    let np = k.ok(&["get", "networkpolicy", "deny"])?;
+    ensure_contains(&np, "POD-SELECTOR")?;
+    ensure_contains(&np, "app=web")?;
+    let pc = k.ok(&["get", "priorityclass", "high"])?;
+    ensure_contains(&pc, "GLOBAL-DEFAULT")?;
+    ensure_contains(&pc, "1000")?;
+    let pvc = k.ok(&["get", "pvc", "data"])?;
+    for header in ["STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS"] {
+        ensure_contains(&pvc, header)?;
+    }
+    ensure_contains(&pvc, "Pending")?;
+    Ok(())
+}

@@ -101,3 +101,54 @@ async fn a_watch_from_a_resource_version_older_than_the_cache_window_gets_410() 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_server_side_apply_conflicts_between_managers_until_forced() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let client = server.kube_client().await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let applied =
+        |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"v": v}});
+
+    let created = api.patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(applied("1"))).await?;
+    let entries = created.metadata.managed_fields.unwrap_or_default();
+    anyhow::ensure!(entries.len() == 1, "one manager: {entries:?}");
+    anyhow::ensure!(entries[0].manager.as_deref() == Some("alice") && entries[0].operation.as_deref() == Some("Apply"));
+    let fields = entries[0].fields_v1.as_ref().map(|f| f.0.clone()).unwrap_or_default();
+    anyhow::ensure!(fields == json!({"f:data": {"f:v": {}}}), "alice owns data.v: {fields}");
+
+    // Same value: shared. Another value: conflict with alice.
+    api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(applied("1"))).await?;
+    let err = api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(applied("2"))).await.expect_err("conflict");
+    match &err {
+        kube::Error::Api(s) => {
+            anyhow::ensure!(s.code == 409 && s.reason == "Conflict", "409 Conflict: {s:?}");
+            anyhow::ensure!(
+                s.message == r#"Apply failed with 1 conflict: conflict with "alice": .data.v"#,
+                "upstream's message: {}",
+                s.message
+            );
+        }
+        other => anyhow::bail!("expected an API error, got {other:?}"),
+    }
+
+    let forced = api.patch("ssa", &PatchParams::apply("bob").force(), &Patch::Apply(applied("2"))).await?;
+    anyhow::ensure!(forced.data.unwrap_or_default().get("v").map(String::as_str) == Some("2"), "bob's value");
+    let managers: Vec<String> =
+        forced.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|e| e.manager).collect();
+    anyhow::ensure!(managers == ["bob"], "alice lost her only field: {managers:?}");
+
+    // A merge patch is an update: it takes the field from the applier.
+    api.patch(
+        "ssa",
+        &PatchParams { field_manager: Some("carol".into()), ..PatchParams::default() },
+        &Patch::Merge(json!({"data": {"v": "3"}})),
+    )
+    .await?;
+    let err = api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(applied("2"))).await.expect_err("conflict");
+    anyhow::ensure!(
+        matches!(&err, kube::Error::Api(s) if s.message.contains(r#"conflict with "carol" using v1: .data.v"#)),
+        "conflict with the updater: {err:?}"
+    );
+    Ok(())
+}

@@ -103,8 +103,15 @@ async fn apply_get_patch_scale_delete(k: &Kubectl) -> anyhow::Result<()> {
         "edit changed replicas"
     );
 
-    // server-side apply (update of an existing object, then a new one).
-    ensure_contains(&k.ok_stdin(&["apply", "--server-side", "-f", "-"], DEPLOYMENT)?, "serverside-applied")?;
+    // server-side apply (update of an existing object, then a new one): the
+    // fields edit, scale and patch changed belong to them, so it takes force.
+    let conflict = k.output_stdin(&["apply", "--server-side", "-f", "-"], DEPLOYMENT)?;
+    anyhow::ensure!(!conflict.status.success(), "fields owned by other managers conflict");
+    ensure_contains(&String::from_utf8_lossy(&conflict.stderr), "Apply failed with")?;
+    ensure_contains(
+        &k.ok_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], DEPLOYMENT)?,
+        "serverside-applied",
+    )?;
     let ssa = DEPLOYMENT.replace("name: web\n", "name: web-ssa\n");
     ensure_contains(
         &k.ok_stdin(&["apply", "--server-side", "-f", "-"], &ssa)?,
@@ -297,5 +304,101 @@ async fn kubectl_1_27_applies_through_openapi_v2_with_server_side_validation() -
     let out = k.output_stdin(&["apply", "-f", "-"], &DEPLOYMENT.replace("replicas: 2", "replica: 2"))?;
     anyhow::ensure!(!out.status.success(), "kubectl 1.27 asked for Strict validation");
     ensure_contains(&String::from_utf8_lossy(&out.stderr), r#"unknown field "spec.replica""#)?;
+    Ok(())
+}
+
+/// Server-side apply as upstream's structured merge: a field another manager
+/// set differently is a conflict naming that manager; force takes it over;
+/// fields the applier stops naming go; managedFields show who owns what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_conflicts_forces_prunes_and_shows_managed_fields() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let k = server.kubectl(33);
+    ensure_contains(&k.ok_stdin(&["apply", "-f", "-"], DEPLOYMENT)?, "deployment.apps/web created")?;
+
+    // Client-side apply set replicas; applying another value conflicts with it.
+    let three = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
+    let out = k.output_stdin(&["apply", "--server-side", "-f", "-"], &three)?;
+    anyhow::ensure!(!out.status.success(), "a conflicting apply must fail");
+    ensure_contains(
+        &String::from_utf8_lossy(&out.stderr),
+        r#"Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using apps/v1: .spec.replicas"#,
+    )?;
+    anyhow::ensure!(k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])? == "2", "nothing changed");
+
+    // The same values are shared without conflict; force takes replicas.
+    ensure_contains(&k.ok_stdin(&["apply", "--server-side", "-f", "-"], DEPLOYMENT)?, "serverside-applied")?;
+    let labelled = three.replace("labels: {app: web}\nspec", "labels: {app: web, tier: front}\nspec");
+    ensure_contains(
+        &k.ok_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &labelled)?,
+        "deployment.apps/web serverside-applied",
+    )?;
+    let fields = k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.labels.tier}"])?;
+    anyhow::ensure!(fields == "3 front", "forced apply: {fields:?}");
+
+    // managedFields in upstream's shape, shown with --show-managed-fields only.
+    let yaml = k.ok(&["get", "deploy", "web", "-o", "yaml", "--show-managed-fields"])?;
+    for needle in ["managedFields:", "manager: kubectl", "operation: Apply", "fieldsType: FieldsV1", "f:replicas: {}"] {
+        ensure_contains(&yaml, needle)?;
+    }
+    ensure_contains(&yaml, r#"k:{"name":"nginx"}:"#)?;
+    let plain = k.ok(&["get", "deploy", "web", "-o", "yaml"])?;
+    anyhow::ensure!(!plain.contains("managedFields"), "hidden by default:\n{plain}");
+
+    // Re-applying without the label removes it: only the applier owned it.
+    ensure_contains(&k.ok_stdin(&["apply", "--server-side", "-f", "-"], &three)?, "serverside-applied")?;
+    let labels = k.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.labels}"])?;
+    anyhow::ensure!(!labels.contains("tier"), "the dropped label is gone: {labels}");
+
+    // kubectl scale takes replicas; applying another value conflicts with it.
+    k.ok(&["scale", "deploy", "web", "--replicas=5"])?;
+    let out = k.output_stdin(&["apply", "--server-side", "-f", "-"], &three)?;
+    anyhow::ensure!(!out.status.success(), "replicas now belong to scale");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure_contains(&stderr, "Apply failed with 1 conflict: conflict with")?;
+    ensure_contains(&stderr, r#"with subresource "scale" using apps/v1: .spec.replicas"#)?;
+    ensure_contains(
+        &k.ok_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &three)?,
+        "serverside-applied",
+    )?;
+    anyhow::ensure!(k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])? == "3", "forced back to 3");
+    Ok(())
+}
+
+/// `kubectl get` prints upstream's columns for the kinds beyond workloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_prints_upstreams_columns_for_policies_claims_and_priorities() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let k = server.kubectl(33);
+    let objects = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny}
+spec:
+  podSelector: {matchLabels: {app: web}}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+";
+    k.ok_stdin(&["apply", "-f", "-"], objects)?;
+    let np = k.ok(&["get", "networkpolicy", "deny"])?;
+    ensure_contains(&np, "POD-SELECTOR")?;
+    ensure_contains(&np, "app=web")?;
+    let pc = k.ok(&["get", "priorityclass", "high"])?;
+    ensure_contains(&pc, "GLOBAL-DEFAULT")?;
+    ensure_contains(&pc, "1000")?;
+    let pvc = k.ok(&["get", "pvc", "data"])?;
+    for header in ["STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS"] {
+        ensure_contains(&pvc, header)?;
+    }
+    ensure_contains(&pvc, "Pending")?;
     Ok(())
 }

@@ -7,9 +7,12 @@
 //! - [`status`]: the `Status` errors every API answer uses;
 //! - [`meta`]: object metadata helpers over JSON objects;
 //! - [`patch`]: JSON patch, JSON merge patch and strategic merge patch;
+//! - [`fieldset`], [`fieldmanager`]: managedFields and server-side apply;
 //! - [`protobuf`]: kubectl 1.32+ protobuf request bodies decoded to JSON.
 
 pub mod defaults;
+pub mod fieldmanager;
+pub mod fieldset;
 pub mod meta;
 pub mod patch;
 pub mod protobuf;

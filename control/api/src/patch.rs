@@ -83,6 +83,41 @@ pub fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     })
 }
 
+/// How server-side apply treats a list field of a built-in kind, as
+/// upstream's `x-kubernetes-list-type` says: keyed (`map`, with its
+/// `x-kubernetes-list-map-keys`), `set`, or `atomic` (replaced whole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListType {
+    Map(&'static [&'static str]),
+    Set,
+    Atomic,
+}
+
+/// The list type of `field` (`sample` is one of its elements). Mostly the
+/// strategic merge key; apply keys some lists by more fields than SMP does.
+pub fn list_type(field: &str, sample: Option<&Value>) -> ListType {
+    if merges_as_set(field) {
+        return ListType::Set;
+    }
+    match (field, merge_key(field, sample)) {
+        ("ports", Some("containerPort")) => ListType::Map(&["containerPort", "protocol"]),
+        ("ports", _) => ListType::Map(&["port", "protocol"]),
+        ("topologySpreadConstraints", _) => ListType::Map(&["topologyKey", "whenUnsatisfiable"]),
+        (_, Some("name")) => ListType::Map(&["name"]),
+        (_, Some("mountPath")) => ListType::Map(&["mountPath"]),
+        (_, Some("devicePath")) => ListType::Map(&["devicePath"]),
+        (_, Some("type")) => ListType::Map(&["type"]),
+        (_, Some("uid")) => ListType::Map(&["uid"]),
+        (_, Some("ip")) => ListType::Map(&["ip"]),
+        _ => ListType::Atomic,
+    }
+}
+
+/// The schema default of a list-map key that elements may leave out.
+pub fn list_key_default(key: &str) -> Option<Value> {
+    (key == "protocol").then(|| Value::String("TCP".into()))
+}
+
 /// Primitive lists that merge as sets rather than being replaced.
 fn merges_as_set(field: &str) -> bool {
     field == "finalizers"

@@ -142,6 +142,53 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Selector", 1),
         ],
         ("coordination.k8s.io", "Lease") => vec![NAME, col("Holder", 0), AGE],
+        ("networking.k8s.io", "Ingress") => {
+            vec![NAME, col("Class", 0), col("Hosts", 0), col("Address", 0), col("Ports", 0), AGE]
+        }
+        ("networking.k8s.io", "NetworkPolicy") => vec![NAME, col("Pod-Selector", 0), AGE],
+        ("", "PersistentVolume") => vec![
+            NAME,
+            col("Capacity", 0),
+            col("Access Modes", 0),
+            col("Reclaim Policy", 0),
+            col("Status", 0),
+            col("Claim", 0),
+            col("StorageClass", 0),
+            col("VolumeAttributesClass", 0),
+            col("Reason", 0),
+            AGE,
+            col("VolumeMode", 1),
+        ],
+        ("", "PersistentVolumeClaim") => vec![
+            NAME,
+            col("Status", 0),
+            col("Volume", 0),
+            col("Capacity", 0),
+            col("Access Modes", 0),
+            col("StorageClass", 0),
+            col("VolumeAttributesClass", 0),
+            AGE,
+            col("VolumeMode", 1),
+        ],
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => vec![NAME, col("Created At", 0)],
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            vec![NAME, col("Role", 0), AGE, col("Users", 1), col("Groups", 1), col("ServiceAccounts", 1)]
+        }
+        ("scheduling.k8s.io", "PriorityClass") => {
+            vec![NAME, col("Value", 0), col("Global-Default", 0), AGE, col("PreemptionPolicy", 0)]
+        }
+        ("autoscaling", "HorizontalPodAutoscaler") => vec![
+            NAME,
+            col("Reference", 0),
+            col("Targets", 0),
+            col("MinPods", 0),
+            col("MaxPods", 0),
+            col("Replicas", 0),
+            AGE,
+        ],
+        ("discovery.k8s.io", "EndpointSlice") => {
+            vec![NAME, col("AddressType", 0), col("Ports", 0), col("Endpoints", 0), AGE]
+        }
         _ => vec![NAME, AGE],
     }
 }
@@ -392,7 +439,14 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now_unix: i64) -> Vec<Value> 
                 Some(c) => format!("{succeeded}/{c}"),
                 None => format!("{succeeded}/1 of {}", n(obj.pointer("/spec/parallelism"))),
             };
-            vec![name, status, comp, String::new(), age, c, i, selector_string(obj.pointer("/spec/selector"))]
+            let start = obj.pointer("/status/startTime").and_then(Value::as_str).and_then(parse_rfc3339);
+            let end = obj.pointer("/status/completionTime").and_then(Value::as_str).and_then(parse_rfc3339);
+            let duration = match (start, end) {
+                (Some(s), Some(e)) => human_duration(e - s),
+                (Some(s), None) => human_duration(now_unix - s),
+                _ => String::new(),
+            };
+            vec![name, status, comp, duration, age, c, i, selector_string(obj.pointer("/spec/selector"))]
         }
         ("batch", "CronJob") => {
             let active = obj.pointer("/status/active").and_then(Value::as_array).map_or(0, Vec::len);
@@ -417,9 +471,201 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now_unix: i64) -> Vec<Value> 
             ]
         }
         ("coordination.k8s.io", "Lease") => vec![name, s(obj.pointer("/spec/holderIdentity")), age],
+        ("networking.k8s.io", "Ingress") => ingress_cells(obj, name, age),
+        ("networking.k8s.io", "NetworkPolicy") => vec![name, selector_string(obj.pointer("/spec/podSelector")), age],
+        ("", "PersistentVolume") => {
+            let claim = match obj.pointer("/spec/claimRef") {
+                Some(c) if c.is_object() => format!("{}/{}", s(c.get("namespace")), s(c.get("name"))),
+                _ => String::new(),
+            };
+            vec![
+                name,
+                s(obj.pointer("/spec/capacity/storage")),
+                access_modes(obj.pointer("/spec/accessModes")),
+                s(obj.pointer("/spec/persistentVolumeReclaimPolicy")),
+                s(obj.pointer("/status/phase")),
+                claim,
+                s(obj.pointer("/spec/storageClassName")),
+                or_unset(s(obj.pointer("/spec/volumeAttributesClassName"))),
+                s(obj.pointer("/status/reason")),
+                age,
+                s(obj.pointer("/spec/volumeMode")),
+            ]
+        }
+        ("", "PersistentVolumeClaim") => {
+            let bound = s(obj.pointer("/status/phase")) == "Bound";
+            let (capacity, modes) = if bound {
+                (s(obj.pointer("/status/capacity/storage")), access_modes(obj.pointer("/status/accessModes")))
+            } else {
+                (String::new(), String::new())
+            };
+            vec![
+                name,
+                s(obj.pointer("/status/phase")),
+                s(obj.pointer("/spec/volumeName")),
+                capacity,
+                modes,
+                s(obj.pointer("/spec/storageClassName")),
+                or_unset(s(obj.pointer("/spec/volumeAttributesClassName"))),
+                age,
+                s(obj.pointer("/spec/volumeMode")),
+            ]
+        }
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
+            vec![name, s(obj.pointer("/metadata/creationTimestamp"))]
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            let subjects = obj.get("subjects").and_then(Value::as_array);
+            let of_kind = |kind: &str| -> String {
+                subjects
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| s(x.get("kind")) == kind)
+                    .map(|x| match (kind, x.get("namespace").and_then(Value::as_str)) {
+                        ("ServiceAccount", Some(ns)) => format!("{ns}/{}", s(x.get("name"))),
+                        _ => s(x.get("name")),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                name,
+                format!("{}/{}", s(obj.pointer("/roleRef/kind")), s(obj.pointer("/roleRef/name"))),
+                age,
+                of_kind("User"),
+                of_kind("Group"),
+                of_kind("ServiceAccount"),
+            ]
+        }
+        ("scheduling.k8s.io", "PriorityClass") => vec![
+            name,
+            n(obj.get("value")).to_string(),
+            (obj.get("globalDefault").and_then(Value::as_bool) == Some(true)).to_string(),
+            age,
+            s(obj.get("preemptionPolicy")),
+        ],
+        ("autoscaling", "HorizontalPodAutoscaler") => vec![
+            name,
+            format!("{}/{}", s(obj.pointer("/spec/scaleTargetRef/kind")), s(obj.pointer("/spec/scaleTargetRef/name"))),
+            hpa_targets(obj),
+            obj.pointer("/spec/minReplicas").and_then(Value::as_i64).unwrap_or(1).to_string(),
+            n(obj.pointer("/spec/maxReplicas")).to_string(),
+            n(obj.pointer("/status/currentReplicas")).to_string(),
+            age,
+        ],
+        ("discovery.k8s.io", "EndpointSlice") => {
+            let ports: Vec<String> = obj
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| match p.get("port").and_then(Value::as_i64) {
+                    Some(port) => port.to_string(),
+                    None => "<unset>".into(),
+                })
+                .collect();
+            let addresses: Vec<String> = obj
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e.get("addresses").and_then(Value::as_array).into_iter().flatten())
+                .map(|a| s(Some(a)))
+                .collect();
+            vec![
+                name,
+                s(obj.get("addressType")),
+                if ports.is_empty() { "<unset>".into() } else { ports.join(",") },
+                first_three(&addresses, ","),
+                age,
+            ]
+        }
         _ => vec![name, age],
     };
     strs.into_iter().map(Value::String).collect()
+}
+
+fn or_unset(s: String) -> String {
+    if s.is_empty() { "<unset>".into() } else { s }
+}
+
+/// Up to three items, then `+ N more...`, as upstream lists hosts and endpoints.
+fn first_three(items: &[String], sep: &str) -> String {
+    match items.len() {
+        0 => "<none>".into(),
+        1..=3 => items.join(sep),
+        n => format!("{} + {} more...", items[..3].join(sep), n - 3),
+    }
+}
+
+/// `RWO,ROX,RWX,RWOP`
+fn access_modes(modes: Option<&Value>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for m in modes.and_then(Value::as_array).into_iter().flatten() {
+        let short = match m.as_str() {
+            Some("ReadWriteOnce") => "RWO",
+            Some("ReadOnlyMany") => "ROX",
+            Some("ReadWriteMany") => "RWX",
+            Some("ReadWriteOncePod") => "RWOP",
+            _ => continue,
+        };
+        if !out.contains(&short) {
+            out.push(short);
+        }
+    }
+    out.join(",")
+}
+
+fn ingress_cells(obj: &Value, name: String, age: String) -> Vec<String> {
+    let rules = obj.pointer("/spec/rules").and_then(Value::as_array);
+    let hosts: Vec<String> =
+        rules.into_iter().flatten().filter_map(|r| r.get("host").and_then(Value::as_str)).map(str::to_owned).collect();
+    let hosts = if hosts.is_empty() { "*".into() } else { first_three(&hosts, ",") };
+    let address: Vec<String> = obj
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|i| s(i.get("ip").or(i.get("hostname"))))
+        .collect();
+    let tls = obj.pointer("/spec/tls").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    vec![
+        name,
+        or_none(s(obj.pointer("/spec/ingressClassName"))),
+        hosts,
+        address.join(","),
+        if tls { "80, 443".into() } else { "80".into() },
+        age,
+    ]
+}
+
+/// `cpu: 40%/80%`, `<unknown>` for metrics not measured yet.
+fn hpa_targets(obj: &Value) -> String {
+    let specs = obj.pointer("/spec/metrics").and_then(Value::as_array);
+    let current = obj.pointer("/status/currentMetrics").and_then(Value::as_array);
+    let mut out = Vec::new();
+    for (i, m) in specs.into_iter().flatten().enumerate() {
+        let cur = current.and_then(|c| c.get(i));
+        if s(m.get("type")) == "Resource" {
+            let res = s(m.pointer("/resource/name"));
+            let target = m.pointer("/resource/target");
+            let text = match target.and_then(|t| t.get("averageUtilization")).and_then(Value::as_i64) {
+                Some(t) => {
+                    let c = cur.and_then(|c| c.pointer("/resource/current/averageUtilization")).and_then(Value::as_i64);
+                    format!("{}/{t}%", c.map_or("<unknown>".into(), |c| format!("{c}%")))
+                }
+                None => {
+                    let t = s(target.and_then(|t| t.get("averageValue").or(t.get("value"))));
+                    let c = s(cur.and_then(|c| c.pointer("/resource/current/averageValue")));
+                    format!("{}/{t}", if c.is_empty() { "<unknown>".into() } else { c })
+                }
+            };
+            out.push(format!("{res}: {text}"));
+        } else {
+            out.push("<unknown>/<unknown>".into());
+        }
+    }
+    if out.is_empty() { "<none>".into() } else { first_three(&out, ", ") }
 }
 
 fn job_status(obj: &Value) -> String {
@@ -601,9 +847,52 @@ mod tests {
             ("apps", "ControllerRevision"),
             ("apps", "StatefulSet"),
             ("batch", "CronJob"),
+            ("networking.k8s.io", "Ingress"),
+            ("networking.k8s.io", "NetworkPolicy"),
+            ("", "PersistentVolume"),
+            ("", "PersistentVolumeClaim"),
+            ("rbac.authorization.k8s.io", "Role"),
+            ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+            ("scheduling.k8s.io", "PriorityClass"),
+            ("autoscaling", "HorizontalPodAutoscaler"),
+            ("discovery.k8s.io", "EndpointSlice"),
+            ("coordination.k8s.io", "Lease"),
+            ("apps", "StatefulSet"),
             ("x", "Other"),
         ] {
             assert_eq!(cells(g, k, &json!({}), 0).len(), columns(g, k).len(), "{g}/{k}");
         }
+    }
+
+    #[test]
+    fn newer_kinds_print_upstreams_cells() {
+        let ing = json!({"metadata": {"name": "web"}, "spec": {"ingressClassName": "nginx",
+            "rules": [{"host": "a.example"}, {"host": "b.example"}], "tls": [{"hosts": ["a.example"]}]}});
+        assert_eq!(
+            cells("networking.k8s.io", "Ingress", &ing, 0)[1..5],
+            [json!("nginx"), json!("a.example,b.example"), json!(""), json!("80, 443")]
+        );
+        let pvc = json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv1", "storageClassName": "local"},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
+        assert_eq!(
+            cells("", "PersistentVolumeClaim", &pvc, 0)[1..7],
+            [json!("Bound"), json!("pv1"), json!("1Gi"), json!("RWO"), json!("local"), json!("<unset>")]
+        );
+        let rb = json!({"metadata": {"name": "rb"}, "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": "ns"}]});
+        let row = cells("rbac.authorization.k8s.io", "RoleBinding", &rb, 0);
+        assert_eq!((row[1].clone(), row[5].clone()), (json!("ClusterRole/view"), json!("ns/sa")));
+        let hpa = json!({"metadata": {"name": "h"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"},
+            "maxReplicas": 5, "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}});
+        assert_eq!(
+            cells("autoscaling", "HorizontalPodAutoscaler", &hpa, 0)[1..5],
+            [json!("Deployment/web"), json!("cpu: <unknown>/80%"), json!("1"), json!("5")]
+        );
+        let slice = json!({"metadata": {"name": "s"}, "addressType": "IPv4", "ports": [{"port": 80}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}, {"addresses": ["10.0.0.3"]}, {"addresses": ["10.0.0.4"]}]});
+        assert_eq!(
+            cells("discovery.k8s.io", "EndpointSlice", &slice, 0)[1..4],
+            [json!("IPv4"), json!("80"), json!("10.0.0.1,10.0.0.2,10.0.0.3 + 1 more...")]
+        );
     }
 }

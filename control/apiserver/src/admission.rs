@@ -21,29 +21,6 @@ pub fn generate_suffix() -> String {
     id.as_bytes().iter().take(5).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
 }
 
-/// Records (or refreshes) the managedFields entry of `manager`.
-pub fn record_manager(obj: &mut Value, manager: &str, operation: &str, api_version: &str) {
-    let entry = json!({
-        "manager": manager,
-        "operation": operation,
-        "apiVersion": api_version,
-        "time": now_rfc3339(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": {"f:metadata": {}},
-    });
-    let meta = meta::metadata_mut(obj);
-    let list = meta.entry("managedFields").or_insert_with(|| json!([]));
-    if !list.is_array() {
-        *list = json!([]);
-    }
-    if let Some(items) = list.as_array_mut() {
-        match items.iter_mut().find(|e| e["manager"] == manager && e["operation"] == operation) {
-            Some(existing) => *existing = entry,
-            None => items.push(entry),
-        }
-    }
-}
-
 /// Everything but metadata and status: what `generation` tracks.
 fn spec_part(obj: &Value) -> Value {
     let mut v = obj.clone();
@@ -134,7 +111,7 @@ fn check_shape(r: &ResourceInfo, obj: &Value) -> Result<(), StatusError> {
 }
 
 /// Prepares a new object: server-owned metadata, defaults, status, validation.
-pub fn prepare_create(r: &ResourceInfo, obj: &mut Value, manager: &str) -> Result<(), StatusError> {
+pub fn prepare_create(r: &ResourceInfo, obj: &mut Value) -> Result<(), StatusError> {
     check_shape(r, obj)?;
     obj["apiVersion"] = json!(r.api_version());
     obj["kind"] = json!(r.kind);
@@ -165,7 +142,6 @@ pub fn prepare_create(r: &ResourceInfo, obj: &mut Value, manager: &str) -> Resul
     }
     defaults::apply(r.group, r.kind, obj);
     initial_status(r, obj);
-    record_manager(obj, manager, "Update", &r.api_version());
     let causes = validation::validate(r.group, r.kind, obj);
     if !causes.is_empty() {
         return Err(StatusError::invalid(r, &name, causes));
@@ -254,15 +230,12 @@ pub fn prepare_update(
     current: &Value,
     mut new: Value,
     part: WritePart,
-    manager: &str,
 ) -> Result<Value, StatusError> {
     check_shape(r, &new)?;
     let name = meta::name(current).unwrap_or_default().to_owned();
     if part == WritePart::Status {
         let mut merged = current.clone();
         merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-        // Status writers may also touch labels, annotations and finalizers? Upstream: no.
-        record_manager(&mut merged, manager, "Update", &r.api_version());
         return Ok(merged);
     }
     new["apiVersion"] = json!(r.api_version());
@@ -306,7 +279,6 @@ pub fn prepare_update(
         let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         meta::set_meta(&mut new, "generation", Some(json!(generation)));
     }
-    record_manager(&mut new, manager, "Update", &r.api_version());
     let mut causes = validation::validate(r.group, r.kind, &new);
     causes.extend(validation::validate_update(r.group, r.kind, current, &new));
     if !causes.is_empty() {
@@ -315,12 +287,12 @@ pub fn prepare_update(
     Ok(new)
 }
 
-/// True when nothing but managedFields times differ: the write is a no-op.
+/// True when nothing but the resourceVersion differs: the write is a no-op.
+/// (A change of ownership alone is a write, as upstream.)
 pub fn unchanged(current: &Value, new: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("managedFields");
             m.remove("resourceVersion");
         }
         v
@@ -379,7 +351,7 @@ mod tests {
             "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}},
             "status": {"replicas": 9}});
-        prepare_create(deploy, &mut d, "kubectl").expect("valid");
+        prepare_create(deploy, &mut d).expect("valid");
         assert_eq!(d["metadata"]["generation"], 1);
         assert!(d["metadata"]["uid"].is_string());
         assert!(d["metadata"].get("resourceVersion").is_none());
@@ -393,17 +365,17 @@ mod tests {
         let mut cur = json!({"metadata": {"name": "web"}, "spec": {
             "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}});
-        prepare_create(deploy, &mut cur, "kubectl").expect("valid");
+        prepare_create(deploy, &mut cur).expect("valid");
         cur["status"] = json!({"replicas": 1});
         let mut relabel = cur.clone();
         relabel["metadata"]["labels"] = json!({"x": "y"});
         relabel["status"] = json!({"replicas": 5});
-        let out = prepare_update(deploy, &cur, relabel, WritePart::Main, "kubectl").expect("valid");
+        let out = prepare_update(deploy, &cur, relabel, WritePart::Main).expect("valid");
         assert_eq!(out["metadata"]["generation"], 1);
         assert_eq!(out["status"]["replicas"], 1, "status is the subresource's to change");
         let mut scaled = cur.clone();
         scaled["spec"]["replicas"] = json!(3);
-        let out = prepare_update(deploy, &cur, scaled, WritePart::Main, "kubectl").expect("valid");
+        let out = prepare_update(deploy, &cur, scaled, WritePart::Main).expect("valid");
         assert_eq!(out["metadata"]["generation"], 2);
     }
 

@@ -6,6 +6,7 @@ use waggle_api::registry::lookup;
 use waggle_api::{Reason, StatusError};
 
 use crate::handlers::create_object;
+use crate::owners::Writer;
 use crate::state::App;
 
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -19,7 +20,7 @@ pub async fn ensure(app: &App) -> Result<(), StatusError> {
             continue;
         }
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        ignore_exists(create_object(app, namespaces, obj, "waggle-apiserver", false).await)?;
+        ignore_exists(create_object(app, namespaces, obj, &Writer::update("waggle-apiserver"), false).await)?;
     }
     let services = lookup("", "v1", "services").ok_or_else(|| StatusError::internal("services not registered"))?;
     if app.objects.try_get(services, Some("default"), "kubernetes").await?.is_some() {
@@ -36,7 +37,7 @@ pub async fn ensure(app: &App) -> Result<(), StatusError> {
             "type": "ClusterIP",
         },
     });
-    ignore_exists(create_object(app, services, svc, "waggle-apiserver", false).await)?;
+    ignore_exists(create_object(app, services, svc, &Writer::update("waggle-apiserver"), false).await)?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ mod kubelet;
 mod objects;
 mod openapi;
 mod openapi_v2;
+mod owners;
 pub mod pki;
 mod request;
 mod response;

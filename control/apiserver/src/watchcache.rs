@@ -9,9 +9,10 @@
 //! this type), as upstream's consistent reads from cache do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock, broadcast, watch};
 use waggle_api::{ResourceInfo, StatusError};
@@ -24,19 +25,60 @@ const FANOUT_BUFFER: usize = 4096;
 /// How long a consistent read waits for the cache before reading the store.
 const CATCH_UP: Duration = Duration::from_secs(3);
 
+/// An object as lists and watches serve it: decoded (for selectors and
+/// Tables) and its JSON, written once when the cache takes the object, so
+/// that lists and watch events are the bytes concatenated, never
+/// re-serialized per request or per watcher.
+#[derive(Debug)]
+pub struct CachedObject {
+    value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl CachedObject {
+    /// An object whose JSON is written on first use.
+    pub fn new(value: Value) -> Self {
+        Self { value, json: OnceLock::new() }
+    }
+
+    /// An object with its JSON written now (what the cache keeps).
+    fn serialized(value: Value) -> Self {
+        let obj = Self::new(value);
+        obj.json();
+        obj
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The object's JSON.
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+    }
+}
+
+impl std::ops::Deref for CachedObject {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change, decoded once and shared by every watcher.
 #[derive(Debug)]
 pub struct CachedEvent {
     pub revision: Revision,
     pub kind: EventKind,
     /// The object after a put; the last state (with the delete's revision) after a delete.
-    pub obj: Arc<Value>,
-    pub prev: Option<Arc<Value>>,
+    pub obj: Arc<CachedObject>,
+    pub prev: Option<Arc<CachedObject>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    objects: BTreeMap<Vec<u8>, Arc<Value>>,
+    objects: BTreeMap<Vec<u8>, Arc<CachedObject>>,
     history: VecDeque<Arc<CachedEvent>>,
     /// Revision the cache reflects.
     revision: Revision,
@@ -68,7 +110,7 @@ impl Cache {
 
     /// The objects whose key starts with `prefix`, in key order, at the
     /// cache's revision.
-    pub async fn list_prefix(&self, prefix: &[u8]) -> (Vec<Arc<Value>>, Revision) {
+    pub async fn list_prefix(&self, prefix: &[u8]) -> (Vec<Arc<CachedObject>>, Revision) {
         let state = self.state.read().await;
         let items = state
             .objects
@@ -201,7 +243,7 @@ async fn fill(objects: &Objects, r: &'static ResourceInfo, cache: &Cache) -> Res
         .map(|o| {
             let key =
                 crate::objects::key(r, waggle_api::meta::namespace(&o), waggle_api::meta::name(&o).unwrap_or_default());
-            (key, Arc::new(o))
+            (key, Arc::new(CachedObject::serialized(o)))
         })
         .collect();
     state.history.clear();
@@ -235,25 +277,32 @@ async fn follow(objects: &Objects, r: &'static ResourceInfo, cache: &Cache, hist
                     let prev = state.objects.get(&key).cloned();
                     let cached = match ev.kind {
                         EventKind::Put => {
-                            let obj = Arc::new(decode(&ev.kv)?);
+                            let obj = Arc::new(CachedObject::serialized(decode(&ev.kv)?));
                             state.objects.insert(key, obj.clone());
                             CachedEvent { revision, kind: EventKind::Put, obj, prev }
                         }
                         EventKind::Delete => {
                             state.objects.remove(&key);
-                            let Some(last) = prev
-                                .clone()
-                                .or_else(|| ev.prev_kv.as_ref().and_then(|kv| decode(kv).ok()).map(Arc::new))
-                            else {
+                            let Some(last) = prev.clone().or_else(|| {
+                                ev.prev_kv
+                                    .as_ref()
+                                    .and_then(|kv| decode(kv).ok())
+                                    .map(|o| Arc::new(CachedObject::new(o)))
+                            }) else {
                                 continue;
                             };
-                            let mut obj = (*last).clone();
+                            let mut obj = last.value().clone();
                             waggle_api::meta::set_meta(
                                 &mut obj,
                                 "resourceVersion",
                                 Some(Value::String(revision.to_string())),
                             );
-                            CachedEvent { revision, kind: EventKind::Delete, obj: Arc::new(obj), prev: Some(last) }
+                            CachedEvent {
+                                revision,
+                                kind: EventKind::Delete,
+                                obj: Arc::new(CachedObject::serialized(obj)),
+                                prev: Some(last),
+                            }
                         }
                     };
                     let cached = Arc::new(cached);

@@ -14,6 +14,7 @@ use crate::request::{Query, table_version};
 use crate::response::{ApiResult, json as respond};
 use crate::routes::Target;
 use crate::state::App;
+use crate::watchcache::CachedObject;
 
 /// Page size used to scan when selectors filter a limited list.
 const SCAN_CHUNK: i64 = 500;
@@ -118,7 +119,7 @@ fn decode_continue(token: &str) -> Result<(i64, Vec<u8>), StatusError> {
 /// A list result before it is rendered. Items are shared with the watch
 /// cache when they come from it: rendering never copies them.
 pub struct Listed {
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Arc<CachedObject>>,
     pub revision: i64,
     pub continue_token: Option<String>,
 }
@@ -173,7 +174,8 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
     {
         let found = app.objects.try_get(t.resource, ns, name).await?;
         let revision = app.objects.current_revision().await?;
-        let items = found.into_iter().filter(|o| selectors.matches(o)).map(Arc::new).collect();
+        let items =
+            found.into_iter().filter(|o| selectors.matches(o)).map(|o| Arc::new(CachedObject::new(o))).collect();
         return Ok(Listed { items, revision, continue_token: None });
     }
     let mut items = Vec::new();
@@ -191,7 +193,7 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
                 waggle_api::meta::namespace(&obj),
                 waggle_api::meta::name(&obj).unwrap_or_default(),
             );
-            items.push(Arc::new(obj));
+            items.push(Arc::new(CachedObject::new(obj)));
             if limit > 0 && items.len() as i64 == limit {
                 let more = i + 1 < count || page.next_key.is_some();
                 let token = more.then(|| encode_continue(revision, &key));
@@ -215,7 +217,7 @@ pub async fn list(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiR
     if let Some(version) = table_version(headers) {
         let tbl = table(
             t.resource,
-            listed.items.iter().map(|o| &**o),
+            listed.items.iter().map(|o| o.value()),
             list_meta,
             Include::parse(q.get("includeObject")),
             version,
@@ -226,10 +228,11 @@ pub async fn list(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiR
     Ok(list_response(t.resource, &list_meta, &listed.items))
 }
 
-/// `{"kind":"<Kind>List",…,"items":[…]}`, written item by item straight from
-/// the (shared) objects: a list of many objects is never copied first.
-fn list_response(r: &ResourceInfo, list_meta: &Value, items: &[Arc<Value>]) -> axum::response::Response {
-    let mut buf = Vec::with_capacity(256 + items.len() * 1024);
+/// `{"kind":"<Kind>List",…,"items":[…]}`: the items' JSON (written once by
+/// the watch cache) concatenated, never re-serialized.
+fn list_response(r: &ResourceInfo, list_meta: &Value, items: &[Arc<CachedObject>]) -> axum::response::Response {
+    let size: usize = items.iter().map(|o| o.json().len() + 1).sum();
+    let mut buf = Vec::with_capacity(256 + size);
     let head = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": list_meta});
     let head = serde_json::to_vec(&head).unwrap_or_default();
     // `{"kind":…,"metadata":{…}` then `,"items":[` … `]}`
@@ -239,9 +242,7 @@ fn list_response(r: &ResourceInfo, list_meta: &Value, items: &[Arc<Value>]) -> a
         if i > 0 {
             buf.push(b',');
         }
-        if serde_json::to_writer(&mut buf, &**item).is_err() {
-            buf.extend_from_slice(b"null");
-        }
+        buf.extend_from_slice(item.json());
     }
     buf.extend_from_slice(b"]}");
     let mut resp = axum::response::Response::new(axum::body::Body::from(buf));

@@ -20,7 +20,7 @@ use crate::request::{Query, table_version};
 use crate::response::ApiResult;
 use crate::routes::Target;
 use crate::state::AppRef;
-use crate::watchcache::CachedEvent;
+use crate::watchcache::{CachedEvent, CachedObject};
 
 /// How long a watch without `timeoutSeconds` stays open (upstream's
 /// --min-request-timeout is 1800 s).
@@ -36,6 +36,21 @@ struct Rendering {
 }
 
 impl Rendering {
+    /// An object's event: its cached JSON spliced in, or a Table row.
+    fn object_event(&mut self, ty: &str, obj: &CachedObject) -> Bytes {
+        if self.table.is_some() {
+            return self.event(ty, obj.value());
+        }
+        let json = obj.json();
+        let mut line = Vec::with_capacity(json.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(ty.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(json);
+        line.extend_from_slice(b"}\n");
+        Bytes::from(line)
+    }
+
     fn event(&mut self, ty: &str, obj: &Value) -> Bytes {
         let object = match self.table {
             Some(version) if ty != "BOOKMARK" && ty != "ERROR" => {
@@ -121,7 +136,7 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
         for ev in &start.initial {
             if in_scope(&ev.obj)
                 && let Some((ty, obj)) = convert(&selectors, ev)
-                && tx.send(Ok(render.event(ty, obj))).await.is_err()
+                && tx.send(Ok(render.object_event(ty, obj))).await.is_err()
             {
                 app_for_task.metrics.watches.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 return;
@@ -161,7 +176,7 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
                 continue;
             }
             if let Some((ty, obj)) = convert(&selectors, &ev)
-                && tx.send(Ok(render.event(ty, obj))).await.is_err()
+                && tx.send(Ok(render.object_event(ty, obj))).await.is_err()
             {
                 break;
             }
@@ -178,7 +193,7 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
 
 /// One cached event as a watch event, with upstream's selector semantics:
 /// an object that starts matching is ADDED, one that stops matching is DELETED.
-fn convert<'a>(selectors: &Selectors, ev: &'a CachedEvent) -> Option<(&'static str, &'a Value)> {
+fn convert<'a>(selectors: &Selectors, ev: &'a CachedEvent) -> Option<(&'static str, &'a CachedObject)> {
     let prev_matched = ev.prev.as_deref().is_some_and(|p| selectors.matches(p));
     match ev.kind {
         EventKind::Put => match (prev_matched, selectors.matches(&ev.obj)) {
@@ -187,6 +202,6 @@ fn convert<'a>(selectors: &Selectors, ev: &'a CachedEvent) -> Option<(&'static s
             (true, false) => Some(("DELETED", &ev.obj)),
             (false, false) => None,
         },
-        EventKind::Delete => prev_matched.then_some(("DELETED", &*ev.obj)),
+        EventKind::Delete => prev_matched.then_some(("DELETED", &ev.obj)),
     }
 }

@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
+use waggle_api::fieldmanager::Operation;
 use waggle_api::patch::{self, PatchType};
 use waggle_api::registry::lookup;
 use waggle_api::{Reason, ResourceInfo, StatusError, meta};
@@ -11,6 +12,7 @@ use crate::admission::{WritePart, generate_suffix, prepare_create, prepare_updat
 use crate::alloc::held_by;
 use crate::authn::User;
 use crate::objects::parse_rv;
+use crate::owners::{self, Writer};
 use crate::request::{Query, content_type, decode_object};
 use crate::response::{ApiResult, json as respond};
 use crate::routes::Target;
@@ -167,7 +169,7 @@ pub async fn create(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body:
     check_namespace(r, &mut obj, t.namespace.as_deref())?;
     let warnings = check_fields(r, FieldValidation::from_query(q)?, &mut obj)?;
     let dry_run = q.dry_run()?;
-    let created = create_object(app, r, obj, &field_manager(q, headers), dry_run).await?;
+    let created = create_object(app, r, obj, &Writer::update(field_manager(q, headers)), dry_run).await?;
     Ok(with_warnings(respond(StatusCode::CREATED, &created), &warnings))
 }
 
@@ -176,7 +178,7 @@ pub async fn create_object(
     app: &App,
     r: &ResourceInfo,
     mut obj: Value,
-    manager: &str,
+    writer: &Writer,
     dry_run: bool,
 ) -> Result<Value, StatusError> {
     if meta::name(&obj).is_none() {
@@ -200,7 +202,10 @@ pub async fn create_object(
     }
     let name = meta::name(&obj).unwrap_or_default().to_owned();
     let ns = meta::namespace(&obj).map(str::to_owned);
-    prepare_create(r, &mut obj, manager)?;
+    prepare_create(r, &mut obj)?;
+    if writer.operation == Operation::Update {
+        owners::record_update(r, None, &mut obj, writer, None)?;
+    }
     if r.group.is_empty() && r.kind == "Pod" {
         let classes = match lookup("scheduling.k8s.io", "v1", "priorityclasses") {
             Some(pc) => app.objects.list(pc, None, 0, 0, None).await?.items,
@@ -363,10 +368,10 @@ pub async fn update(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body:
         }
     }
     let requested_rv = meta::resource_version(&incoming).map(parse_rv).transpose()?;
-    let manager = field_manager(q, headers);
+    let writer = Writer::update(field_manager(q, headers));
     let dry_run = q.dry_run()?;
     let validation = FieldValidation::from_query(q)?;
-    write_loop(app, t, &view, requested_rv, &manager, dry_run, validation, |_current, view_obj| {
+    write_loop(app, t, &view, requested_rv, &writer, dry_run, validation, |_current, view_obj| {
         let _ = view_obj;
         Ok(incoming.clone())
     })
@@ -382,7 +387,22 @@ pub async fn patch(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: 
         serde_json::from_slice(body).map_err(|e| StatusError::bad_request(format!("error decoding patch: {e}")))?;
     let manager = field_manager(q, headers);
     let dry_run = q.dry_run()?;
+    let validation = FieldValidation::from_query(q)?;
     let r = t.resource;
+    let force = match q.get("force") {
+        None | Some("") | Some("false") => false,
+        Some("true") if ty == PatchType::Apply => true,
+        Some("true") => {
+            return Err(StatusError::bad_request(
+                "force: Invalid value: true: may not be specified for non-apply patch",
+            )
+            .into());
+        }
+        Some(other) => return Err(StatusError::bad_request(format!("invalid force value {other:?}")).into()),
+    };
+    // A patch that names a resourceVersion makes it a precondition.
+    let precondition =
+        patch_body.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(parse_rv).transpose()?;
     if ty == PatchType::Apply {
         if q.get("fieldManager").is_none_or(str::is_empty) {
             return Err(StatusError::bad_request(
@@ -390,23 +410,39 @@ pub async fn patch(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: 
             )
             .into());
         }
-        let exists = app.objects.try_get(r, t.namespace.as_deref(), t.name.as_deref().unwrap_or_default()).await?;
+        if !patch_body.is_object() {
+            return Err(StatusError::bad_request("an applied configuration must be an object").into());
+        }
+        check_type_meta(r, &patch_body)?;
+        let writer = Writer::apply(manager);
+        let name = t.name.clone().unwrap_or_default();
+        let exists = app.objects.try_get(r, t.namespace.as_deref(), &name).await?;
         if exists.is_none() && matches!(view, View::Whole(WritePart::Main)) {
-            let mut obj = patch_body.clone();
-            check_type_meta(r, &obj)?;
+            let mut config = patch_body.clone();
+            check_namespace(r, &mut config, t.namespace.as_deref())?;
+            let warnings = check_fields(r, validation, &mut config)?;
+            let mut obj = owners::apply(r, &json!({}), &config, &writer, None, force)?;
+            obj["apiVersion"] = json!(r.api_version());
+            obj["kind"] = json!(r.kind);
+            meta::set_meta(&mut obj, "name", Some(json!(name)));
             check_namespace(r, &mut obj, t.namespace.as_deref())?;
-            meta::set_meta(&mut obj, "name", Some(json!(t.name.clone().unwrap_or_default())));
-            let warnings = check_fields(r, FieldValidation::from_query(q)?, &mut obj)?;
-            let mut created = create_object(app, r, obj, &manager, dry_run).await?;
-            crate::admission::record_manager(&mut created, &manager, "Apply", &r.api_version());
+            let created = create_object(app, r, obj, &writer, dry_run).await?;
             return Ok(with_warnings(respond(StatusCode::CREATED, &created), &warnings));
         }
+        let subresource = t.subresource.as_deref();
+        return write_loop(app, t, &view, precondition, &writer, dry_run, validation, |current, view_obj| match view {
+            View::Whole(_) => owners::apply(r, current, &patch_body, &writer, subresource, force),
+            View::Scale => {
+                let mut target = view_obj.clone();
+                patch::strategic_merge_patch(&mut target, &patch_body)
+                    .map_err(|e| StatusError::bad_request(e.to_string()))?;
+                Ok(target)
+            }
+        })
+        .await;
     }
-    // A patch that names a resourceVersion makes it a precondition.
-    let precondition =
-        patch_body.pointer("/metadata/resourceVersion").and_then(Value::as_str).map(parse_rv).transpose()?;
-    let validation = FieldValidation::from_query(q)?;
-    write_loop(app, t, &view, precondition, &manager, dry_run, validation, |_current, view_obj| {
+    let writer = Writer::update(manager);
+    write_loop(app, t, &view, precondition, &writer, dry_run, validation, |_current, view_obj| {
         let mut target = view_obj.clone();
         match ty {
             PatchType::Json => patch::json_patch(&mut target, &patch_body)
@@ -428,14 +464,14 @@ async fn write_loop(
     t: &Target,
     view: &View,
     precondition: Option<i64>,
-    manager: &str,
+    writer: &Writer,
     dry_run: bool,
     validation: FieldValidation,
     transform: impl Fn(&Value, &Value) -> Result<Value, StatusError>,
 ) -> ApiResult {
     let mut warnings = Vec::new();
     let result =
-        write_loop_inner(app, t, view, precondition, manager, dry_run, validation, &mut warnings, transform).await;
+        write_loop_inner(app, t, view, precondition, writer, dry_run, validation, &mut warnings, transform).await;
     result.map(|resp| with_warnings(resp, &warnings))
 }
 
@@ -445,7 +481,7 @@ async fn write_loop_inner(
     t: &Target,
     view: &View,
     precondition: Option<i64>,
-    manager: &str,
+    writer: &Writer,
     dry_run: bool,
     validation: FieldValidation,
     warnings: &mut Vec<String>,
@@ -492,10 +528,14 @@ async fn write_loop_inner(
                 }
                 let mut obj = current.clone();
                 obj["spec"]["replicas"] = replicas;
-                prepare_update(r, &current, obj, WritePart::Main, manager)?
+                prepare_update(r, &current, obj, WritePart::Main)?
             }
-            View::Whole(part) => prepare_update(r, &current, changed, *part, manager)?,
+            View::Whole(part) => prepare_update(r, &current, changed, *part)?,
         };
+        let mut new = new;
+        if writer.operation == Operation::Update || matches!(view, View::Scale) {
+            owners::record_update(r, Some(&current), &mut new, writer, t.subresource.as_deref())?;
+        }
         let render = |obj: &Value| match view {
             View::Scale => scale_of(obj),
             View::Whole(_) => obj.clone(),

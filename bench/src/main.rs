@@ -6,6 +6,7 @@ mod apiserver;
 mod cni;
 mod lb;
 mod report;
+mod store;
 
 use std::path::PathBuf;
 
@@ -28,6 +29,8 @@ enum Bench {
     Cni(cni::Args),
     /// API server: pod creates/s (1 and 32 clients), LIST of many pods, watch fan-out, RSS.
     Apiserver(apiserver::Args),
+    /// Cluster store: waggle store against etcd 3.4, puts/s and latency (1 and 64 clients, 1 and 3 members), watch latency.
+    Store(store::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +40,10 @@ fn main() -> anyhow::Result<()> {
         Bench::Apiserver(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(apiserver::run(args))
+        }
+        Bench::Store(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(store::run(args))
         }
     }
 }

@@ -345,11 +345,17 @@ async fn start_replicated(
                 (member_id(&[url]), member)
             })
             .collect();
-        let has_log = store.raft().metrics().borrow().last_log_index.is_some();
-        if has_log {
+        // A log, or a vote already cast for a peer that bootstrapped first:
+        // this member is part of the cluster already.
+        let in_motion = || {
+            let m = store.raft().metrics();
+            let m = m.borrow();
+            m.last_log_index.is_some() || m.current_term > 0
+        };
+        if in_motion() {
             info!("the data dir already holds a raft log: not bootstrapping the cluster again");
         } else if let Err(e) = store.initialize(members).await {
-            if store.raft().metrics().borrow().last_log_index.is_none() {
+            if !in_motion() {
                 return Err(e).context("bootstrapping the cluster");
             }
             info!(error = %e, "a peer bootstrapped the cluster first");

@@ -8,9 +8,11 @@ pub mod bpffs;
 pub mod cleanup;
 pub mod containerd;
 pub mod image;
+pub mod linearizability;
 pub mod names;
 pub mod netns;
 pub mod packet;
+pub mod store_procs;
 
 pub use containerd::Containerd;
 pub use netns::{NetNs, VethPair};

@@ -53,11 +53,30 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The shared build cache (see `.cargo/config.toml`); honours CARGO_TARGET_DIR.
+/// The build cache cargo uses here: `CARGO_TARGET_DIR`, else what cargo
+/// itself reports (`build.target-dir` of `.cargo/config.toml`, which a
+/// worktree may override), else the default below.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(TARGET_DIR))
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+            return PathBuf::from(dir);
+        }
+        let reported = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(workspace_root())
+            .args(["metadata", "--no-deps", "--format-version", "1"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v.get("target_directory")?.as_str().map(PathBuf::from));
+        reported.unwrap_or_else(|| PathBuf::from(TARGET_DIR))
+    })
+    .clone()
 }
 
-/// Must match `build.target-dir` in `.cargo/config.toml`.
+/// `build.target-dir` in `.cargo/config.toml`.
 pub const TARGET_DIR: &str = "/var/tmp/waggle-target";
 
 /// `cargo` as the one that runs xtask (so the same toolchain builds everything).

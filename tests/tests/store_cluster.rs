@@ -216,6 +216,16 @@ async fn an_isolated_minority_refuses_writes() -> anyhow::Result<()> {
     wait_leader(&procs, None, Duration::from_secs(20)).await?;
     let mut survivor = EtcdClient::connect_lazy(&procs.endpoint(2), Duration::from_secs(10))?;
     survivor.put("before", "1").await.context("a write with a quorum")?;
+    // Over the 1.5 MiB default of --max-request-bytes: etcd's own error.
+    let too_large = survivor.put("big", vec![b'x'; 1800 * 1024]).await.expect_err("a 1.8 MiB value is refused");
+    ensure!(too_large.message() == "etcdserver: request is too large", "{too_large:?}");
+    // A value under the limit fits (retried: with the short election timeout
+    // used here, a busy machine may change leaders while it replicates).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = survivor.put("big", vec![b'x'; 64 * 1024]).await {
+        ensure!(Instant::now() < deadline, "a 64 KiB value was not accepted: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     procs.kill(0);
     procs.kill(1);
     for attempt in 0..3 {
@@ -358,4 +368,35 @@ async fn a_concurrent_read_write_cas_history_with_a_leader_kill_is_linearizable(
     ensure!(history.len() > 100, "too few operations to say anything: {}", history.len());
     let checked = tokio::task::spawn_blocking(move || linearizability::check(None, &history)).await?;
     checked.map_err(anyhow::Error::msg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_corrupt_or_borrowed_data_dirs_are_refused_at_start() -> anyhow::Result<()> {
+    let mut procs = StoreProcs::new(&waggle_bin()?, 2, FAST)?;
+    let data_dir = procs.data_dir(0);
+    let refused = |procs: &mut StoreProcs| -> anyhow::Result<String> {
+        match procs.start(0) {
+            Ok(()) => bail!("member 0 started on a data dir it must refuse"),
+            Err(e) => Ok(format!("{e:#}")),
+        }
+    };
+
+    std::fs::create_dir_all(data_dir.join("member").join("wal"))?;
+    let err = refused(&mut procs)?;
+    ensure!(err.contains("holds an etcd write-ahead log"), "{err}");
+    std::fs::remove_dir_all(&data_dir)?;
+
+    let raft = data_dir.join("member").join("raft");
+    std::fs::create_dir_all(&raft)?;
+    std::fs::write(raft.join("CURRENT"), b"garbage")?;
+    let err = refused(&mut procs)?;
+    ensure!(err.contains("opening the raft database in"), "{err}");
+    std::fs::remove_dir_all(&data_dir)?;
+
+    // Member 1's data dir, handed to member 0 (other peer URLs).
+    std::fs::create_dir_all(data_dir.join("member"))?;
+    std::fs::write(data_dir.join("member").join("id"), "123abc\n")?;
+    let err = refused(&mut procs)?;
+    ensure!(err.contains("belongs to member 123abc"), "{err}");
+    Ok(())
 }

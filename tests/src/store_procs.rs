@@ -123,14 +123,35 @@ impl StoreProcs {
         cmd
     }
 
+    /// Adds a member (not started) with fresh ports; returns its index.
+    /// Start it with [`StoreProcs::start_with`] and `--initial-cluster-state existing`
+    /// once the cluster knows it (`etcdctl member add`).
+    pub fn push_member(&mut self) -> anyhow::Result<usize> {
+        let i = self.members.len();
+        let (client, peer) = (reserve_port()?, reserve_port()?);
+        self.members.push(MemberSpec {
+            name: format!("m{i}"),
+            client_port: client.local_addr()?.port(),
+            peer_port: peer.local_addr()?.port(),
+        });
+        self.children.push(None);
+        Ok(i)
+    }
+
     /// Starts (or restarts) member `i` and waits until its client port accepts connections.
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_with(i, &[])
+    }
+
+    /// Starts member `i` with more flags.
+    pub fn start_with(&mut self, i: usize, more: &[&str]) -> anyhow::Result<()> {
         if self.children[i].is_some() {
             bail!("member {} is already running", self.members[i].name);
         }
         let log = OpenOptions::new().create(true).append(true).open(self.log_path(i))?;
         let child = self
             .command(i)
+            .args(more)
             .env("RUST_LOG", std::env::var("STORE_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -400,3 +400,54 @@ async fn foreign_corrupt_or_borrowed_data_dirs_are_refused_at_start() -> anyhow:
     ensure!(err.contains("belongs to member 123abc"), "{err}");
     Ok(())
 }
+
+fn etcdctl(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .context("running etcdctl")?;
+    ensure!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_adds_and_removes_members_at_runtime() -> anyhow::Result<()> {
+    let mut procs = StoreProcs::new(&waggle_bin()?, 3, FAST)?;
+    procs.start_all()?;
+    wait_leader(&procs, None, Duration::from_secs(20)).await?;
+    client(&procs.endpoint(0)).put("before", "1").await?;
+    let e1 = procs.endpoint(1);
+    let listed = tokio::task::spawn_blocking(move || etcdctl(&e1, &["member", "list"])).await??;
+    ensure!(listed.lines().count() == 3, "three members listed:\n{listed}");
+
+    // Added through a follower or the leader alike, then started to join.
+    let new = procs.push_member()?;
+    let (e1, peer) = (procs.endpoint(1), procs.members[new].peer_url());
+    let added =
+        tokio::task::spawn_blocking(move || etcdctl(&e1, &["member", "add", "m3", "--peer-urls", &peer])).await??;
+    ensure!(added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{added}");
+    procs.start_with(new, &["--initial-cluster-state", "existing"])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_id = loop {
+        let e = procs.endpoint(new);
+        let listed = tokio::task::spawn_blocking(move || etcdctl(&e, &["member", "list"])).await??;
+        // `ID, started, name, peer, client, is-learner`: promoted once it caught up.
+        if let Some(line) = listed.lines().find(|l| l.contains(", m3, ") && l.ends_with(", false")) {
+            break line.split(',').next().unwrap_or_default().to_owned();
+        }
+        ensure!(Instant::now() < deadline, "the new member was not promoted within 30s:\n{listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(client(&procs.endpoint(new)).get("before").await?.as_deref() == Some(b"1".as_slice()));
+
+    let e2 = procs.endpoint(2);
+    let removed = tokio::task::spawn_blocking(move || etcdctl(&e2, &["member", "remove", &new_id])).await??;
+    ensure!(removed.contains("removed"), "{removed}");
+    let e0 = procs.endpoint(0);
+    let listed = tokio::task::spawn_blocking(move || etcdctl(&e0, &["member", "list"])).await??;
+    ensure!(listed.lines().count() == 3 && !listed.contains(", m3, "), "m3 is gone:\n{listed}");
+    client(&procs.endpoint(0)).put("after", "1").await.context("a write after the removal")?;
+    Ok(())
+}

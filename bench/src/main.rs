@@ -10,6 +10,7 @@ mod report;
 mod server;
 mod scheduler;
 mod scheduler_cycle;
+mod store;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,8 @@ enum Bench {
     Podstartup(podstartup::Args),
     /// Scheduler: scheduler_perf's SchedulingBasic (5,000 hollow nodes, 10,000 pods): pods/s, p99, RSS.
     Scheduler(scheduler::Args),
+    /// Cluster store: waggle store against etcd 3.4, puts/s and latency (1 and 64 clients, 1 and 3 members), watch latency.
+    Store(store::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,10 @@ fn main() -> anyhow::Result<()> {
         Bench::Scheduler(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(scheduler::run(args))
+        }
+        Bench::Store(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(store::run(args))
         }
     }
 }

@@ -10,8 +10,11 @@ use clap::{Args, Subcommand};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use waggle_store::durability::{Batch, Durability as _, Entry};
-use waggle_store::grpc::{DEFAULT_MAX_REQUEST_BYTES, EtcdServer, MemberInfo, ServerInfo, TransportError};
+use waggle_store::grpc::{
+    DEFAULT_MAX_REQUEST_BYTES, EtcdServer, MemberInfo, ServerInfo, TransportError, cluster_id, member_id,
+};
 use waggle_store::{EventKind, MemStore, MemStoreConfig};
+use waggle_store_raft::{RaftConfig, RaftStore};
 use waggle_store_rocks::RocksDisk;
 
 #[derive(Debug, Args)]
@@ -64,9 +67,23 @@ pub struct MemberArgs {
         value_delimiter = ','
     )]
     pub initial_advertise_peer_urls: Vec<String>,
-    /// The initial cluster, `name=peer-url,…`.
+    /// The initial cluster, `name=peer-url,…`. Several members make a
+    /// replicated (raft) cluster; one member runs alone.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER", default_value = "default=http://localhost:2380")]
     pub initial_cluster: String,
+    /// `new` bootstraps the cluster named by --initial-cluster; `existing`
+    /// joins a running cluster this member was added to (`etcdctl member add`).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+    /// Applied raft entries between two snapshots (the log before a snapshot is purged).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Raft election timeout in milliseconds.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
     /// Distinguishes clusters bootstrapped from the same configuration.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
@@ -136,6 +153,7 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 pub struct Member {
     pub client_addrs: Vec<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), TransportError>>>,
+    raft: Option<Arc<RaftStore>>,
 }
 
 impl std::fmt::Debug for Member {
@@ -149,6 +167,9 @@ impl Member {
         for task in self.tasks {
             task.await.context("joining a client listener")?.context("serving client requests")?;
         }
+        if let Some(raft) = self.raft {
+            raft.shutdown().await;
+        }
         Ok(())
     }
 }
@@ -156,8 +177,17 @@ impl Member {
 /// The boot script of one member: check the flags, load the data dir, bind
 /// the client URLs, serve until `stop` turns true.
 pub async fn start(args: MemberArgs, stop: watch::Receiver<bool>) -> anyhow::Result<Member> {
-    check_single_member(&args)?;
+    let cluster = initial_cluster(&args)?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", args.name)));
+    if cluster.len() > 1 || args.initial_cluster_state == "existing" {
+        return start_replicated(args, &cluster, data_dir, stop).await;
+    }
+    if data_dir.join("member").join("raft").exists() {
+        bail!(
+            "data dir {} belongs to a member of a replicated cluster: start it with that cluster's --initial-cluster",
+            data_dir.display()
+        );
+    }
     let config = MemStoreConfig { max_txn_ops: args.max_txn_ops, ..MemStoreConfig::default() };
     let store = open_store(&data_dir, config)?;
     warn!(
@@ -174,6 +204,16 @@ pub async fn start(args: MemberArgs, stop: watch::Receiver<bool>) -> anyhow::Res
     info.max_request_bytes = args.max_request_bytes;
     info!(name = %args.name, member_id = format_args!("{:x}", info.member.id), cluster_id = format_args!("{:x}", info.cluster_id), "starting store member");
     let server = EtcdServer::new(Arc::new(store), info);
+    serve_clients(&args, server, stop, None).await
+}
+
+/// Binds every client URL and serves the etcd API there until `stop`.
+async fn serve_clients(
+    args: &MemberArgs,
+    server: EtcdServer,
+    stop: watch::Receiver<bool>,
+    raft: Option<Arc<RaftStore>>,
+) -> anyhow::Result<Member> {
     let mut client_addrs = Vec::new();
     let mut tasks = Vec::new();
     for url in &args.listen_client_urls {
@@ -188,37 +228,31 @@ pub async fn start(args: MemberArgs, stop: watch::Receiver<bool>) -> anyhow::Res
         client_addrs.push(bound);
         tasks.push(task);
     }
-    Ok(Member { client_addrs, tasks })
+    Ok(Member { client_addrs, tasks, raft })
 }
 
-/// Only a single-member cluster naming this member can start until the
-/// replicated store exists.
-fn check_single_member(args: &MemberArgs) -> anyhow::Result<()> {
-    let members: Vec<&str> = args.initial_cluster.split(',').filter(|m| !m.is_empty()).collect();
-    let names: Vec<&str> = members.iter().filter_map(|m| m.split_once('=').map(|(n, _)| n)).collect();
-    if names.len() != members.len() {
-        bail!("--initial-cluster {:?}: every entry must be name=peer-url", args.initial_cluster);
+/// `--initial-cluster` as (name, peer URL) pairs, checked: every entry is
+/// `name=url`, this member is named, no peer URL appears twice.
+fn initial_cluster(args: &MemberArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let mut members: Vec<(String, String)> = Vec::new();
+    for entry in args.initial_cluster.split(',').filter(|m| !m.is_empty()) {
+        let Some((name, url)) = entry.split_once('=') else {
+            bail!("--initial-cluster {:?}: every entry must be name=peer-url", args.initial_cluster);
+        };
+        socket_addr(url).with_context(|| format!("--initial-cluster entry {entry:?}"))?;
+        if members.iter().any(|(_, u)| u == url) {
+            bail!("--initial-cluster {:?} names peer URL {url} twice", args.initial_cluster);
+        }
+        members.push((name.to_owned(), url.to_owned()));
     }
-    let mut distinct = names.clone();
-    distinct.dedup();
-    if distinct.len() > 1 {
-        bail!(
-            "--initial-cluster {:?} names {} members: multi-member clusters need the replicated (raft) store, \
-             which is not built yet; run a single member",
-            args.initial_cluster,
-            distinct.len()
-        );
-    }
-    if !names.contains(&args.name.as_str()) {
+    if !members.iter().any(|(n, _)| n == &args.name) {
         bail!("--initial-cluster {:?} does not name this member ({:?})", args.initial_cluster, args.name);
     }
-    Ok(())
+    Ok(members)
 }
 
-/// Opens the data dir: its RocksDB database if there is one; else a
-/// snapshot restored by `waggle store restore` is imported first; else an
-/// empty store. An etcd data dir or a damaged one is refused.
-pub(crate) fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Result<MemStore> {
+/// A refusal for data dirs this store cannot read (etcd's own layout).
+fn refuse_etcd_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     if data_dir.join("member").join("wal").exists() {
         bail!(
             "data dir {} holds an etcd write-ahead log: waggle cannot read etcd's data dir; \
@@ -226,6 +260,134 @@ pub(crate) fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Res
             data_dir.display()
         );
     }
+    Ok(())
+}
+
+/// Checks that the data dir was written by the member with this ID (its
+/// peer URLs), or claims a new one for it.
+fn claim_data_dir(data_dir: &Path, id: u64) -> anyhow::Result<()> {
+    let file = data_dir.join("member").join("id");
+    match std::fs::read_to_string(&file) {
+        Ok(found) if found.trim() == format!("{id:x}") => Ok(()),
+        Ok(found) => bail!(
+            "data dir {} belongs to member {} but this member's --initial-advertise-peer-urls make it {id:x}: \
+             a member keeps its peer URLs, or starts on a new data dir",
+            data_dir.display(),
+            found.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = data_dir.join("member");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(&file, format!("{id:x}\n")).with_context(|| format!("writing {}", file.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+/// One member of a replicated cluster: raft (store-raft) with its peers on
+/// --listen-peer-urls, the etcd API on the client URLs.
+async fn start_replicated(
+    args: MemberArgs,
+    cluster: &[(String, String)],
+    data_dir: PathBuf,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Member> {
+    refuse_etcd_data_dir(&data_dir)?;
+    if database_path(&data_dir).exists() || snapshot_path(&data_dir).exists() {
+        bail!(
+            "data dir {} belongs to a single member (no raft log): it cannot join a replicated cluster; \
+             use a new data dir",
+            data_dir.display()
+        );
+    }
+    let peer_urls: Vec<String> =
+        args.initial_advertise_peer_urls.iter().map(|u| u.trim_end_matches('/').to_owned()).collect();
+    let peer_url = peer_urls.first().cloned().context("--initial-advertise-peer-urls is empty")?;
+    let id = member_id(&peer_urls);
+    let named = cluster.iter().find(|(n, _)| n == &args.name).map(|(_, u)| u.trim_end_matches('/'));
+    if named != Some(peer_url.as_str()) {
+        bail!(
+            "--initial-cluster names {:?} at {:?}, but --initial-advertise-peer-urls is {peer_url}",
+            args.name,
+            named.unwrap_or_default()
+        );
+    }
+    claim_data_dir(&data_dir, id)?;
+    let listen = args.listen_peer_urls.first().context("--listen-peer-urls is empty")?;
+    let peer_addr = socket_addr(listen).with_context(|| format!("parsing --listen-peer-urls entry {listen:?}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(peer_addr).await.with_context(|| format!("listening for peers on {listen}"))?;
+
+    let me = waggle_store_raft::Member {
+        name: args.name.clone(),
+        peer_url: peer_url.clone(),
+        client_urls: args.advertise_client_urls.clone(),
+    };
+    let mut config = RaftConfig::new(id, me.clone(), data_dir.join("member").join("raft"));
+    config.store = MemStoreConfig { max_txn_ops: args.max_txn_ops, ..MemStoreConfig::default() };
+    config.snapshot_after_entries = args.snapshot_count.max(1);
+    config.keep_entries_after_snapshot = (args.snapshot_count / 10).clamp(1, 5_000);
+    config.heartbeat_interval = std::time::Duration::from_millis(args.heartbeat_interval.max(1));
+    config.election_timeout_min = std::time::Duration::from_millis(args.election_timeout.max(2));
+    config.election_timeout_max = config.election_timeout_min * 6 / 5;
+    let store = Arc::new(
+        RaftStore::start(config, listener)
+            .await
+            .with_context(|| format!("starting raft member {} on data dir {}", args.name, data_dir.display()))?,
+    );
+    if args.initial_cluster_state == "new" {
+        let members: std::collections::BTreeMap<u64, waggle_store_raft::Member> = cluster
+            .iter()
+            .map(|(name, url)| {
+                let url = url.trim_end_matches('/').to_owned();
+                let member =
+                    waggle_store_raft::Member { name: name.clone(), peer_url: url.clone(), client_urls: Vec::new() };
+                (member_id(&[url]), member)
+            })
+            .collect();
+        // A log, or a vote already cast for a peer that bootstrapped first:
+        // this member is part of the cluster already.
+        let in_motion = || {
+            let m = store.raft().metrics();
+            let m = m.borrow();
+            m.last_log_index.is_some() || m.current_term > 0
+        };
+        if in_motion() {
+            info!("the data dir already holds a raft log: not bootstrapping the cluster again");
+        } else if let Err(e) = store.initialize(members).await {
+            if !in_motion() {
+                return Err(e).context("bootstrapping the cluster");
+            }
+            info!(error = %e, "a peer bootstrapped the cluster first");
+        }
+    }
+    let publisher = Arc::clone(&store);
+    tokio::spawn(async move { publisher.publish(me, std::time::Duration::from_secs(600)).await });
+
+    let member = MemberInfo {
+        id,
+        name: args.name.clone(),
+        peer_urls,
+        client_urls: args.advertise_client_urls.clone(),
+        is_learner: false,
+    };
+    let info = ServerInfo {
+        cluster_id: cluster_id(&[], &args.initial_cluster_token),
+        member,
+        raft_term: 0,
+        max_request_bytes: args.max_request_bytes,
+    };
+    info!(name = %args.name, member_id = format_args!("{id:x}"), members = cluster.len(), "starting replicated store member");
+    let server = EtcdServer::new(Arc::clone(&store) as Arc<dyn waggle_store::Store>, info)
+        .with_membership(Arc::clone(&store) as _);
+    serve_clients(&args, server, stop, Some(store)).await
+}
+
+/// Opens the data dir: its RocksDB database if there is one; else a
+/// snapshot restored by `waggle store restore` is imported first; else an
+/// empty store. An etcd data dir or a damaged one is refused.
+pub(crate) fn open_store(data_dir: &Path, config: MemStoreConfig) -> anyhow::Result<MemStore> {
+    refuse_etcd_data_dir(data_dir)?;
     let database = database_path(data_dir);
     let snapshot = snapshot_path(data_dir);
     if !database.exists() && snapshot.exists() {
@@ -319,12 +481,15 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_member_initial_cluster_is_refused_with_a_reason() {
+    fn the_initial_cluster_is_checked() {
         let cmd = parse(&["--name", "a", "--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381"]);
-        let err = check_single_member(&cmd.member).expect_err("refused");
-        assert!(err.to_string().contains("multi-member clusters need the replicated"), "{err}");
+        assert_eq!(initial_cluster(&cmd.member).expect("parses").len(), 2);
         let cmd = parse(&["--name", "x"]);
-        assert!(check_single_member(&cmd.member).is_err(), "the default cluster names `default`, not `x`");
+        assert!(initial_cluster(&cmd.member).is_err(), "the default cluster names `default`, not `x`");
+        let cmd = parse(&["--name", "a", "--initial-cluster", "a=http://127.0.0.1:2380,b=http://127.0.0.1:2380"]);
+        assert!(initial_cluster(&cmd.member).is_err(), "one peer URL named twice");
+        let cmd = parse(&["--name", "a", "--initial-cluster", "a"]);
+        assert!(initial_cluster(&cmd.member).is_err(), "an entry without a URL");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

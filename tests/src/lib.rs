@@ -10,14 +10,12 @@ pub mod containerd;
 pub mod echo;
 pub mod image;
 pub mod lbnet;
+pub mod linearizability;
 pub mod names;
 pub mod netns;
 pub mod node;
 pub mod packet;
-
-use std::path::PathBuf;
-
-use anyhow::Context as _;
+pub mod store_procs;
 
 pub use containerd::Containerd;
 pub use netns::{NetNs, VethPair};
@@ -27,14 +25,4 @@ pub use node::{NodeGuard, target_bin};
 /// fail loudly rather than skip, because CI runs as root.
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
-}
-
-/// A binary of this workspace beside the running test binary
-/// (`<target>/<profile>/<name>`): `cargo build -p <its package>` first.
-pub fn target_bin(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).context("the test binary has no target dir")?;
-    let bin = dir.join(name);
-    anyhow::ensure!(bin.exists(), "{} is missing: build it first (cargo build -p {name})", bin.display());
-    Ok(bin)
 }

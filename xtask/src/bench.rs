@@ -7,14 +7,14 @@ use crate::util::{cargo, exec, step, target_dir};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `lb` (Service load balancing), `apiserver`, `cni`, `podstartup`, `scheduler`.
+    /// Which benchmark: `lb` (Service load balancing), `apiserver`, `cni`, `podstartup`, `scheduler`, `store`.
     pub name: String,
     /// Passed on to the benchmark (e.g. `--pods 2000`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub rest: Vec<String>,
 }
 
-const KNOWN: &[&str] = &["lb", "apiserver", "cni", "podstartup", "scheduler"];
+const KNOWN: &[&str] = &["lb", "apiserver", "cni", "podstartup", "scheduler", "store"];
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -28,7 +28,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let out_str = out.to_str().ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", out.display()))?.to_string();
     let mut bench_args: Vec<String> = vec![args.name.clone()];
     match args.name.as_str() {
-        "apiserver" | "scheduler" => {
+        "apiserver" | "scheduler" | "store" => {
             step("build", || {
                 exec(cargo().args(["build", "--release", "--bin", "waggle"]))?;
                 Ok("waggle built (release)".into())

@@ -23,6 +23,7 @@
 //! batching of proposals, is filled by packing concurrent proposals into one
 //! entry ([`Command::Batch`]).
 
+pub mod cluster;
 pub mod command;
 pub mod disk;
 pub mod error;

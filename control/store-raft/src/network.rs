@@ -45,6 +45,8 @@ pub enum Forwarded {
     KeepAlive(waggle_store::LeaseId),
     /// Confirm leadership and return the log index a linearizable read must see.
     ReadIndex,
+    /// Change the membership (only the leader can).
+    Membership(crate::cluster::MembershipChange),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,6 +54,7 @@ pub enum ForwardReply {
     Written(Applied),
     KeptAlive(i64),
     ReadIndex(u64),
+    MembershipChanged,
 }
 
 /// What serves forwarded requests on the leader (the [`crate::RaftStore`]).

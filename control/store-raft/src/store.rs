@@ -119,14 +119,14 @@ impl RaftConfig {
 /// One member of the replicated store.
 #[derive(Debug)]
 pub struct RaftStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    id: NodeId,
-    raft: Raft,
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
     mem: SharedMem,
-    forwarder: Forwarder,
+    pub(crate) forwarder: Forwarder,
     lease_seq: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     lease_check_interval: Duration,
@@ -140,11 +140,11 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-fn unavailable(op: &'static str, reason: impl std::fmt::Display) -> StoreError {
+pub(crate) fn unavailable(op: &'static str, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Internal { op, reason: reason.to_string() }
 }
 
-fn unexpected(op: &'static str, reply: impl std::fmt::Debug) -> StoreError {
+pub(crate) fn unexpected(op: &'static str, reply: impl std::fmt::Debug) -> StoreError {
     StoreError::Internal { op, reason: format!("unexpected reply {reply:?}") }
 }
 
@@ -288,7 +288,7 @@ impl Inner {
     }
 
     /// The leader, if known, unless it is this member.
-    fn remote_leader(&self) -> Result<Option<Member>, StoreError> {
+    pub(crate) fn remote_leader(&self) -> Result<Option<Member>, StoreError> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         match m.current_leader {
@@ -388,6 +388,9 @@ impl ForwardHandler for Inner {
                 self.mem.get().lease_keep_alive(id).await.map(ForwardReply::KeptAlive).map_err(WireError::from)
             }
             Forwarded::ReadIndex => self.leader_read_index().await.map(ForwardReply::ReadIndex),
+            Forwarded::Membership(change) => {
+                crate::cluster::apply(&self.raft, change).await.map(|()| ForwardReply::MembershipChanged)
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! trait, an in-memory implementation ([`MemStore`]), the [`conformance`]
 //! suite every implementation passes, and the etcd v3 gRPC API ([`grpc`]).
 
+pub mod client;
 pub mod conformance;
 pub mod durability;
 pub mod error;

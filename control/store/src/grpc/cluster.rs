@@ -1,17 +1,28 @@
-//! The `Cluster` service. This member is the whole cluster: MemberList
-//! reports it; adding, removing, updating or promoting members needs the
-//! replicated store and answers `Unimplemented` until that exists.
+//! The `Cluster` service. A single member is the whole cluster: MemberList
+//! reports it and membership changes answer `Unimplemented`. A replicated
+//! member hands MemberList, MemberAdd, MemberRemove and MemberPromote to its
+//! [`Membership`](super::Membership).
 
 use tonic::{Request, Response, Status};
 
 use crate::proto::etcdserverpb::{self as pb, cluster_server::Cluster};
 
-use super::Context;
 use super::status::to_status;
+use super::{Context, MemberInfo};
 
 #[derive(Debug)]
 pub(crate) struct ClusterService {
     ctx: Context,
+}
+
+fn to_pb(m: MemberInfo) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
 }
 
 impl ClusterService {
@@ -20,50 +31,87 @@ impl ClusterService {
     }
 
     fn members(&self) -> Vec<pb::Member> {
-        let m = &self.ctx.info.member;
-        vec![pb::Member {
-            id: m.id,
-            name: m.name.clone(),
-            peer_ur_ls: m.peer_urls.clone(),
-            client_ur_ls: m.client_urls.clone(),
-            is_learner: false,
-        }]
+        match &self.ctx.membership {
+            Some(m) => m.members().into_iter().map(to_pb).collect(),
+            None => vec![to_pb(self.ctx.info.member.clone())],
+        }
     }
-}
 
-fn single_member() -> Status {
-    Status::unimplemented("waggle store: membership changes need the replicated (raft) store; this member runs alone")
+    fn membership(&self) -> Result<&dyn super::Membership, Status> {
+        self.ctx.membership.as_deref().ok_or_else(|| {
+            Status::unimplemented(
+                "waggle store: membership changes need the replicated (raft) store; this member runs alone \
+                 (start members with --initial-cluster naming several)",
+            )
+        })
+    }
+
+    async fn header(&self) -> Result<Option<pb::ResponseHeader>, Status> {
+        let revision = self.ctx.store.current_revision().await.map_err(to_status)?;
+        Ok(self.ctx.header(revision))
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(single_member())
+    async fn member_add(
+        &self,
+        request: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let membership = self.membership()?;
+        let req = request.into_inner();
+        if req.peer_ur_ls.is_empty() {
+            return Err(Status::invalid_argument("etcdserver: member peer urls not provided"));
+        }
+        if self.members().iter().any(|m| m.peer_ur_ls.iter().any(|u| req.peer_ur_ls.contains(u))) {
+            return Err(Status::failed_precondition("etcdserver: Peer URLs already exists"));
+        }
+        let added = membership.add(req.peer_ur_ls, req.is_learner).await.map_err(to_status)?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: self.header().await?,
+            member: Some(to_pb(added)),
+            members: self.members(),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(single_member())
+        let membership = self.membership()?;
+        let id = request.into_inner().id;
+        if !self.members().iter().any(|m| m.id == id) {
+            return Err(Status::not_found("etcdserver: member not found"));
+        }
+        membership.remove(id).await.map_err(to_status)?;
+        Ok(Response::new(pb::MemberRemoveResponse { header: self.header().await?, members: self.members() }))
     }
 
     async fn member_update(
         &self,
         _: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(single_member())
+        Err(Status::unimplemented("waggle store: changing a member's peer URLs is not supported"))
     }
 
     async fn member_promote(
         &self,
-        _: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(single_member())
+        let membership = self.membership()?;
+        let id = request.into_inner().id;
+        match self.members().iter().find(|m| m.id == id) {
+            None => return Err(Status::not_found("etcdserver: member not found")),
+            Some(m) if !m.is_learner => {
+                return Err(Status::failed_precondition("etcdserver: can only promote a learner member"));
+            }
+            Some(_) => {}
+        }
+        membership.promote(id).await.map_err(to_status)?;
+        Ok(Response::new(pb::MemberPromoteResponse { header: self.header().await?, members: self.members() }))
     }
 
     async fn member_list(&self, _: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
-        let revision = self.ctx.store.current_revision().await.map_err(to_status)?;
-        Ok(Response::new(pb::MemberListResponse { header: self.ctx.header(revision), members: self.members() }))
+        Ok(Response::new(pb::MemberListResponse { header: self.header().await?, members: self.members() }))
     }
 }

@@ -45,13 +45,17 @@ impl Maintenance for MaintenanceService {
             version: API_VERSION.to_owned(),
             db_size: status.size_bytes,
             // A single member is always its own leader.
-            leader: info.member.id,
+            leader: self.ctx.membership.as_ref().map_or(info.member.id, |m| m.leader()),
             raft_index: status.applied_index,
-            raft_term: info.raft_term,
+            raft_term: self.ctx.raft_term(),
             raft_applied_index: status.applied_index,
             errors: Vec::new(),
             db_size_in_use: status.size_bytes,
-            is_learner: false,
+            is_learner: self
+                .ctx
+                .membership
+                .as_ref()
+                .is_some_and(|m| m.members().iter().any(|x| x.id == info.member.id && x.is_learner)),
         }))
     }
 

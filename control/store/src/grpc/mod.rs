@@ -47,6 +47,8 @@ pub struct MemberInfo {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    /// A learner receives the log but does not vote.
+    pub is_learner: bool,
 }
 
 impl MemberInfo {
@@ -59,8 +61,59 @@ impl MemberInfo {
             hash.update(b"\n");
             hash.update(url.as_bytes());
         }
-        Self { id: first_u64(&hash.finalize()), name: name.to_owned(), peer_urls, client_urls }
+        Self { id: first_u64(&hash.finalize()), name: name.to_owned(), peer_urls, client_urls, is_learner: false }
     }
+}
+
+/// The ID of a replicated member, derived from its peer URLs alone: the
+/// member itself (from `--initial-advertise-peer-urls`) and `MemberAdd`
+/// (which knows only the peer URLs, as in etcd) compute the same ID.
+pub fn member_id(peer_urls: &[String]) -> u64 {
+    let mut urls: Vec<&str> = peer_urls.iter().map(|u| u.trim_end_matches('/')).collect();
+    urls.sort_unstable();
+    let mut hash = Sha256::new();
+    for url in urls {
+        hash.update(url.as_bytes());
+        hash.update(b"\n");
+    }
+    first_u64(&hash.finalize())
+}
+
+/// The cluster ID of a replicated cluster: derived from its initial
+/// members and the cluster token, so every member computes the same one.
+pub fn cluster_id(member_ids: &[u64], cluster_token: &str) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let mut hash = Sha256::new();
+    for id in ids {
+        hash.update(id.to_be_bytes());
+    }
+    hash.update(cluster_token.as_bytes());
+    first_u64(&hash.finalize())
+}
+
+/// A replicated cluster's membership, as the `Cluster` and `Maintenance`
+/// services see it. Without one, the member is a cluster of its own.
+#[async_trait::async_trait]
+pub trait Membership: Send + Sync + 'static {
+    /// Every member, voters and learners.
+    fn members(&self) -> Vec<MemberInfo>;
+
+    /// The leader's member ID (0 when none is known).
+    fn leader(&self) -> u64;
+
+    /// The current raft term.
+    fn term(&self) -> u64;
+
+    /// Adds a member reachable at `peer_urls`; a voter is first brought up
+    /// to date as a learner. Returns the new member.
+    async fn add(&self, peer_urls: Vec<String>, is_learner: bool) -> Result<MemberInfo, crate::StoreError>;
+
+    /// Removes a member (voter or learner).
+    async fn remove(&self, id: u64) -> Result<(), crate::StoreError>;
+
+    /// Makes a learner a voter.
+    async fn promote(&self, id: u64) -> Result<(), crate::StoreError>;
 }
 
 /// What every response header and the cluster/maintenance services report.
@@ -99,6 +152,7 @@ fn first_u64(digest: &[u8]) -> u64 {
 pub(crate) struct Context {
     store: Arc<dyn Store>,
     info: Arc<ServerInfo>,
+    membership: Option<Arc<dyn Membership>>,
 }
 
 impl Context {
@@ -107,8 +161,12 @@ impl Context {
             cluster_id: self.info.cluster_id,
             member_id: self.info.member.id,
             revision,
-            raft_term: self.info.raft_term,
+            raft_term: self.raft_term(),
         })
+    }
+
+    pub(crate) fn raft_term(&self) -> u64 {
+        self.membership.as_ref().map_or(self.info.raft_term, |m| m.term())
     }
 }
 
@@ -126,7 +184,14 @@ pub struct EtcdServer {
 
 impl EtcdServer {
     pub fn new(store: Arc<dyn Store>, info: ServerInfo) -> Self {
-        Self { ctx: Context { store, info: Arc::new(info) } }
+        Self { ctx: Context { store, info: Arc::new(info), membership: None } }
+    }
+
+    /// Serves a replicated member: `MemberList`, `MemberAdd`,
+    /// `MemberRemove`, `MemberPromote` and `Status` go to `membership`.
+    pub fn with_membership(mut self, membership: Arc<dyn Membership>) -> Self {
+        self.ctx.membership = Some(membership);
+        self
     }
 
     /// The tonic router with every etcd service this API serves.

@@ -7,12 +7,10 @@ mod cni;
 mod lb;
 mod podstartup;
 mod report;
-mod server;
 mod scheduler;
 mod scheduler_cycle;
+mod server;
 mod store;
-
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 

@@ -32,7 +32,6 @@ fn http_get_from(netns: &Path, to: std::net::SocketAddr) -> anyhow::Result<Strin
     })
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> anyhow::Result<()> {
     assert!(is_root(), "this test runs containerd and creates namespaces: run it as root");

@@ -66,6 +66,11 @@ pub struct ServerArgs {
     /// Where the CNI plugins are (default: next to this binary, where waggle-cni is built).
     #[arg(long)]
     pub cni_bin_dir: Option<PathBuf>,
+    /// Where this machine's agent serves its HTTPS API (logs, exec, attach,
+    /// port-forward, stats for `kubectl top`), as the kubelet's port 10250;
+    /// `none` serves none.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    pub agent_listen: String,
     /// Do not run the agent's Service proxy (eBPF load balancing of Services).
     #[arg(long)]
     pub disable_proxy: bool,
@@ -238,6 +243,10 @@ fn agent_config(
     let bridge = cni.bridge.clone();
     let mut config = waggle_agent::AgentConfig::new(&node_name, root, containerd, cni);
     config.pod_cidr = Some(args.pod_cidr);
+    config.listen = match args.agent_listen.as_str() {
+        "none" => None,
+        addr => Some(addr.parse().with_context(|| format!("--agent-listen {addr:?} is not an address:port"))?),
+    };
     if !args.disable_proxy {
         config.proxy = Some(args.proxy.config(&node_name, Some(bridge))?);
     }

@@ -149,6 +149,30 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
     kubectl(&["delete", "service", "web"])?;
 
     // Deleting the deployment removes its pods; the agent releases them.
+    // `kubectl top`: metrics.k8s.io from the agent's cgroup samples (a CPU
+    // rate needs two samples, a few seconds apart).
+    let mut top = (String::new(), String::new());
+    for _ in 0..60 {
+        let either = |r: anyhow::Result<String>| r.unwrap_or_else(|e| format!("{e:#}"));
+        top = (either(kubectl(&["top", "node"])), either(kubectl(&["top", "pod", "-l", "app=web"])));
+        if top.0.contains(&node) && top.1.lines().filter(|l| l.starts_with("web-")).count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::ensure!(
+        top.0.contains("CPU(cores)") && top.0.contains(&node),
+        "kubectl top node shows the node:\n{}\n{}",
+        top.0,
+        log()
+    );
+    anyhow::ensure!(
+        top.1.contains("MEMORY(bytes)") && top.1.lines().filter(|l| l.starts_with("web-")).count() == 2,
+        "kubectl top pod shows both pods:\n{}",
+        top.1
+    );
+    let missing = kubectl_error(&kubectl, &["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes/no-such-node"]);
+    anyhow::ensure!(missing.contains("not found"), "a node without metrics is NotFound: {missing}");
     kubectl(&["delete", "deployment", "web", "--timeout=60s"])?;
     let mut gone = false;
     for _ in 0..150 {
@@ -160,4 +184,12 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
     }
     anyhow::ensure!(gone, "the deployment's pods were not removed:\n{}", log());
     Ok(())
+}
+
+/// What a failing kubectl call printed (its error), or "" when it succeeded.
+fn kubectl_error(kubectl: &dyn Fn(&[&str]) -> anyhow::Result<String>, args: &[&str]) -> String {
+    match kubectl(args) {
+        Ok(_) => String::new(),
+        Err(e) => format!("{e:#}"),
+    }
 }

@@ -495,6 +495,31 @@ pub static RESOURCES: &[ResourceInfo] = &[
         verbs: CREATE_ONLY,
         subresources: &[],
     },
+    // metrics.k8s.io/v1beta1: computed from the node agents' usage (what metrics-server serves).
+    ResourceInfo {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "nodemetrics",
+        scope: Scope::Cluster,
+        short_names: &[],
+        categories: &[],
+        verbs: &["get", "list"],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "podmetrics",
+        scope: Scope::Namespaced,
+        short_names: &[],
+        categories: &[],
+        verbs: &["get", "list"],
+        subresources: &[],
+    },
 ];
 
 /// Finds a resource by group, version and plural.

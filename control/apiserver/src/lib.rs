@@ -122,6 +122,7 @@ pub async fn start(config: ApiServerConfig, store: Arc<dyn Store>) -> Result<Run
     let app = Arc::new(state::App {
         caches: watchcache::WatchCaches::new(objects.clone(), config.watch_cache_history),
         kubelet_tls: kubelet::client_config(&kubelet_client)?,
+        summaries: Default::default(),
         objects,
         allocator: alloc::Allocator::new(&config),
         metrics: system::Metrics::default(),

@@ -18,6 +18,8 @@ pub struct App {
     pub caches: WatchCaches,
     /// TLS to node agents (logs), with the API server's client identity.
     pub kubelet_tls: Arc<rustls::ClientConfig>,
+    /// Agents' recent `/stats/summary`, for metrics.k8s.io.
+    pub summaries: crate::handlers::metrics::SummaryCache,
 }
 
 pub type AppRef = Arc<App>;

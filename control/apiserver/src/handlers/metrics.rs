@@ -4,7 +4,7 @@
 //! demand, concurrently, and kept for a few seconds per node (agents sample
 //! every few seconds), so a burst of requests costs one fetch per node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use crate::state::App;
 const FRESH: Duration = Duration::from_secs(5);
 /// Agents asked at once.
 const CONCURRENCY: usize = 32;
+pub const GROUP: &str = "metrics.k8s.io";
 const API_VERSION: &str = "metrics.k8s.io/v1beta1";
 
 /// Recent summaries by node name.
@@ -61,12 +62,12 @@ async fn summary(app: &App, node: &str) -> Option<Arc<Summary>> {
                 Some(s)
             }
             Err(e) => {
-                tracing::debug!(%node, error = %e, "decoding an agent's stats summary");
+                tracing::warn!(%node, error = %e, "decoding an agent's stats summary");
                 None
             }
         },
         Err(e) => {
-            tracing::debug!(%node, error = %e.message, "fetching an agent's stats summary");
+            tracing::warn!(%node, error = %e.message, "fetching an agent's stats summary");
             None
         }
     }
@@ -123,15 +124,11 @@ fn metadata(obj: &Value, now: &str) -> Value {
     Value::Object(m)
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
-}
-
 async fn node_metrics(app: &App, nodes: Vec<Value>) -> Vec<Value> {
     let names: Vec<String> =
         nodes.iter().filter_map(|n| n.pointer("/metadata/name")?.as_str().map(str::to_owned)).collect();
     let stats = summaries(app, names).await;
-    let now = now();
+    let now = crate::admission::now_rfc3339();
     nodes
         .iter()
         .filter_map(|node| {
@@ -158,7 +155,7 @@ async fn pod_metrics(app: &App, pods: Vec<Value>) -> Vec<Value> {
     let stats = summaries(app, nodes).await;
     let by_uid: HashMap<&str, &waggle_api::stats::PodStats> =
         stats.values().flat_map(|s| s.pods.iter()).map(|p| (p.pod_ref.uid.as_str(), p)).collect();
-    let now = now();
+    let now = crate::admission::now_rfc3339();
     pods.iter()
         .filter_map(|pod| {
             let uid = pod.pointer("/metadata/uid")?.as_str()?;
@@ -185,8 +182,12 @@ async fn pod_metrics(app: &App, pods: Vec<Value>) -> Vec<Value> {
 }
 
 fn not_found(t: &Target, name: &str) -> StatusError {
-    StatusError::new(Reason::NotFound, format!("{}.metrics.k8s.io \"{name}\" not found", t.resource.singular))
-        .with_details(json!({"name": name, "group": "metrics.k8s.io", "kind": t.resource.plural}))
+    // As metrics-server names them: `nodemetrics.metrics.k8s.io "x" not found`.
+    let mut e = StatusError::new(Reason::NotFound, format!("{}.{GROUP} \"{name}\" not found", t.resource.singular));
+    e.details.name = Some(name.to_owned());
+    e.details.group = Some(GROUP.to_owned());
+    e.details.kind = Some(t.resource.singular.to_owned());
+    e
 }
 
 /// GET of one NodeMetrics or PodMetrics.
@@ -230,7 +231,7 @@ pub async fn list(app: &App, t: &Target, q: &Query) -> ApiResult {
 
 /// Labels as a sorted map, for tests.
 #[cfg(test)]
-fn labels(v: &Value) -> BTreeMap<String, String> {
+fn labels(v: &Value) -> std::collections::BTreeMap<String, String> {
     serde_json::from_value(v.pointer("/metadata/labels").cloned().unwrap_or(json!({}))).unwrap_or_default()
 }
 
@@ -260,7 +261,10 @@ mod tests {
         let m = metadata(&pod, "now");
         assert_eq!(m["name"], "p");
         assert_eq!(m["namespace"], "ns");
-        assert_eq!(labels(&json!({"metadata": m})), BTreeMap::from([("app".to_owned(), "x".to_owned())]));
+        assert_eq!(
+            labels(&json!({"metadata": m})),
+            std::collections::BTreeMap::from([("app".to_owned(), "x".to_owned())])
+        );
         assert!(m.get("uid").is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! Request dispatch: authentication, routing, and one module per verb family.
 
 mod delete;
+pub(crate) mod metrics;
 mod proxy;
 mod read;
 mod reviews;
@@ -109,6 +110,18 @@ async fn resource(
         return Err(StatusError::new(Reason::NotFound, "the server could not find the requested resource").into());
     }
     let watching = q.flag("watch");
+    if r.group == metrics::GROUP {
+        // Read-only, computed from the agents: no watch, no writes.
+        return match (method.clone(), t.name.as_deref(), t.subresource.as_deref()) {
+            (Method::GET, None, None) if !watching => metrics::list(&app, t, q).await,
+            (Method::GET, Some(_), None) if !watching => metrics::get(&app, t).await,
+            _ => Err(StatusError::new(
+                Reason::MethodNotAllowed,
+                format!("the server does not allow this method on the requested resource ({})", r.qualified_plural()),
+            )
+            .into()),
+        };
+    }
     match (method.clone(), t.name.as_deref(), t.subresource.as_deref()) {
         (Method::GET, None, None) if watching => watch::watch(app, t, q, headers).await,
         (Method::GET, None, None) => read::list(&app, t, q, headers).await,

@@ -86,12 +86,19 @@ async fn connect_to(app: &App, t: &Target, q: &Query, needs_container: bool) -> 
             ))
         })?
         .to_owned();
-    let addr = agent_address(app, &node).await?;
+    let (sender, addr) = dial(app, &node).await?;
+    Ok(AgentConn { sender, addr, node, namespace: ns.to_owned(), pod: name.to_owned(), container })
+}
+
+/// An HTTP/1.1 connection (TLS, the API server's kubelet-client identity) to
+/// `node`'s agent, and the agent's address.
+async fn dial(app: &App, node: &str) -> Result<(hyper::client::conn::http1::SendRequest<Body>, String), StatusError> {
+    let addr = agent_address(app, node).await?;
     let unavailable = |what: String| StatusError::new(Reason::ServiceUnavailable, what);
     let tcp = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| unavailable(format!("connecting to the agent of node {node} at {addr}: {e}")))?;
-    let server_name = rustls::pki_types::ServerName::try_from(node.clone())
+    let server_name = rustls::pki_types::ServerName::try_from(node.to_owned())
         .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("agent").expect("a valid DNS name"));
     let tls = tokio_rustls::TlsConnector::from(app.kubelet_tls.clone())
         .connect(server_name, tcp)
@@ -105,7 +112,29 @@ async fn connect_to(app: &App, t: &Target, q: &Query, needs_container: bool) -> 
             tracing::debug!(error = %e, "agent connection ended");
         }
     });
-    Ok(AgentConn { sender, addr, node, namespace: ns.to_owned(), pod: name.to_owned(), container })
+    Ok((sender, addr))
+}
+
+/// `GET path` on `node`'s agent: the body of a 200 answer, within 10 s.
+pub async fn agent_get(app: &App, node: &str, path: &str) -> Result<bytes::Bytes, StatusError> {
+    use http_body_util::BodyExt as _;
+    let unavailable = |what: String| StatusError::new(Reason::ServiceUnavailable, what);
+    let fetch = async {
+        let (mut sender, addr) = dial(app, node).await?;
+        let req = Request::get(path)
+            .header(header::HOST, addr.as_str())
+            .body(Body::empty())
+            .map_err(|e| StatusError::internal(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| unavailable(format!("agent of node {node}: {e}")))?;
+        if resp.status() != StatusCode::OK {
+            return Err(unavailable(format!("agent of node {node} answered {} to {path}", resp.status())));
+        }
+        let body = resp.into_body().collect().await.map_err(|e| unavailable(format!("agent of node {node}: {e}")))?;
+        Ok(body.to_bytes())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), fetch)
+        .await
+        .map_err(|_| unavailable(format!("the agent of node {node} did not answer {path} within 10 s")))?
 }
 
 pub async fn pod_log(app: &App, t: &Target, q: &Query) -> ApiResult {

@@ -139,6 +139,9 @@ impl Packet for TcContext {
         }
     }
 
+    // On tc ingress the device the packet is on is `ifindex`; the skb's
+    // `ingress_ifindex` would name the first device of a redirected packet.
+    #[allow(clippy::misnamed_getters)]
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
         // SAFETY: reading a field of our own context (on tc ingress, the

@@ -96,10 +96,11 @@ fn source_nat<P: Packet>(ctx: &P, flow: &Ipv4Flow, svc: &ServiceValueV1, backend
         return SourceNat::Hairpin;
     }
     let external = svc.flags & (SVC_F_NODEPORT | SVC_F_EXTERNAL) != 0;
-    if external && svc.flags & SVC_F_LOCAL == 0 {
-        if let Some(addr) = packet::source_towards(ctx, backend_be) {
-            return SourceNat::Node(addr);
-        }
+    if external
+        && svc.flags & SVC_F_LOCAL == 0
+        && let Some(addr) = packet::source_towards(ctx, backend_be)
+    {
+        return SourceNat::Node(addr);
     }
     SourceNat::None
 }

@@ -320,7 +320,8 @@ async fn a_pod_that_tolerates_no_taint_stays_pending_with_the_upstream_message_u
             "jsonpath={.status.phase}|{.status.conditions[?(@.type==\"PodScheduled\")].reason}|{.status.conditions[?(@.type==\"PodScheduled\")].message}",
         ])?;
         anyhow::ensure!(
-            s == "Pending|Unschedulable|0/2 nodes are available: 2 node(s) had untolerated taint {dedicated: db}.",
+            s == "Pending|Unschedulable|0/2 nodes are available: 2 node(s) had untolerated taint {dedicated: db}. \
+                  preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.",
             "pod: {s}"
         );
         Ok(())

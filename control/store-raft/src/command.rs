@@ -61,6 +61,7 @@ pub enum WireError {
     TooManyOps { count: usize, limit: usize },
     BadSnapshot { reason: String },
     Internal { op: String, reason: String },
+    Unavailable { op: String, reason: String },
 }
 
 impl From<StoreError> for WireError {
@@ -81,6 +82,7 @@ impl From<StoreError> for WireError {
             StoreError::TooManyOps { count, limit } => Self::TooManyOps { count, limit },
             StoreError::BadSnapshot { reason } => Self::BadSnapshot { reason },
             StoreError::Internal { op, reason } => Self::Internal { op: op.to_owned(), reason },
+            StoreError::Unavailable { op, reason } => Self::Unavailable { op: op.to_owned(), reason },
         }
     }
 }
@@ -103,6 +105,7 @@ impl From<WireError> for StoreError {
             WireError::TooManyOps { count, limit } => Self::TooManyOps { count, limit },
             WireError::BadSnapshot { reason } => Self::BadSnapshot { reason },
             WireError::Internal { op, reason } => Self::Internal { op: intern(op), reason },
+            WireError::Unavailable { op, reason } => Self::Unavailable { op: intern(op), reason },
         }
     }
 }

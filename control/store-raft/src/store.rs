@@ -141,7 +141,7 @@ impl std::fmt::Debug for Inner {
 }
 
 pub(crate) fn unavailable(op: &'static str, reason: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal { op, reason: reason.to_string() }
+    StoreError::Unavailable { op, reason: reason.to_string() }
 }
 
 pub(crate) fn unexpected(op: &'static str, reply: impl std::fmt::Debug) -> StoreError {
@@ -292,7 +292,7 @@ impl Inner {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         match m.current_leader {
-            None => Err(unavailable("finding the leader", "no leader is known (an election may be under way)")),
+            None => Err(unavailable("finding the leader", "no leader")),
             Some(id) if id == self.id => Ok(None),
             Some(id) => m
                 .membership_config

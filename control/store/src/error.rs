@@ -27,6 +27,10 @@ pub enum StoreError {
     BadSnapshot { reason: String },
     #[error("{op}: {reason}")]
     Internal { op: &'static str, reason: String },
+    /// The member cannot serve now (no leader known, quorum lost); the
+    /// client may retry, as with etcd's `Unavailable` answers.
+    #[error("{op}: {reason}")]
+    Unavailable { op: &'static str, reason: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -22,6 +22,8 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::DuplicateKey { .. } => Status::invalid_argument("etcdserver: duplicate key given in txn request"),
         StoreError::TooManyOps { .. } => Status::invalid_argument("etcdserver: too many operations in txn request"),
         StoreError::BadSnapshot { .. } | StoreError::Internal { .. } => Status::internal(e.to_string()),
+        // clientv3 retries Unavailable for reads; etcd words it `etcdserver: no leader`.
+        StoreError::Unavailable { reason, .. } => Status::unavailable(format!("etcdserver: {reason}")),
     }
 }
 

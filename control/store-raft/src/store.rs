@@ -141,7 +141,7 @@ impl std::fmt::Debug for Inner {
 }
 
 pub(crate) fn unavailable(op: &'static str, reason: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable { op, reason: reason.to_string() }
+    StoreError::Internal { op, reason: reason.to_string() }
 }
 
 pub(crate) fn unexpected(op: &'static str, reply: impl std::fmt::Debug) -> StoreError {
@@ -292,7 +292,9 @@ impl Inner {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         match m.current_leader {
-            None => Err(unavailable("finding the leader", "no leader")),
+            // Before anything is forwarded or proposed: etcd's retryable
+            // `etcdserver: no leader`, and the request was certainly not applied.
+            None => Err(StoreError::Unavailable { op: "finding the leader", reason: "no leader".to_owned() }),
             Some(id) if id == self.id => Ok(None),
             Some(id) => m
                 .membership_config

@@ -845,7 +845,9 @@ async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_w
         "name": "talk",
         "image": image::BUSYBOX_IMAGE,
         "imagePullPolicy": "Never",
-        "command": ["sh", "-c", "echo one; sleep 2; echo two; echo three >&2; exec sleep 600"],
+        // stdout and stderr are copied by separate readers (as the kubelet's
+        // are): lines written at once on both may land in either order.
+        "command": ["sh", "-c", "echo one; sleep 2; echo two; sleep 1; echo three >&2; exec sleep 600"],
     });
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
     wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;

@@ -27,6 +27,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::json;
 
 use crate::report;
+use crate::server::{rss_mb, wait_for_client};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -54,17 +55,6 @@ impl Drop for Proc {
     }
 }
 
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS missing")?;
-    Ok(kb / 1024.0)
-}
-
 /// CPU seconds (user + system) the process has used.
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -82,19 +72,6 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
         "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
                  "resources": {"requests": {"cpu": "100m", "memory": "500Mi"}}}]},
     }))?)
-}
-
-async fn wait_for_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
-    for _ in 0..300 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Ok(text) = std::fs::read_to_string(kubeconfig)
-            && let Ok(c) = waggle_controllers::client_from_kubeconfig(&text).await
-            && c.apiserver_version().await.is_ok()
-        {
-            return Ok(c);
-        }
-    }
-    anyhow::bail!("waggle server did not come up within 30 s")
 }
 
 async fn count<K>(api: &Api<K>) -> anyhow::Result<usize>
@@ -127,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("starting {}", args.waggle.display()))?,
     );
     let server_pid = server.0.id();
-    let client = wait_for_client(&kubeconfig).await?;
+    let client = wait_for_client(&kubeconfig, Duration::from_secs(30)).await?;
 
     println!("starting {} hollow nodes…", args.nodes);
     let t_nodes = Instant::now();

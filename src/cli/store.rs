@@ -354,11 +354,8 @@ async fn start_replicated(
         };
         if in_motion() {
             info!("the data dir already holds a raft log: not bootstrapping the cluster again");
-        } else if let Err(e) = store.initialize(members).await {
-            if !in_motion() {
-                return Err(e).context("bootstrapping the cluster");
-            }
-            info!(error = %e, "a peer bootstrapped the cluster first");
+        } else {
+            store.initialize(members).await.context("bootstrapping the cluster")?;
         }
     }
     let publisher = Arc::clone(&store);

@@ -197,12 +197,19 @@ impl RaftStore {
     /// Makes the first membership of a new cluster. Call it on one member
     /// only; a member that already has a log answers an error, which a
     /// restart may ignore.
-    pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), RaftStoreError> {
-        self.inner
-            .raft
-            .initialize(members)
-            .await
-            .map_err(|e| RaftStoreError::Raft { op: "initializing the cluster", reason: e.to_string() })
+    ///
+    /// Returns `false` when this member had already joined a cluster (it holds
+    /// a log, or it voted for a peer that bootstrapped first): members of a new
+    /// cluster all start bootstrapping at once, and one of them wins.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<bool, RaftStoreError> {
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.api_error(), Some(openraft::error::InitializeError::NotAllowed(_))) => {
+                info!(reason = %e, "a peer bootstrapped the cluster first");
+                Ok(false)
+            }
+            Err(e) => Err(RaftStoreError::Raft { op: "initializing the cluster", reason: e.to_string() }),
+        }
     }
 
     /// Adds a member: it first catches up as a learner, then becomes a voter.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use thiserror::Error;
-use waggle_runtime::{BindMount, ContainerConfig, Runtime, TaskStatus};
+use waggle_runtime::{BindMount, ContainerConfig, Credentials, Runtime, TaskStatus};
 
 pub const LABEL_NODE: &str = "io.waggle.node";
 pub const LABEL_POD_UID: &str = "io.waggle.pod.uid";
@@ -98,6 +98,8 @@ pub struct ContainerRecord {
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     async fn has_image(&self, image: &str) -> Result<bool, RuntimeError>;
+    /// Pulls `image` from its registry; returns its size in bytes.
+    async fn pull(&self, image: &str, credentials: Option<&Credentials>) -> Result<u64, RuntimeError>;
     /// Creates and starts; on a failed start the container is removed again.
     async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;
     /// This node's containers; of one pod when `pod_uid` is given.
@@ -125,11 +127,14 @@ pub struct Containerd {
     scratch: PathBuf,
     /// Containers whose output is being copied to their logs.
     logging: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// One lock per image being pulled: pods that want the same image at
+    /// once wait for one pull instead of each fetching it.
+    pulls: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Containerd {
     pub fn new(runtime: Runtime, scratch: PathBuf) -> Self {
-        Self { runtime, scratch, logging: Arc::default() }
+        Self { runtime, scratch, logging: Arc::default(), pulls: Arc::default() }
     }
 
     /// Opens the container's output FIFOs (read-write, so that neither side
@@ -212,6 +217,20 @@ impl Containerd {
 impl ContainerRuntime for Containerd {
     async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
         Ok(self.runtime.has_image(image).await?)
+    }
+
+    async fn pull(&self, image: &str, credentials: Option<&Credentials>) -> Result<u64, RuntimeError> {
+        let lock = self.pulls.lock().unwrap_or_else(|p| p.into_inner()).entry(image.to_owned()).or_default().clone();
+        let result = {
+            let _one_at_a_time = lock.clone().lock_owned().await;
+            self.runtime.pull_image(image, credentials).await
+        };
+        // The last one out removes the entry (the map holds one reference).
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&lock) == 2 {
+            pulls.remove(image);
+        }
+        Ok(result?.size)
     }
 
     async fn close_stdin(&self, id: &str) {
@@ -372,6 +391,9 @@ pub struct FakeRuntime {
 #[derive(Debug, Default)]
 struct FakeState {
     images: Vec<String>,
+    /// Images a pull finds (and then makes present), with their size.
+    registry: HashMap<String, u64>,
+    pulls: Vec<String>,
     containers: Vec<(ContainerSpec, ContainerState)>,
     /// Containers with these names exit at once with this code.
     exits: HashMap<String, u32>,
@@ -383,6 +405,17 @@ impl FakeRuntime {
     pub fn with_image(self, image: &str) -> Self {
         self.lock().images.push(image.to_owned());
         self
+    }
+
+    /// A pull of `image` succeeds (and makes it present).
+    pub fn with_registry_image(self, image: &str) -> Self {
+        self.lock().registry.insert(image.to_owned(), 1000);
+        self
+    }
+
+    /// Every image pulled (or tried), in order.
+    pub fn pulls(&self) -> Vec<String> {
+        self.lock().pulls.clone()
     }
 
     /// Containers named `name` exit immediately with `code`.
@@ -414,6 +447,19 @@ impl FakeRuntime {
 impl ContainerRuntime for FakeRuntime {
     async fn has_image(&self, image: &str) -> Result<bool, RuntimeError> {
         Ok(self.lock().images.iter().any(|i| i == image))
+    }
+
+    async fn pull(&self, image: &str, _credentials: Option<&Credentials>) -> Result<u64, RuntimeError> {
+        let mut s = self.lock();
+        s.pulls.push(image.to_owned());
+        let size = *s
+            .registry
+            .get(image)
+            .ok_or_else(|| RuntimeError::Other(format!("{image}: not found in the registry")))?;
+        if !s.images.iter().any(|i| i == image) {
+            s.images.push(image.to_owned());
+        }
+        Ok(size)
     }
 
     async fn run(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {

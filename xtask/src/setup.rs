@@ -14,13 +14,15 @@ use anyhow::{Context as _, bail};
 use crate::util::{exec, output, step, succeeds};
 
 /// Debian packages: runtime (containerd, runc, CNI plugins, busybox for
-/// images), build (protoc for tonic, libclang + system RocksDB for the
+/// images; docker-registry and skopeo for the local registry image pulls are
+/// tested against), build (protoc for tonic, libclang + system RocksDB for the
 /// store), and the peers and tools tests and benchmarks drive.
 const PACKAGES: &[&str] = &[
     "busybox-static",
     "bpftool",
     "containerd",
     "containernetworking-plugins",
+    "docker-registry",
     "etcd-client",
     "etcd-server",
     "iperf3",
@@ -38,6 +40,7 @@ const PACKAGES: &[&str] = &[
     "podman",
     "protobuf-compiler",
     "runc",
+    "skopeo",
     "tcpdump",
 ];
 

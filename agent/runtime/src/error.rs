@@ -21,6 +21,8 @@ pub enum Error {
     Archive { path: String, reason: String },
     #[error("image {image}: {reason}")]
     Image { image: String, reason: String },
+    #[error("pulling image {image}: {reason}")]
+    Pull { image: String, reason: String },
     #[error("encoding the OCI runtime spec for {container}")]
     Spec {
         container: String,

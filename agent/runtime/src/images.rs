@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::pin::Pin;
 
 use containerd_client::services::v1::{ApplyRequest, diff_client::DiffClient};
 use containerd_client::services::v1::{
-    CreateImageRequest, GetImageRequest, Image, UpdateImageRequest, WriteAction, WriteContentRequest,
+    AbortRequest, CreateImageRequest, GetImageRequest, InfoRequest, Image, UpdateImageRequest, WriteAction, WriteContentRequest,
     content_client::ContentClient,
     images_client::ImagesClient,
     leases_client::LeasesClient,
@@ -20,6 +21,30 @@ use crate::{Error, Runtime, SNAPSHOTTER};
 
 /// Blobs are streamed to containerd in chunks of this size.
 const CHUNK: usize = 1 << 20;
+
+/// The bytes of one blob, as they arrive.
+pub(crate) type BlobStream = Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, Error>> + Send>>;
+
+/// Where an image's layers come from.
+pub(crate) enum LayerSource<'a> {
+    Archive(&'a OciArchive),
+    Registry(&'a crate::pull::Registry),
+}
+
+impl LayerSource<'_> {
+    async fn open(&self, layer: &Descriptor) -> Result<BlobStream, Error> {
+        match self {
+            Self::Archive(archive) => archive.blob(&layer.digest).map(chunks_of),
+            Self::Registry(registry) => registry.blob_stream(&layer.digest).await,
+        }
+    }
+}
+
+fn chunks_of(bytes: &[u8]) -> BlobStream {
+    let chunks: Vec<Result<bytes::Bytes, Error>> =
+        bytes.chunks(CHUNK).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+    Box::pin(futures_util::stream::iter(chunks))
+}
 
 /// An image now present and unpacked in containerd.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,61 +64,85 @@ impl Runtime {
         let result = self.import_with_lease(&archive, &lease).await;
         // The image records and snapshot labels now hold everything; the lease
         // only protected the import in flight.
-        let _ = LeasesClient::new(self.channel.clone())
-            .delete(self.request(containerd_client::services::v1::DeleteRequest { id: lease.clone(), sync: false }))
-            .await;
+        self.delete_lease(lease).await;
         result
     }
 
     async fn import_with_lease(&self, archive: &OciArchive, lease: &str) -> Result<Vec<ImportedImage>, Error> {
         let mut imported = Vec::new();
         for (name, manifest_desc) in &archive.images {
+            let manifest_bytes = archive.blob(&manifest_desc.digest)?;
             let manifest: Manifest = archive.json(&manifest_desc.digest)?;
-            let config: ImageConfig = archive.json(&manifest.config.digest)?;
-            if config.rootfs.diff_ids.len() != manifest.layers.len() {
-                return Err(Error::Image {
-                    image: name.clone(),
-                    reason: format!(
-                        "{} layers but {} diff_ids in the config",
-                        manifest.layers.len(),
-                        config.rootfs.diff_ids.len()
-                    ),
-                });
-            }
-            let chain = chain_ids(&config.rootfs.diff_ids);
-            let top = chain
-                .last()
-                .cloned()
-                .ok_or_else(|| Error::Image { image: name.clone(), reason: "the image has no layers".into() })?;
-
-            // Labels tell containerd's garbage collector what refers to what.
-            for (i, layer) in manifest.layers.iter().enumerate() {
-                let labels =
-                    HashMap::from([("containerd.io/uncompressed".to_owned(), config.rootfs.diff_ids[i].clone())]);
-                self.write_blob(archive, layer, labels, lease).await?;
-            }
-            let config_labels = HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top.clone())]);
-            self.write_blob(archive, &manifest.config, config_labels, lease).await?;
-            let mut manifest_labels =
-                HashMap::from([("containerd.io/gc.ref.content.config".to_owned(), manifest.config.digest.clone())]);
-            for (i, layer) in manifest.layers.iter().enumerate() {
-                manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
-            }
-            self.write_blob(archive, manifest_desc, manifest_labels, lease).await?;
-
-            self.unpack(&manifest.layers, &chain, lease).await?;
-            self.put_image(name, manifest_desc).await?;
+            let config_bytes = archive.blob(&manifest.config.digest)?;
+            let image = self
+                .store_image(
+                    name,
+                    manifest_desc,
+                    manifest_bytes,
+                    config_bytes,
+                    &LayerSource::Archive(archive),
+                    lease,
+                )
+                .await?;
             tracing::info!(image = %name, digest = %manifest_desc.digest, "imported image");
-            imported.push(ImportedImage {
-                name: name.clone(),
-                manifest_digest: manifest_desc.digest.clone(),
-                chain_id: top,
-            });
+            imported.push(image);
         }
         Ok(imported)
     }
 
-    async fn create_lease(&self, why: &str) -> Result<String, Error> {
+    /// Stores one image whose manifest and config are at hand and whose
+    /// layers `layers` streams: content (with the labels containerd's
+    /// garbage collector follows), unpacked snapshots, and the image record
+    /// `name` pointing at the manifest. Layers already in the content store
+    /// are not fetched again.
+    pub(crate) async fn store_image(
+        &self,
+        name: &str,
+        manifest_desc: &Descriptor,
+        manifest_bytes: &[u8],
+        config_bytes: &[u8],
+        layers: &LayerSource<'_>,
+        lease: &str,
+    ) -> Result<ImportedImage, Error> {
+        let bad = |reason: String| Error::Image { image: name.to_owned(), reason };
+        let manifest: Manifest =
+            serde_json::from_slice(manifest_bytes).map_err(|e| bad(format!("the manifest is not valid: {e}")))?;
+        let config: ImageConfig =
+            serde_json::from_slice(config_bytes).map_err(|e| bad(format!("the image config is not valid: {e}")))?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(bad(format!(
+                "{} layers but {} diff_ids in the config",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let chain = chain_ids(&config.rootfs.diff_ids);
+        let top = chain.last().cloned().ok_or_else(|| bad("the image has no layers".into()))?;
+
+        // Labels tell containerd's garbage collector what refers to what.
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            if self.has_content(&layer.digest).await? {
+                continue;
+            }
+            let labels = HashMap::from([("containerd.io/uncompressed".to_owned(), config.rootfs.diff_ids[i].clone())]);
+            let data = layers.open(layer).await?;
+            self.write_content(layer, data, labels, lease).await?;
+        }
+        let config_labels = HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top.clone())]);
+        self.write_content(&manifest.config, chunks_of(config_bytes), config_labels, lease).await?;
+        let mut manifest_labels =
+            HashMap::from([("containerd.io/gc.ref.content.config".to_owned(), manifest.config.digest.clone())]);
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
+        }
+        self.write_content(manifest_desc, chunks_of(manifest_bytes), manifest_labels, lease).await?;
+
+        self.unpack(&manifest.layers, &chain, lease).await?;
+        self.put_image(name, manifest_desc).await?;
+        Ok(ImportedImage { name: name.to_owned(), manifest_digest: manifest_desc.digest.clone(), chain_id: top })
+    }
+
+    pub(crate) async fn create_lease(&self, why: &str) -> Result<String, Error> {
         let id = format!("waggle-import-{}-{}", std::process::id(), unique());
         let labels = HashMap::from([("waggle.dev/purpose".to_owned(), why.to_owned())]);
         LeasesClient::new(self.channel.clone())
@@ -103,40 +152,81 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Streams one blob into the content store; a blob already there is kept.
-    async fn write_blob(
+    /// Deletes a lease; what it protected is kept only if something else
+    /// (an image record, a snapshot label) refers to it.
+    pub(crate) async fn delete_lease(&self, lease: String) {
+        let _ = LeasesClient::new(self.channel.clone())
+            .delete(self.request(containerd_client::services::v1::DeleteRequest { id: lease, sync: false }))
+            .await;
+    }
+
+    /// True when the content store holds a blob with this digest.
+    async fn has_content(&self, digest: &str) -> Result<bool, Error> {
+        let info = ContentClient::new(self.channel.clone())
+            .info(self.request(InfoRequest { digest: digest.to_owned() }))
+            .await
+            .map_err(Error::rpc("Content.Info", digest));
+        match info {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams one blob into the content store, where containerd checks its
+    /// size and digest on commit; a blob already there is kept. If `data`
+    /// fails, the half-written ingest is aborted and its error returned.
+    async fn write_content(
         &self,
-        archive: &OciArchive,
         desc: &Descriptor,
+        data: BlobStream,
         labels: HashMap<String, String>,
         lease: &str,
     ) -> Result<(), Error> {
-        let bytes = archive.blob(&desc.digest)?;
-        let r#ref = format!("waggle-{}", desc.digest);
-        let mut msgs = Vec::new();
-        let mut offset = 0usize;
-        for chunk in bytes.chunks(CHUNK) {
-            msgs.push(WriteContentRequest {
-                action: WriteAction::Write as i32,
-                r#ref: r#ref.clone(),
-                total: desc.size,
-                expected: desc.digest.clone(),
-                offset: offset as i64,
-                data: chunk.to_vec(),
-                labels: HashMap::new(),
-            });
-            offset += chunk.len();
-        }
-        msgs.push(WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            r#ref,
-            total: desc.size,
-            expected: desc.digest.clone(),
-            offset: offset as i64,
-            data: Vec::new(),
-            labels,
-        });
-        let req = self.leased_request(tokio_stream::iter(msgs), lease)?;
+        use futures_util::StreamExt as _;
+        // A ref of its own per attempt: a failed attempt's ingest never
+        // blocks the next one.
+        let r#ref = format!("waggle-{}-{}", desc.digest, unique());
+        let (total, expected) = (desc.size, desc.digest.clone());
+        // A task turns the data into write messages and ends with the
+        // commit; if the data fails it stops without one (the stream just
+        // ends) and the ingest is aborted below.
+        let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
+        let producer = {
+            let (r#ref, mut data) = (r#ref.clone(), data);
+            tokio::spawn(async move {
+                let mut offset = 0i64;
+                while let Some(chunk) = data.next().await {
+                    let chunk = chunk?;
+                    let len = chunk.len() as i64;
+                    let msg = WriteContentRequest {
+                        action: WriteAction::Write as i32,
+                        r#ref: r#ref.clone(),
+                        total,
+                        expected: expected.clone(),
+                        offset,
+                        data: chunk.to_vec(),
+                        labels: HashMap::new(),
+                    };
+                    if tx.send(msg).await.is_err() {
+                        return Ok(()); // containerd ended the call; its answer says why
+                    }
+                    offset += len;
+                }
+                let commit = WriteContentRequest {
+                    action: WriteAction::Commit as i32,
+                    r#ref,
+                    total,
+                    expected,
+                    offset,
+                    data: Vec::new(),
+                    labels,
+                };
+                let _ = tx.send(commit).await;
+                Ok::<(), Error>(())
+            })
+        };
+        let req = self.leased_request(tokio_stream::wrappers::ReceiverStream::new(rx), lease)?;
         let call = ContentClient::new(self.channel.clone()).write(req).await;
         let result = match call {
             Ok(resp) => {
@@ -151,6 +241,15 @@ impl Runtime {
             }
             Err(status) => Err(status),
         };
+        let produced = producer
+            .await
+            .unwrap_or_else(|_| Err(Error::Image { image: desc.digest.clone(), reason: "the blob reader panicked".into() }));
+        if let Err(e) = produced {
+            let _ = ContentClient::new(self.channel.clone())
+                .abort(self.request(AbortRequest { r#ref: r#ref.clone() }))
+                .await;
+            return Err(e);
+        }
         match result.map_err(Error::rpc("Content.Write", &desc.digest)) {
             Err(e) if e.is_already_exists() => Ok(()),
             other => other,

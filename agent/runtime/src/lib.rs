@@ -4,12 +4,14 @@
 //! - [`archive`] reads OCI layout tarballs (what `waggle images import` takes).
 //! - [`Runtime`] imports images (content, image record, unpacked snapshots) and
 //!   runs containers (OCI spec, snapshot, task) in one containerd namespace.
+//! - [`Runtime::pull_image`] pulls images from an OCI registry.
 
 pub mod archive;
 mod client;
 mod containers;
 mod error;
 mod images;
+mod pull;
 pub mod spec;
 mod tasks;
 
@@ -17,6 +19,7 @@ pub use client::Runtime;
 pub use containers::{ContainerConfig, ExitStatus};
 pub use error::Error;
 pub use images::ImportedImage;
+pub use pull::{Credentials, PulledImage, normalize_image};
 pub use spec::BindMount;
 pub use tasks::{ContainerInfo, ExecOutcome, TaskStatus};
 

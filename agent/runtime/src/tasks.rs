@@ -41,6 +41,16 @@ pub enum TaskStatus {
     Unknown,
 }
 
+/// Where an exec'd process's stdio goes (FIFO paths or `file://` URIs;
+/// `stdin` empty for none).
+#[derive(Clone, Copy, Debug)]
+struct ExecIo<'a> {
+    stdin: &'a str,
+    stdout: &'a str,
+    stderr: &'a str,
+    terminal: bool,
+}
+
 /// What an exec'd process did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOutcome {
@@ -150,39 +160,9 @@ impl Runtime {
         timeout: Duration,
         limit: usize,
     ) -> Result<ExecOutcome, Error> {
-        let container = ContainersClient::new(self.channel.clone())
-            .get(self.request(GetContainerRequest { id: id.to_owned() }))
-            .await
-            .map_err(Error::rpc("Containers.Get", id))?
-            .into_inner()
-            .container
-            .ok_or_else(|| Error::Image { image: id.to_owned(), reason: "container has no record".into() })?;
-        let spec: serde_json::Value = container
-            .spec
-            .as_ref()
-            .map(|s| serde_json::from_slice(&s.value))
-            .transpose()
-            .map_err(|source| Error::Spec { container: id.to_owned(), source })?
-            .unwrap_or_default();
-        let mut process = spec.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
-        process["args"] = serde_json::json!(args);
-        process["terminal"] = serde_json::json!(false);
-        let process =
-            serde_json::to_vec(&process).map_err(|source| Error::Spec { container: id.to_owned(), source })?;
         let uri = format!("file://{}", output_file.display());
         let mut tasks = TasksClient::new(self.channel.clone());
-        tasks
-            .exec(self.request(ExecProcessRequest {
-                container_id: id.to_owned(),
-                stdin: String::new(),
-                stdout: uri.clone(),
-                stderr: uri,
-                terminal: false,
-                spec: Some(Any { type_url: PROCESS_TYPE_URL.into(), value: process }),
-                exec_id: exec_id.to_owned(),
-            }))
-            .await
-            .map_err(Error::rpc("Tasks.Exec", id))?;
+        self.create_exec(id, exec_id, args, ExecIo { stdin: "", stdout: &uri, stderr: &uri, terminal: false }).await?;
         let outcome = self.run_exec(id, exec_id, timeout).await;
         let _ = tasks
             .delete_process(
@@ -235,6 +215,22 @@ impl Runtime {
         stdout: &str,
         stderr: &str,
     ) -> Result<(), Error> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        self.create_exec(id, exec_id, args, ExecIo { stdin, stdout, stderr, terminal: false }).await?;
+        let started = tasks
+            .start(self.request(StartRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }))
+            .await
+            .map_err(Error::rpc("Tasks.Start", exec_id));
+        if let Err(e) = started {
+            self.delete_exec(id, exec_id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Registers (Tasks.Exec) a process running `args` with the container's
+    /// own process settings (env, cwd, user, capabilities).
+    async fn create_exec(&self, id: &str, exec_id: &str, args: &[String], io: ExecIo<'_>) -> Result<(), Error> {
         let container = ContainersClient::new(self.channel.clone())
             .get(self.request(GetContainerRequest { id: id.to_owned() }))
             .await
@@ -251,30 +247,21 @@ impl Runtime {
             .unwrap_or_default();
         let mut process = spec.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
         process["args"] = serde_json::json!(args);
-        process["terminal"] = serde_json::json!(false);
+        process["terminal"] = serde_json::json!(io.terminal);
         let process =
             serde_json::to_vec(&process).map_err(|source| Error::Spec { container: id.to_owned(), source })?;
-        let mut tasks = TasksClient::new(self.channel.clone());
-        tasks
+        TasksClient::new(self.channel.clone())
             .exec(self.request(ExecProcessRequest {
                 container_id: id.to_owned(),
-                stdin: stdin.to_owned(),
-                stdout: stdout.to_owned(),
-                stderr: stderr.to_owned(),
-                terminal: false,
+                stdin: io.stdin.to_owned(),
+                stdout: io.stdout.to_owned(),
+                stderr: io.stderr.to_owned(),
+                terminal: io.terminal,
                 spec: Some(Any { type_url: PROCESS_TYPE_URL.into(), value: process }),
                 exec_id: exec_id.to_owned(),
             }))
             .await
             .map_err(Error::rpc("Tasks.Exec", id))?;
-        let started = tasks
-            .start(self.request(StartRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }))
-            .await
-            .map_err(Error::rpc("Tasks.Start", exec_id));
-        if let Err(e) = started {
-            self.delete_exec(id, exec_id).await;
-            return Err(e);
-        }
         Ok(())
     }
 

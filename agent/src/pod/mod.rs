@@ -4,7 +4,9 @@
 
 pub mod decide;
 pub mod env;
+pub mod images;
 pub mod probe;
+pub mod pull_secrets;
 pub mod status;
 pub mod volumes;
 pub mod worker;

@@ -14,6 +14,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use super::decide::{Action, Context, decide};
 use super::env::ConfigSource;
+use super::images::{PullBackoff, PullPolicy};
 use super::status::{StatusInput, build};
 use super::{ProbeView, Waiting, attempts, pod_key, probe, volumes};
 use crate::cri::{ContainerRecord, ContainerRuntime, ContainerSpec, ContainerState};
@@ -136,6 +137,8 @@ pub struct Worker {
     last_written: Option<serde_json::Value>,
     /// Events already recorded (one per occurrence, not per sync).
     reported: HashSet<String>,
+    /// Failed image pulls and their back-off.
+    pull_backoff: PullBackoff,
 }
 
 impl Worker {
@@ -175,6 +178,7 @@ impl Worker {
             errors: HashMap::new(),
             last_written: None,
             reported: HashSet::new(),
+            pull_backoff: PullBackoff::default(),
         }
     }
 
@@ -326,7 +330,11 @@ impl Worker {
         if progressed {
             return Ok(Next::After(Duration::ZERO));
         }
-        let wait = decision.wake_after.map_or(s.resync, |w| w.min(s.resync) + Duration::from_millis(20));
+        let wake_after = match (decision.wake_after, self.pull_backoff.next_retry(Instant::now())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait = wake_after.map_or(s.resync, |w| w.min(s.resync) + Duration::from_millis(20));
         Ok(Next::After(wait))
     }
 
@@ -350,17 +358,14 @@ impl Worker {
         let spec = pod.spec.as_ref();
         let list = if init { spec.and_then(|s| s.init_containers.clone()) } else { spec.map(|s| s.containers.clone()) };
         let Some(c) = list.into_iter().flatten().find(|c| c.name == name) else { return false };
-        match self.container_spec(pod, &c, init, attempt, net).await {
+        let spec = match self.ensure_image(pod, &c).await {
+            Ok(image) => self.container_spec(pod, &c, image, init, attempt, net).await,
+            Err(w) => Err(w),
+        };
+        match spec {
             Ok(cs) => match self.shared.runtime.run(&cs).await {
                 Ok(()) => {
                     info!(container = %name, attempt, "started container");
-                    let image = c.image.clone().unwrap_or_default();
-                    self.event(
-                        None,
-                        "Normal",
-                        "Pulled",
-                        format!("Container image \"{image}\" already present on machine"),
-                    );
                     self.event(None, "Normal", "Created", format!("Created container: {name}"));
                     self.event(None, "Normal", "Started", format!("Started container {name}"));
                     self.errors.remove(name);
@@ -380,10 +385,71 @@ impl Worker {
                     warn!(container = %name, reason = %w.reason, message = %w.message, "cannot start the container");
                     let once = format!("failed-{name}-{}", w.reason);
                     self.event(Some(once), "Warning", "Failed", format!("Error: {}", w.reason));
-                    self.event(None, "Warning", "Failed", w.message.clone());
+                    // Pulls record their own events (ensure_image).
+                    if !matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff") {
+                        self.event(None, "Warning", "Failed", w.message.clone());
+                    }
                 }
                 self.errors.insert(name.to_owned(), w);
                 false
+            }
+        }
+    }
+
+    /// Makes the container's image present as its pull policy says;
+    /// returns its normalised name.
+    async fn ensure_image(&mut self, pod: &Pod, c: &Container) -> Result<String, Waiting> {
+        let given = c.image.clone().unwrap_or_default();
+        let image = waggle_runtime::normalize_image(&given).map_err(|e| Waiting {
+            reason: "InvalidImageName".into(),
+            message: format!("Failed to apply default image tag \"{given}\": {e}"),
+        })?;
+        let policy = super::images::policy(c);
+        let present = self
+            .shared
+            .runtime
+            .has_image(&image)
+            .await
+            .map_err(|e| Waiting { reason: "ErrImageInspect".into(), message: e.to_string() })?;
+        match policy {
+            PullPolicy::Never if !present => {
+                return Err(Waiting {
+                    reason: "ErrImageNeverPull".into(),
+                    message: format!("Container image \"{given}\" is not present with pull policy of Never"),
+                });
+            }
+            PullPolicy::Never | PullPolicy::IfNotPresent if present => {
+                self.event(None, "Normal", "Pulled", format!("Container image \"{given}\" already present on machine"));
+                return Ok(image);
+            }
+            _ => {}
+        }
+        if self.pull_backoff.waiting(&image, Instant::now()) {
+            let message = format!("Back-off pulling image \"{given}\"");
+            self.event(Some(format!("pull-backoff-{image}-{}", self.pull_backoff.failures(&image))), "Normal", "BackOff", message.clone());
+            return Err(Waiting { reason: "ImagePullBackOff".into(), message });
+        }
+        self.event(None, "Normal", "Pulling", format!("Pulling image \"{given}\""));
+        let started = Instant::now();
+        let credentials = super::pull_secrets::credentials_for(pod, &image, self.shared.configs.as_ref()).await;
+        match self.shared.runtime.pull(&image, credentials.as_ref()).await {
+            Ok(size) => {
+                self.pull_backoff.succeeded(&image);
+                let took = started.elapsed().as_secs_f64();
+                self.event(
+                    None,
+                    "Normal",
+                    "Pulled",
+                    format!("Successfully pulled image \"{given}\" in {took:.3}s. Image size: {size} bytes."),
+                );
+                Ok(image)
+            }
+            Err(e) => {
+                warn!(image = %image, error = %e, "pulling the image failed");
+                let s = &self.shared;
+                self.pull_backoff.failed(&image, Instant::now(), s.backoff_base, s.backoff_max);
+                self.event(None, "Warning", "Failed", format!("Failed to pull image \"{given}\": {e}"));
+                Err(Waiting { reason: "ErrImagePull".into(), message: e.to_string() })
             }
         }
     }
@@ -392,35 +458,12 @@ impl Worker {
         &self,
         pod: &Pod,
         c: &Container,
+        image: String,
         init: bool,
         attempt: u32,
         net: &SandboxNet,
     ) -> Result<ContainerSpec, Waiting> {
         let s = &self.shared;
-        let image = c.image.clone().unwrap_or_default();
-        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-            if image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':') {
-                "Always".into()
-            } else {
-                "IfNotPresent".into()
-            }
-        });
-        let present = s
-            .runtime
-            .has_image(&image)
-            .await
-            .map_err(|e| Waiting { reason: "ErrImageInspect".into(), message: e.to_string() })?;
-        if !present {
-            // Pulling from a registry is not built yet: only imported images run.
-            let (reason, message) = if policy == "Never" {
-                ("ErrImageNeverPull", format!("Container image \"{image}\" is not present with pull policy of Never"))
-            } else if self.errors.get(&c.name).is_some_and(|w| w.reason == "ErrImagePull") {
-                ("ImagePullBackOff", format!("Back-off pulling image \"{image}\""))
-            } else {
-                ("ErrImagePull", format!("image \"{image}\" is not present on the node and pulling is not supported"))
-            };
-            return Err(Waiting { reason: reason.into(), message });
-        }
         let pod_ip = net.ips.first().map(|i| i.to_string()).unwrap_or_default();
         let (env, vars) = super::env::resolve(pod, c, &pod_ip, &s.host_ip, s.configs.as_ref())
             .await
@@ -716,7 +759,7 @@ mod tests {
     #[tokio::test]
     async fn a_pod_gets_a_sandbox_and_its_container_then_deletion_releases_both() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let runtime = FakeRuntime::default().with_image("busybox");
+        let runtime = FakeRuntime::default().with_registry_image(BUSYBOX);
         let network = FakeNetwork::default();
         let api = Arc::new(FakeApi::default());
         let pod = Arc::new(crate::pod::status::tests::pod_with(&["web"], &[], "Always"));
@@ -741,6 +784,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(runtime.started(), vec!["u1-web-0".to_owned()]);
+        assert_eq!(runtime.pulls(), vec![BUSYBOX.to_owned()], "busybox (no tag) is pulled: Always by default");
 
         let mut deleting = (*pod).clone();
         deleting.metadata.deletion_timestamp = Some(crate::pod::status::time(SystemTime::now()));
@@ -751,6 +795,81 @@ mod tests {
         assert!(runtime.existing().is_empty(), "containers removed");
         assert!(network.list().await.expect("list").is_empty(), "sandbox released");
         assert_eq!(*api.deleted.lock().expect("lock"), vec!["u1".to_owned()]);
+    }
+
+    const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+    fn waiting_reason(st: &PodStatus) -> Option<String> {
+        st.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone()
+    }
+
+    /// Runs a worker for `pod` until `done` holds for a status it wrote.
+    async fn run_until(runtime: &FakeRuntime, pod: Pod, done: impl Fn(&[PodStatus]) -> bool) -> Vec<PodStatus> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = Arc::new(FakeApi::default());
+        let current = Arc::new(Mutex::new(Some(Arc::new(pod))));
+        let s = shared(runtime.clone(), FakeNetwork::default(), api.clone(), current, dir.path());
+        let key = PodKey { namespace: "default".into(), name: "p".into(), uid: "u1".into() };
+        let task = tokio::spawn(Worker::new(key, s, Arc::new(Notify::new())).run());
+        let start = Instant::now();
+        loop {
+            let statuses = api.statuses.lock().expect("lock").clone();
+            if done(&statuses) {
+                task.abort();
+                return statuses;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never reached; statuses: {statuses:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn pod_with_image(image: &str, policy: Option<&str>) -> Pod {
+        let mut pod = crate::pod::status::tests::pod_with(&["web"], &[], "Always");
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.containers[0].image = Some(image.into());
+            spec.containers[0].image_pull_policy = policy.map(Into::into);
+        }
+        pod
+    }
+
+    fn running(statuses: &[PodStatus]) -> bool {
+        statuses.iter().any(|st| st.phase.as_deref() == Some("Running"))
+    }
+
+    #[tokio::test]
+    async fn if_not_present_pulls_only_a_missing_image_and_always_pulls_every_time() {
+        let image = "127.0.0.1:5000/app:v1";
+        let runtime = FakeRuntime::default().with_image(image).with_registry_image(image);
+        run_until(&runtime, pod_with_image(image, Some("IfNotPresent")), running).await;
+        assert!(runtime.pulls().is_empty(), "a present image is not pulled with IfNotPresent");
+
+        let runtime = FakeRuntime::default().with_image(image).with_registry_image(image);
+        run_until(&runtime, pod_with_image(image, Some("Always")), running).await;
+        assert_eq!(runtime.pulls(), vec![image.to_owned()], "Always pulls a present image");
+
+        let runtime = FakeRuntime::default().with_registry_image(image);
+        run_until(&runtime, pod_with_image(image, None), running).await;
+        assert_eq!(runtime.pulls(), vec![image.to_owned()], "a tagged image defaults to IfNotPresent: pulled once");
+    }
+
+    #[tokio::test]
+    async fn a_failed_pull_is_err_image_pull_then_image_pull_back_off_until_a_pull_succeeds() {
+        let image = "127.0.0.1:5000/app:v1";
+        let runtime = FakeRuntime::default();
+        let reasons = |sts: &[PodStatus]| sts.iter().filter_map(waiting_reason).collect::<Vec<_>>();
+        let statuses = run_until(&runtime, pod_with_image(image, None), |sts| {
+            let r = reasons(sts);
+            r.iter().any(|r| r == "ErrImagePull") && r.iter().any(|r| r == "ImagePullBackOff")
+        })
+        .await;
+        let r = reasons(&statuses);
+        let first = r.iter().find(|r| r.contains("Image"));
+        assert_eq!(first.map(String::as_str), Some("ErrImagePull"), "the first failure: {r:?}");
+        assert!(runtime.pulls().len() >= 2, "pulled again after the back-off: {:?}", runtime.pulls());
+        assert!(runtime.started().is_empty());
+
+        let runtime = runtime.with_registry_image(image);
+        run_until(&runtime, pod_with_image(image, None), running).await;
     }
 
     #[tokio::test]

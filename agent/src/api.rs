@@ -353,7 +353,8 @@ async fn exec(ctx: &Ctx, req: Request<Incoming>, ns: &str, name: &str, container
         command,
         stdin: wanted.stdin,
         stdout: wanted.stdout,
-        stderr: wanted.stderr || wanted.tty,
+        stderr: wanted.stderr && !wanted.tty,
+        tty: wanted.tty,
     };
     tracing::info!(pod = %format!("{ns}/{name}"), container, command = ?request.command, protocol = transport.protocol(), "exec");
     let response = switching(&transport);

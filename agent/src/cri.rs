@@ -54,6 +54,8 @@ pub struct ContainerSpec {
     /// `stdin: true`: the process reads a FIFO that attach writes to.
     pub stdin: bool,
     pub stdin_once: bool,
+    /// `tty: true`: the process runs on a terminal.
+    pub tty: bool,
     pub hostname: String,
     pub binds: Vec<BindMount>,
     pub memory_limit: Option<i64>,
@@ -117,6 +119,8 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug + 'static {
     /// Closes the stdin of the container's process (`stdinOnce` after the
     /// first attach); the shim keeps it open until told.
     async fn close_stdin(&self, _id: &str) {}
+    /// Resizes the terminal of a container started with `tty: true`.
+    async fn resize(&self, _id: &str, _width: u16, _height: u16) {}
 }
 
 /// containerd through `waggle-runtime`.
@@ -237,6 +241,12 @@ impl ContainerRuntime for Containerd {
         self.runtime.close_exec_stdin(id, "").await;
     }
 
+    async fn resize(&self, id: &str, width: u16, height: u16) {
+        if let Err(e) = self.runtime.resize_pty(id, "", u32::from(width), u32::from(height)).await {
+            tracing::debug!(container = %id, error = %e, "resizing the container's terminal failed");
+        }
+    }
+
     async fn ensure_logging(&self, record: &ContainerRecord) {
         let (out, _) = crate::logs::fifos(&record.log_path);
         if matches!(record.state, ContainerState::Running { .. }) && out.exists() {
@@ -278,6 +288,7 @@ impl ContainerRuntime for Containerd {
             binds: spec.binds.clone(),
             memory_limit: spec.memory_limit,
             cpu_limit_millis: spec.cpu_limit_millis,
+            tty: spec.tty,
         };
         self.runtime.create_container(&cfg).await?;
         // The shim opens the FIFOs as the task is created: a reader first.
@@ -452,10 +463,8 @@ impl ContainerRuntime for FakeRuntime {
     async fn pull(&self, image: &str, _credentials: Option<&Credentials>) -> Result<u64, RuntimeError> {
         let mut s = self.lock();
         s.pulls.push(image.to_owned());
-        let size = *s
-            .registry
-            .get(image)
-            .ok_or_else(|| RuntimeError::Other(format!("{image}: not found in the registry")))?;
+        let size =
+            *s.registry.get(image).ok_or_else(|| RuntimeError::Other(format!("{image}: not found in the registry")))?;
         if !s.images.iter().any(|i| i == image) {
             s.images.push(image.to_owned());
         }

@@ -1,7 +1,8 @@
 //! `exec` into a running container: the process runs through containerd
 //! (Tasks.Exec) with its stdio on FIFOs the agent creates, and its streams
 //! go to the client over the WebSocket channel protocol or SPDY (see
-//! [`crate::streaming`]). TTYs are not supported: `tty=true` runs without one.
+//! [`crate::streaming`]). With `tty=true` the process runs on the shim's pty
+//! (one output stream; the client's size changes resize it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub struct ExecRequest {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    pub tty: bool,
 }
 
 fn mkfifo(path: &Path) -> std::io::Result<()> {
@@ -82,6 +84,7 @@ async fn process(
             &path(&inp, req.stdin),
             &out.to_string_lossy(),
             &err.to_string_lossy(),
+            req.tty,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -102,6 +105,12 @@ async fn process(
             input = ch.input.recv(), if client => match input {
                 Some(Input::Stdin(data)) => if let Some(s) = stdin.as_mut() { let _ = s.write_all(&data).await; },
                 Some(Input::CloseStdin) => close_stdin(&mut stdin, runtime, &req.container_id, exec_id).await,
+                Some(Input::Resize(size)) => if req.tty {
+                    let (w, h) = (u32::from(size.width), u32::from(size.height));
+                    if let Err(e) = runtime.resize_pty(&req.container_id, exec_id, w, h).await {
+                        tracing::debug!(error = %e, "resizing the exec's terminal failed");
+                    }
+                },
                 Some(Input::Gone) | None => {
                     // The client left: stop the process rather than leak it.
                     client = false;

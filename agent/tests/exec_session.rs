@@ -78,6 +78,7 @@ async fn exec_streams_stdin_stdout_stderr_and_reports_the_exit_code() -> anyhow:
         stdin,
         stdout: true,
         stderr: true,
+        tty: false,
     };
     let result = async {
         let ok = exec(&runtime, &scratch, req(&["sh", "-c", "echo out; echo err >&2"], false), b"").await?;

@@ -15,6 +15,7 @@ pub mod names;
 pub mod netns;
 pub mod node;
 pub mod packet;
+pub mod registry;
 pub mod store_procs;
 
 pub use containerd::Containerd;

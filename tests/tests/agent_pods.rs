@@ -899,3 +899,146 @@ async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_w
     assert_eq!(texts, ["early", "late"], "logs -f --timestamps until the container ended: {followed}");
     Ok(())
 }
+
+fn waiting_reason(p: &Pod) -> Option<String> {
+    p.status.as_ref()?.container_statuses.as_ref()?.first()?.state.as_ref()?.waiting.as_ref()?.reason.clone()
+}
+
+/// Messages of the events recorded about pod `name`.
+async fn events_of(client: &kube::Client, name: &str) -> anyhow::Result<Vec<String>> {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    Ok(events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| format!("{} {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect())
+}
+
+fn sleeper(image: &str, policy: &str) -> serde_json::Value {
+    json!({"name": "c", "image": image, "imagePullPolicy": policy, "command": ["sleep", "3600"]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pulled_from_a_registry_as_their_pull_policy_says_and_failures_back_off() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 22).await?;
+    let client = server.kube_client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut registry = waggle_tests::registry::Registry::start()?;
+    let host = registry.host();
+    let busybox_tar = node.dir.path().join("busybox.tar");
+    registry.push_oci_archive(&busybox_tar, "waggle", "waggle/busybox", "v1")?;
+    let image = format!("{host}/waggle/busybox:v1");
+    let runtime = node.runtime().await?;
+    assert!(!runtime.has_image(&image).await?, "not pulled yet");
+
+    // IfNotPresent and absent: pulled, then it runs.
+    let first = names::unique("pull");
+    pods.create(&PostParams::default(), &pod_manifest(&first, &node.name, sleeper(&image, "IfNotPresent"), json!({}))?)
+        .await?;
+    wait_for(&pods, &first, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    assert!(runtime.has_image(&image).await?, "the pulled image is in containerd under its name");
+    let events = events_of(&client, &first).await?;
+    assert!(events.iter().any(|e| e == &format!("Pulling Pulling image \"{image}\"")), "events: {events:?}");
+    assert!(
+        events.iter().any(|e| e.starts_with(&format!("Pulled Successfully pulled image \"{image}\""))),
+        "events: {events:?}"
+    );
+
+    // Never: the image pulled once is there now.
+    let never = names::unique("never");
+    pods.create(&PostParams::default(), &pod_manifest(&never, &node.name, sleeper(&image, "Never"), json!({}))?)
+        .await?;
+    wait_for(&pods, &never, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+
+    // An index: the linux/amd64 entry is the one pulled, whatever its place.
+    // (An index refers to manifests of its own repository.)
+    let pause_tar = node.dir.path().join("pause.tar");
+    image::build_pause(&pause_tar)?;
+    registry.push_oci_archive(&busybox_tar, "waggle", "waggle/multi", "busybox")?;
+    registry.push_oci_archive(&pause_tar, "waggle-pause", "waggle/multi", "pause")?;
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    let busybox_digest = registry.manifest_digest("waggle/multi", "busybox", oci_manifest)?;
+    let pause_digest = registry.manifest_digest("waggle/multi", "pause", oci_manifest)?;
+    let size = |tag: &str| -> anyhow::Result<usize> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-H", &format!("Accept: {oci_manifest}")])
+            .arg(format!("http://{host}/v2/waggle/multi/manifests/{tag}"))
+            .output()?;
+        Ok(out.stdout.len())
+    };
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": oci_manifest, "digest": pause_digest, "size": size("pause")?,
+             "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": oci_manifest, "digest": busybox_digest, "size": size("busybox")?,
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ],
+    });
+    registry.put_manifest(
+        "waggle/multi",
+        "v1",
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index)?,
+    )?;
+    let multi_image = format!("{host}/waggle/multi:v1");
+    let multi = names::unique("multi");
+    pods.create(&PostParams::default(), &pod_manifest(&multi, &node.name, sleeper(&multi_image, "Always"), json!({}))?)
+        .await?;
+    wait_for(&pods, &multi, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    assert_eq!(runtime.image_target(&multi_image).await?.digest, busybox_digest, "the amd64 manifest was chosen");
+
+    // A missing image: ErrImagePull, then ImagePullBackOff, and an event.
+    let missing_image = format!("{host}/waggle/missing:v1");
+    let missing = names::unique("missing");
+    pods.create(
+        &PostParams::default(),
+        &pod_manifest(&missing, &node.name, sleeper(&missing_image, "IfNotPresent"), json!({}))?,
+    )
+    .await?;
+    wait_for(&pods, &missing, &node, Duration::from_secs(60), "ErrImagePull", |p| {
+        waiting_reason(p).as_deref() == Some("ErrImagePull")
+    })
+    .await?;
+    let p = wait_for(&pods, &missing, &node, Duration::from_secs(60), "ImagePullBackOff", |p| {
+        waiting_reason(p).as_deref() == Some("ImagePullBackOff")
+    })
+    .await?;
+    assert_eq!(phase(&p), "Pending");
+    let events = events_of(&client, &missing).await?;
+    assert!(
+        events.iter().any(|e| e.starts_with(&format!("Failed Failed to pull image \"{missing_image}\""))),
+        "events: {events:?}"
+    );
+    assert!(events.iter().any(|e| e.starts_with("BackOff Back-off pulling image")), "events: {events:?}");
+
+    // The registry goes away: a pulled image is reused (IfNotPresent), but
+    // Always must reach the registry and fails.
+    registry.stop();
+    let reuse = names::unique("reuse");
+    pods.create(&PostParams::default(), &pod_manifest(&reuse, &node.name, sleeper(&image, "IfNotPresent"), json!({}))?)
+        .await?;
+    wait_for(&pods, &reuse, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let always = names::unique("always");
+    pods.create(&PostParams::default(), &pod_manifest(&always, &node.name, sleeper(&image, "Always"), json!({}))?)
+        .await?;
+    let p = wait_for(&pods, &always, &node, Duration::from_secs(60), "ErrImagePull or ImagePullBackOff", |p| {
+        matches!(waiting_reason(p).as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+    })
+    .await?;
+    assert_eq!(phase(&p), "Pending");
+    let events = events_of(&client, &always).await?;
+    assert!(
+        events.iter().any(|e| e.starts_with(&format!("Failed Failed to pull image \"{image}\""))),
+        "events: {events:?}"
+    );
+    for name in [&first, &never, &multi, &missing, &reuse, &always] {
+        pods.delete(name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}

@@ -44,6 +44,9 @@ pub struct ContainerConfig {
     pub binds: Vec<crate::spec::BindMount>,
     pub memory_limit: Option<i64>,
     pub cpu_limit_millis: Option<i64>,
+    /// Run with a terminal (`tty: true`): the shim's pty carries stdin and
+    /// stdout (which then holds stderr too).
+    pub tty: bool,
 }
 
 /// How a task ended.
@@ -90,6 +93,7 @@ impl Runtime {
             binds: &cfg.binds,
             memory_limit: cfg.memory_limit,
             cpu_limit_millis: cfg.cpu_limit_millis,
+            terminal: cfg.tty,
         });
         let spec = serde_json::to_vec(&spec).map_err(|source| Error::Spec { container: cfg.id.clone(), source })?;
 
@@ -131,10 +135,14 @@ impl Runtime {
             .mounts;
         // The runc shim appends both streams to a file given as a file:// URI,
         // or writes them to FIFOs given as plain paths.
-        let (out, err) = match &cfg.output_fifos {
+        let (out, mut err) = match &cfg.output_fifos {
             Some((out, err)) => (out.to_string_lossy().into_owned(), err.to_string_lossy().into_owned()),
             None => (format!("file://{}", cfg.log_path.display()), format!("file://{}", cfg.log_path.display())),
         };
+        if cfg.tty {
+            // A terminal has one output; the shim copies it to stdout.
+            err.clear();
+        }
         let mut tasks = TasksClient::new(self.channel.clone());
         tasks
             .create(self.request(CreateTaskRequest {
@@ -143,6 +151,7 @@ impl Runtime {
                 stdin: cfg.stdin.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
                 stdout: out,
                 stderr: err,
+                terminal: cfg.tty,
                 ..Default::default()
             }))
             .await

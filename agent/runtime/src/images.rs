@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::pin::Pin;
 
-use containerd_client::services::v1::{ApplyRequest, diff_client::DiffClient};
 use containerd_client::services::v1::{
-    AbortRequest, CreateImageRequest, GetImageRequest, InfoRequest, Image, UpdateImageRequest, WriteAction, WriteContentRequest,
+    AbortRequest, CreateImageRequest, GetImageRequest, Image, InfoRequest, UpdateImageRequest, WriteAction,
+    WriteContentRequest,
     content_client::ContentClient,
     images_client::ImagesClient,
     leases_client::LeasesClient,
@@ -14,6 +14,7 @@ use containerd_client::services::v1::{
         CommitSnapshotRequest, PrepareSnapshotRequest, StatSnapshotRequest, snapshots_client::SnapshotsClient,
     },
 };
+use containerd_client::services::v1::{ApplyRequest, diff_client::DiffClient};
 use prost_types::FieldMask;
 
 use crate::archive::{Descriptor, ImageConfig, Manifest, OciArchive, chain_ids};
@@ -75,14 +76,7 @@ impl Runtime {
             let manifest: Manifest = archive.json(&manifest_desc.digest)?;
             let config_bytes = archive.blob(&manifest.config.digest)?;
             let image = self
-                .store_image(
-                    name,
-                    manifest_desc,
-                    manifest_bytes,
-                    config_bytes,
-                    &LayerSource::Archive(archive),
-                    lease,
-                )
+                .store_image(name, manifest_desc, manifest_bytes, config_bytes, &LayerSource::Archive(archive), lease)
                 .await?;
             tracing::info!(image = %name, digest = %manifest_desc.digest, "imported image");
             imported.push(image);
@@ -241,9 +235,9 @@ impl Runtime {
             }
             Err(status) => Err(status),
         };
-        let produced = producer
-            .await
-            .unwrap_or_else(|_| Err(Error::Image { image: desc.digest.clone(), reason: "the blob reader panicked".into() }));
+        let produced = producer.await.unwrap_or_else(|_| {
+            Err(Error::Image { image: desc.digest.clone(), reason: "the blob reader panicked".into() })
+        });
         if let Err(e) = produced {
             let _ = ContentClient::new(self.channel.clone())
                 .abort(self.request(AbortRequest { r#ref: r#ref.clone() }))

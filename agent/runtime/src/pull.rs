@@ -82,11 +82,8 @@ impl Registry {
     }
 
     async fn fetch_manifest(&self, reference: &Reference, accepted: &[&str]) -> Result<RawManifest, Error> {
-        let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(reference, &self.auth, accepted)
-            .await
-            .map_err(|e| self.failed(chain(&e)))?;
+        let (bytes, digest) =
+            self.client.pull_manifest_raw(reference, &self.auth, accepted).await.map_err(|e| self.failed(chain(&e)))?;
         let versioned = serde_json::from_slice(&bytes)
             .map_err(|e| self.failed(format!("the manifest {digest} is not valid JSON: {e}")))?;
         Ok(RawManifest { bytes, digest, versioned })
@@ -95,8 +92,12 @@ impl Registry {
     /// The image's manifest for this machine: an index is resolved to its
     /// linux/<this architecture> entry.
     async fn resolve_manifest(&self) -> Result<RawManifest, Error> {
-        let accepted =
-            [OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE];
+        let accepted = [
+            OCI_IMAGE_MEDIA_TYPE,
+            IMAGE_MANIFEST_MEDIA_TYPE,
+            OCI_IMAGE_INDEX_MEDIA_TYPE,
+            IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+        ];
         let top = self.fetch_manifest(&self.reference, &accepted).await?;
         let Some(entries) = &top.versioned.manifests else { return Ok(top) };
         let arch = this_architecture();
@@ -104,7 +105,9 @@ impl Registry {
             .iter()
             .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch))
             .map(|m| (m.digest.clone(), m.media_type.clone()))
-            .ok_or_else(|| self.failed(format!("no matching manifest for linux/{arch} in the manifest list entries")))?;
+            .ok_or_else(|| {
+                self.failed(format!("no matching manifest for linux/{arch} in the manifest list entries"))
+            })?;
         tracing::debug!(image = %self.image, index = %top.digest, manifest = %digest, "resolved the index");
         let by_digest = self.reference.clone_with_digest(digest.clone());
         let manifest = self.fetch_manifest(&by_digest, &[media_type.as_str()]).await?;
@@ -123,8 +126,7 @@ impl Registry {
 
     /// The blob with `digest`, streamed (oci-client checks its digest).
     pub(crate) async fn blob_stream(&self, digest: &str) -> Result<BlobStream, Error> {
-        let stream =
-            self.client.pull_blob_stream(&self.reference, digest).await.map_err(|e| self.failed(chain(&e)))?;
+        let stream = self.client.pull_blob_stream(&self.reference, digest).await.map_err(|e| self.failed(chain(&e)))?;
         let (image, digest) = (self.image.clone(), digest.to_owned());
         Ok(Box::pin(stream.map_err(move |e| Error::Pull {
             image: image.clone(),
@@ -266,4 +268,3 @@ mod tests {
         assert_eq!(protocol_for("10.0.0.1:5000"), ClientProtocol::Https);
     }
 }
-

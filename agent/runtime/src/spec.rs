@@ -42,6 +42,8 @@ pub struct SpecInput<'a> {
     pub memory_limit: Option<i64>,
     /// CPU limit in millicores (CFS quota over a 100 ms period).
     pub cpu_limit_millis: Option<i64>,
+    /// The process gets a terminal (the shim's pty) instead of pipes.
+    pub terminal: bool,
 }
 
 /// A host path bound into a container.
@@ -83,7 +85,7 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
     json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": input.terminal,
             "user": {"uid": 0, "gid": 0},
             "args": input.args,
             "env": input.env,

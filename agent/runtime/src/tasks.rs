@@ -204,7 +204,8 @@ impl Runtime {
     }
 
     /// Starts `args` inside the running container with its stdio on the given
-    /// FIFOs (created by the caller; `stdin` empty for none). Returns once the
+    /// FIFOs (created by the caller; `stdin` empty for none), on a terminal
+    /// if `terminal`. Returns once the
     /// process runs; [`Runtime::wait_exec`] reports its exit.
     pub async fn start_exec(
         &self,
@@ -214,9 +215,12 @@ impl Runtime {
         stdin: &str,
         stdout: &str,
         stderr: &str,
+        terminal: bool,
     ) -> Result<(), Error> {
         let mut tasks = TasksClient::new(self.channel.clone());
-        self.create_exec(id, exec_id, args, ExecIo { stdin, stdout, stderr, terminal: false }).await?;
+        // With a terminal the shim copies the pty to stdout only.
+        let stderr = if terminal { "" } else { stderr };
+        self.create_exec(id, exec_id, args, ExecIo { stdin, stdout, stderr, terminal }).await?;
         let started = tasks
             .start(self.request(StartRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }))
             .await
@@ -286,6 +290,21 @@ impl Runtime {
                 stdin: true,
             }))
             .await;
+    }
+
+    /// Resizes the terminal of an exec'd process (`exec_id` empty: of the
+    /// container's own process).
+    pub async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<(), Error> {
+        TasksClient::new(self.channel.clone())
+            .resize_pty(self.request(containerd_client::services::v1::ResizePtyRequest {
+                container_id: id.to_owned(),
+                exec_id: exec_id.to_owned(),
+                width,
+                height,
+            }))
+            .await
+            .map_err(Error::rpc("Tasks.ResizePty", id))?;
+        Ok(())
     }
 
     /// Kills an exec'd process (the client went away).

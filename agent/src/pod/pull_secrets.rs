@@ -113,7 +113,8 @@ mod tests {
     #[test]
     fn an_auth_field_and_url_keys_are_understood() {
         // base64("alice:s3:cret")
-        let d = data(".dockerconfigjson", r#"{"auths":{"https://index.docker.io/v1/":{"auth":"YWxpY2U6czM6Y3JldA=="}}}"#);
+        let d =
+            data(".dockerconfigjson", r#"{"auths":{"https://index.docker.io/v1/":{"auth":"YWxpY2U6czM6Y3JldA=="}}}"#);
         let c = from_secret_data(&d, "docker.io/library/busybox:latest");
         assert_eq!(c, Some(Credentials { username: "alice".into(), password: "s3:cret".into() }));
         let legacy = data(".dockercfg", r#"{"http://reg.example:5000":{"username":"a","password":"b"}}"#);

@@ -426,7 +426,12 @@ impl Worker {
         }
         if self.pull_backoff.waiting(&image, Instant::now()) {
             let message = format!("Back-off pulling image \"{given}\"");
-            self.event(Some(format!("pull-backoff-{image}-{}", self.pull_backoff.failures(&image))), "Normal", "BackOff", message.clone());
+            self.event(
+                Some(format!("pull-backoff-{image}-{}", self.pull_backoff.failures(&image))),
+                "Normal",
+                "BackOff",
+                message.clone(),
+            );
             return Err(Waiting { reason: "ImagePullBackOff".into(), message });
         }
         self.event(None, "Normal", "Pulling", format!("Pulling image \"{given}\""));
@@ -506,6 +511,7 @@ impl Worker {
             log_path: log_dir.join(format!("{attempt}.log")),
             stdin: c.stdin.unwrap_or(false),
             stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
             hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.key.name.clone()),
             binds,
             memory_limit: limits.get("memory").and_then(|q| waggle_api::quantity::parse(&q.0)).map(|v| v as i64),

@@ -62,6 +62,9 @@ pub async fn run(
                         runtime.close_stdin(&target.container_id).await;
                     }
                 }
+                Some(Input::Resize(size)) => if wanted.tty {
+                    runtime.resize(&target.container_id, size.width, size.height).await;
+                },
                 Some(Input::Gone) | None => {
                     client = false;
                     stdin = None;

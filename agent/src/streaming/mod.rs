@@ -20,8 +20,44 @@ pub enum Input {
     Stdin(Bytes),
     /// The client closed its stdin.
     CloseStdin,
+    /// The client's terminal changed size (only with a TTY).
+    Resize(TerminalSize),
     /// The client went away.
     Gone,
+}
+
+/// A terminal size as clients send it (`remotecommand.TerminalSize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TerminalSize {
+    pub width: u16,
+    pub height: u16,
+}
+
+/// Sizes from the resize stream: JSON objects one after another, split
+/// anywhere by the transport. Complete ones are taken out of `buf`.
+pub fn take_sizes(buf: &mut Vec<u8>) -> Vec<TerminalSize> {
+    let mut sizes = Vec::new();
+    let mut values = serde_json::Deserializer::from_slice(buf).into_iter::<TerminalSize>();
+    let mut used = 0;
+    loop {
+        match values.next() {
+            Some(Ok(size)) => {
+                sizes.push(size);
+                used = values.byte_offset();
+            }
+            // An incomplete object waits for more bytes.
+            Some(Err(e)) if e.is_eof() => break,
+            // Garbage is dropped rather than kept forever.
+            Some(Err(_)) => {
+                used = buf.len();
+                break;
+            }
+            None => break,
+        }
+    }
+    buf.drain(..used);
+    sizes
 }
 
 /// What an operation sends to the client.
@@ -75,4 +111,21 @@ pub fn exit_status(command: &[String], code: u32) -> serde_json::Value {
         "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", command.join(" ")),
         "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_split_across_reads_are_decoded_once_whole() {
+        let mut buf = br#"{"Width":80,"Height":24}{"Width":1"#.to_vec();
+        assert_eq!(take_sizes(&mut buf), vec![TerminalSize { width: 80, height: 24 }]);
+        buf.extend_from_slice(br#"20,"Height":40}"#);
+        assert_eq!(take_sizes(&mut buf), vec![TerminalSize { width: 120, height: 40 }]);
+        assert!(buf.is_empty());
+        let mut junk = b"not json".to_vec();
+        assert!(take_sizes(&mut junk).is_empty());
+        assert!(junk.is_empty());
+    }
 }

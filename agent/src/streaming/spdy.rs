@@ -93,6 +93,23 @@ where
             }
         })
     };
+    // The resize stream: terminal sizes as JSON, one after another.
+    let resize_pump = streams.resize.as_mut().map(|s| std::mem::replace(&mut s.data, tokio::sync::mpsc::channel(1).1));
+    let resizes = {
+        let in_tx = in_tx.clone();
+        tokio::spawn(async move {
+            let Some(mut data) = resize_pump else { return };
+            let mut buf = Vec::new();
+            while let Some(b) = data.recv().await {
+                buf.extend_from_slice(&b);
+                for size in super::take_sizes(&mut buf) {
+                    if in_tx.send(Input::Resize(size)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
     let (out, err) = (streams.stdout.take(), streams.stderr.take());
     let Some(error) = streams.error.take() else {
         session.close().await;
@@ -127,6 +144,7 @@ where
         s.writer.finish().await;
     }
     pump.abort();
+    resizes.abort();
     session.close().await;
 }
 

@@ -48,6 +48,10 @@ where
                 Ok(Message::Binary(data)) => match data.first() {
                     Some(0) => Input::Stdin(data.slice(1..)),
                     Some(255) if data.get(1) == Some(&0) => Input::CloseStdin,
+                    Some(4) => match serde_json::from_slice(&data[1..]) {
+                        Ok(size) => Input::Resize(size),
+                        Err(_) => continue,
+                    },
                     _ => continue,
                 },
                 Ok(Message::Close(_)) | Err(_) => break,

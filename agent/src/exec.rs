@@ -75,6 +75,20 @@ async fn process(
     } else {
         None
     };
+    // A terminal gets the client's size before the process starts (kubectl
+    // sends it first thing); input that comes meanwhile is replayed after.
+    let mut early = Vec::new();
+    let mut console_size = None;
+    if req.tty {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(input)) = tokio::time::timeout_at(deadline, ch.input.recv()).await {
+            if let Input::Resize(size) = input {
+                console_size = Some((u32::from(size.width), u32::from(size.height)));
+                break;
+            }
+            early.push(input);
+        }
+    }
     let path = |p: &Path, on: bool| if on { p.to_string_lossy().into_owned() } else { String::new() };
     runtime
         .start_exec(
@@ -85,6 +99,7 @@ async fn process(
             &out.to_string_lossy(),
             &err.to_string_lossy(),
             req.tty,
+            console_size,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -98,11 +113,16 @@ async fn process(
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (mut obuf, mut ebuf) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
     let mut client = true;
+    let (replay_tx, mut replay) = tokio::sync::mpsc::channel(early.len().max(1));
+    for input in early {
+        let _ = replay_tx.try_send(input);
+    }
+    drop(replay_tx);
     let code = loop {
         tokio::select! {
             n = stdout.read(&mut obuf) => if let Ok(n @ 1..) = n { send(ch, Output::Stdout(obuf[..n].to_vec()), req.stdout).await },
             n = stderr.read(&mut ebuf) => if let Ok(n @ 1..) = n { send(ch, Output::Stderr(ebuf[..n].to_vec()), req.stderr).await },
-            input = ch.input.recv(), if client => match input {
+            input = async { match replay.recv().await { Some(i) => Some(i), None => ch.input.recv().await } }, if client => match input {
                 Some(Input::Stdin(data)) => if let Some(s) = stdin.as_mut() { let _ = s.write_all(&data).await; },
                 Some(Input::CloseStdin) => close_stdin(&mut stdin, runtime, &req.container_id, exec_id).await,
                 Some(Input::Resize(size)) => if req.tty {

@@ -1042,3 +1042,60 @@ async fn images_are_pulled_from_a_registry_as_their_pull_policy_says_and_failure
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kubectl_1_33_and_1_29() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 23).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("tty");
+    let container = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sleep", "3600"],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
+    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    // A container on a terminal whose size it keeps printing.
+    let on_tty = names::unique("ttyc");
+    let container = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "stdin": true,
+        "tty": true,
+        "command": ["sh", "-c", "while true; do echo \"size $(stty size)\"; sleep 0.3; done"],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&on_tty, &node.name, container, json!({}))?).await?;
+    wait_for(&pods, &on_tty, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+
+    for (minor, rows, cols) in [(33u32, 33u16, 111u16), (29, 29, 99)] {
+        let kubectl = server.kubectl(minor);
+        let out = kubectl.output_in_pty(
+            &["exec", "-it", &name, "--", "sh", "-c", "tty; echo \"size $(stty size)\"; exit 3"],
+            rows,
+            cols,
+            "",
+            60,
+        )?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let context = || format!("1.{minor} exec -it: {out:?}\nagent log:\n{}", node.agent_log());
+        assert!(stdout.contains("/dev/pts/"), "the process has a terminal: {}", context());
+        assert!(stdout.contains(&format!("size {rows} {cols}")), "the terminal has the client's size: {}", context());
+        assert_eq!(out.status.code(), Some(3), "the exit code comes back: {}", context());
+
+        // Attach resizes the container's own terminal to the client's.
+        let out = kubectl.output_in_pty(&["attach", "-it", &on_tty], rows, cols, "", 8)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("size {rows} {cols}")),
+            "1.{minor} attach -it: {out:?}\nagent log:\n{}",
+            node.agent_log()
+        );
+    }
+    pods.delete(&name, &DeleteParams::default()).await?;
+    pods.delete(&on_tty, &DeleteParams::default()).await?;
+    Ok(())
+}

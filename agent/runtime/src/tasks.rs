@@ -49,6 +49,9 @@ struct ExecIo<'a> {
     stdout: &'a str,
     stderr: &'a str,
     terminal: bool,
+    /// The terminal's first (width, height): runc sizes the pty before the
+    /// process starts, so it never sees 0×0.
+    console_size: Option<(u32, u32)>,
 }
 
 /// What an exec'd process did.
@@ -162,7 +165,8 @@ impl Runtime {
     ) -> Result<ExecOutcome, Error> {
         let uri = format!("file://{}", output_file.display());
         let mut tasks = TasksClient::new(self.channel.clone());
-        self.create_exec(id, exec_id, args, ExecIo { stdin: "", stdout: &uri, stderr: &uri, terminal: false }).await?;
+        let io = ExecIo { stdin: "", stdout: &uri, stderr: &uri, terminal: false, console_size: None };
+        self.create_exec(id, exec_id, args, io).await?;
         let outcome = self.run_exec(id, exec_id, timeout).await;
         let _ = tasks
             .delete_process(
@@ -216,11 +220,12 @@ impl Runtime {
         stdout: &str,
         stderr: &str,
         terminal: bool,
+        console_size: Option<(u32, u32)>,
     ) -> Result<(), Error> {
         let mut tasks = TasksClient::new(self.channel.clone());
         // With a terminal the shim copies the pty to stdout only.
         let stderr = if terminal { "" } else { stderr };
-        self.create_exec(id, exec_id, args, ExecIo { stdin, stdout, stderr, terminal }).await?;
+        self.create_exec(id, exec_id, args, ExecIo { stdin, stdout, stderr, terminal, console_size }).await?;
         let started = tasks
             .start(self.request(StartRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }))
             .await
@@ -252,6 +257,9 @@ impl Runtime {
         let mut process = spec.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
         process["args"] = serde_json::json!(args);
         process["terminal"] = serde_json::json!(io.terminal);
+        if let Some((width, height)) = io.console_size {
+            process["consoleSize"] = serde_json::json!({"width": width, "height": height});
+        }
         let process =
             serde_json::to_vec(&process).map_err(|source| Error::Spec { container: id.to_owned(), source })?;
         TasksClient::new(self.channel.clone())

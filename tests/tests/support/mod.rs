@@ -181,6 +181,41 @@ impl Kubectl {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs kubectl on a terminal (util-linux `script` gives it a pty) of
+    /// `rows`×`cols`, as a person at a shell would; `stdin` is typed into
+    /// it. kubectl is killed after `limit` seconds. Returns the output
+    /// whatever the exit status (script passes on kubectl's).
+    pub fn output_in_pty(
+        &self,
+        args: &[&str],
+        rows: u16,
+        cols: u16,
+        stdin: &str,
+        limit: u32,
+    ) -> anyhow::Result<Output> {
+        use std::io::Write as _;
+        let cmd = self.command(args);
+        let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+        let line = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(quote).collect::<Vec<_>>().join(" ");
+        let mut child = Command::new("script")
+            .args(["--quiet", "--return", "--command"])
+            .arg(format!("stty rows {rows} cols {cols}; exec timeout -s KILL {limit} {line}"))
+            .arg("/dev/null")
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running script (util-linux)")?;
+        let mut input = child.stdin.take().context("stdin")?;
+        input.write_all(stdin.as_bytes())?;
+        // script ends the session when its input ends: keep it open until
+        // kubectl is done.
+        let out = child.wait_with_output();
+        drop(input);
+        Ok(out?)
+    }
+
     /// Runs kubectl with `stdin`; returns the output whatever the exit status.
     pub fn output_stdin(&self, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
         use std::io::Write as _;

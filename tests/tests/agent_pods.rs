@@ -1086,6 +1086,18 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
         assert!(stdout.contains(&format!("size {rows} {cols}")), "the terminal has the client's size: {}", context());
         assert_eq!(out.status.code(), Some(3), "the exit code comes back: {}", context());
 
+        // What is typed reaches an interactive shell through the terminal.
+        let out = kubectl.output_in_pty(
+            &["exec", "-it", &name, "--", "sh"],
+            rows,
+            cols,
+            "echo typed-$((40+2))\nexit 4\n",
+            60,
+        )?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("typed-42"), "1.{minor} exec -it sh: {out:?}");
+        assert_eq!(out.status.code(), Some(4), "1.{minor} exec -it sh: {out:?}");
+
         // Attach resizes the container's own terminal to the client's.
         let out = kubectl.output_in_pty(&["attach", "-it", &on_tty], rows, cols, "", 8)?;
         let stdout = String::from_utf8_lossy(&out.stdout);

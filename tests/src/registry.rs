@@ -18,18 +18,36 @@ pub struct Registry {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// Basic-auth user and password the registry requires, if any.
+    credentials: Option<(String, String)>,
 }
 
 impl Registry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a registry that wants HTTP basic auth as `user`.
+    pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
+        Self::start_with(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_with(credentials: Option<(String, String)>) -> anyhow::Result<Self> {
         anyhow::ensure!(Path::new(REGISTRY_BIN).exists(), "{REGISTRY_BIN} is missing: apt-get install docker-registry");
         let dir = tempfile::Builder::new().prefix("wgt-registry-").tempdir_in("/var/tmp")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("storage").display()
         );
+        if let Some((user, password)) = &credentials {
+            // distribution's htpasswd auth takes bcrypt hashes only.
+            let hash = bcrypt::hash(password, 4)?;
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: waggle-test\n    path: {}\n", htpasswd.display()));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -41,7 +59,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("spawning docker-registry")?;
-        let mut registry = Self { dir, port, child: Some(child) };
+        let mut registry = Self { dir, port, child: Some(child), credentials };
         registry.wait_ready()?;
         Ok(registry)
     }
@@ -54,7 +72,8 @@ impl Registry {
             {
                 bail!("docker-registry exited ({status}):\n{}", self.log());
             }
-            let out = Command::new("curl")
+            let out = self
+                .curl()
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"])
                 .arg(format!("http://{}/v2/", self.host()))
                 .output()?;
@@ -64,6 +83,15 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("docker-registry did not answer within 20 s:\n{}", self.log())
+    }
+
+    /// curl with the registry's credentials, if it has any.
+    fn curl(&self) -> Command {
+        let mut cmd = Command::new("curl");
+        if let Some((user, password)) = &self.credentials {
+            cmd.arg("-u").arg(format!("{user}:{password}"));
+        }
+        cmd
     }
 
     /// `127.0.0.1:<port>`: the registry part of image names.
@@ -79,8 +107,12 @@ impl Registry {
     /// (skopeo compresses its layers with gzip on the way, as `docker push`
     /// does).
     pub fn push_oci_archive(&self, archive: &Path, tag: &str, repo: &str, target_tag: &str) -> anyhow::Result<()> {
-        let out = Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"])
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = &self.credentials {
+            skopeo.arg(format!("--dest-creds={user}:{password}"));
+        }
+        let out = skopeo
             .arg(format!("oci-archive:{}:{tag}", archive.display()))
             .arg(format!("docker://{}/{repo}:{target_tag}", self.host()))
             // skopeo's scratch files go to our directory, removed with it.
@@ -99,7 +131,8 @@ impl Registry {
     /// The digest the registry gives `repo:reference` when asked for
     /// `media_type`.
     pub fn manifest_digest(&self, repo: &str, reference: &str, media_type: &str) -> anyhow::Result<String> {
-        let out = Command::new("curl")
+        let out = self
+            .curl()
             .args(["-sS", "-I", "--max-time", "5", "-H"])
             .arg(format!("Accept: {media_type}"))
             .arg(format!("http://{}/v2/{repo}/manifests/{reference}", self.host()))
@@ -117,7 +150,8 @@ impl Registry {
     pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> anyhow::Result<()> {
         let file = self.dir.path().join(format!("manifest-{reference}.json"));
         std::fs::write(&file, body)?;
-        let out = Command::new("curl")
+        let out = self
+            .curl()
             .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-X", "PUT", "-H"])
             .arg(format!("Content-Type: {media_type}"))
             .arg("--data-binary")

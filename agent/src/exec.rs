@@ -90,19 +90,16 @@ async fn process(
         }
     }
     let path = |p: &Path, on: bool| if on { p.to_string_lossy().into_owned() } else { String::new() };
-    runtime
-        .start_exec(
-            &req.container_id,
-            exec_id,
-            &req.command,
-            &path(&inp, req.stdin),
-            &out.to_string_lossy(),
-            &err.to_string_lossy(),
-            req.tty,
-            console_size,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let (stdin_path, stdout_path, stderr_path) =
+        (path(&inp, req.stdin), out.to_string_lossy().into_owned(), err.to_string_lossy().into_owned());
+    let io = waggle_runtime::ExecIo {
+        stdin: &stdin_path,
+        stdout: &stdout_path,
+        stderr: &stderr_path,
+        terminal: req.tty,
+        console_size,
+    };
+    runtime.start_exec(&req.container_id, exec_id, &req.command, io).await.map_err(|e| e.to_string())?;
     let waiter = {
         let (runtime, id, exec) = (runtime.clone(), req.container_id.clone(), exec_id.to_owned());
         tokio::spawn(async move { runtime.wait_exec(&id, &exec).await })

@@ -21,7 +21,7 @@ pub use error::Error;
 pub use images::ImportedImage;
 pub use pull::{Credentials, PulledImage, normalize_image};
 pub use spec::BindMount;
-pub use tasks::{ContainerInfo, ExecOutcome, TaskStatus};
+pub use tasks::{ContainerInfo, ExecIo, ExecOutcome, TaskStatus};
 
 /// The snapshotter waggle uses (works on this kernel with cgroup v1 + runc).
 pub const SNAPSHOTTER: &str = "overlayfs";

@@ -43,15 +43,16 @@ pub enum TaskStatus {
 
 /// Where an exec'd process's stdio goes (FIFO paths or `file://` URIs;
 /// `stdin` empty for none).
-#[derive(Clone, Copy, Debug)]
-struct ExecIo<'a> {
-    stdin: &'a str,
-    stdout: &'a str,
-    stderr: &'a str,
-    terminal: bool,
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecIo<'a> {
+    pub stdin: &'a str,
+    pub stdout: &'a str,
+    pub stderr: &'a str,
+    /// On the shim's pty (then stdout carries stderr too).
+    pub terminal: bool,
     /// The terminal's first (width, height): runc sizes the pty before the
     /// process starts, so it never sees 0×0.
-    console_size: Option<(u32, u32)>,
+    pub console_size: Option<(u32, u32)>,
 }
 
 /// What an exec'd process did.
@@ -211,21 +212,11 @@ impl Runtime {
     /// FIFOs (created by the caller; `stdin` empty for none), on a terminal
     /// if `terminal`. Returns once the
     /// process runs; [`Runtime::wait_exec`] reports its exit.
-    pub async fn start_exec(
-        &self,
-        id: &str,
-        exec_id: &str,
-        args: &[String],
-        stdin: &str,
-        stdout: &str,
-        stderr: &str,
-        terminal: bool,
-        console_size: Option<(u32, u32)>,
-    ) -> Result<(), Error> {
+    pub async fn start_exec(&self, id: &str, exec_id: &str, args: &[String], io: ExecIo<'_>) -> Result<(), Error> {
         let mut tasks = TasksClient::new(self.channel.clone());
         // With a terminal the shim copies the pty to stdout only.
-        let stderr = if terminal { "" } else { stderr };
-        self.create_exec(id, exec_id, args, ExecIo { stdin, stdout, stderr, terminal, console_size }).await?;
+        let io = ExecIo { stderr: if io.terminal { "" } else { io.stderr }, ..io };
+        self.create_exec(id, exec_id, args, io).await?;
         let started = tasks
             .start(self.request(StartRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() }))
             .await

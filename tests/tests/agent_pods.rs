@@ -1105,6 +1105,39 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
             "1.{minor} attach -it: {out:?}\nagent log:\n{}",
             node.agent_log()
         );
+
+        // kubectl run -it: a tty container, attached to once it runs (bound
+        // to this node: the test's scheduler may not know it yet).
+        let run = names::unique("run");
+        let overrides = json!({"apiVersion": "v1", "spec": {"nodeName": node.name}}).to_string();
+        let out = kubectl.output_in_pty(
+            &[
+                "run",
+                &run,
+                "--overrides",
+                &overrides,
+                "--image",
+                image::BUSYBOX_IMAGE,
+                "--image-pull-policy=Never",
+                "--restart=Never",
+                "-it",
+                "--",
+                "sh",
+                "-c",
+                "read line; echo \"size $(stty size) got $line\"",
+            ],
+            rows,
+            cols,
+            "hello\n",
+            60,
+        )?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("size {rows} {cols} got hello")),
+            "1.{minor} run -it: {out:?}\nagent log:\n{}",
+            node.agent_log()
+        );
+        pods.delete(&run, &DeleteParams::default()).await?;
     }
     pods.delete(&name, &DeleteParams::default()).await?;
     pods.delete(&on_tty, &DeleteParams::default()).await?;

@@ -173,6 +173,7 @@ impl Containerd {
         id: &str,
         (out, err): (tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver),
         log_path: &std::path::Path,
+        tty: bool,
     ) {
         let (runtime, logging, id, log_path) =
             (self.runtime.clone(), self.logging.clone(), id.to_owned(), log_path.to_path_buf());
@@ -188,7 +189,9 @@ impl Containerd {
                     }
                 }
             };
-            crate::logs::copy(out, err, log_path, exited).await;
+            // On a terminal a prompt has no newline: attach must see it anyway.
+            let partial_after = tty.then_some(crate::logs::TTY_PARTIAL_AFTER);
+            crate::logs::copy(out, err, log_path, exited, partial_after).await;
             logging.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
     }
@@ -251,7 +254,7 @@ impl ContainerRuntime for Containerd {
         let (out, _) = crate::logs::fifos(&record.log_path);
         if matches!(record.state, ContainerState::Running { .. }) && out.exists() {
             match self.open_output(&record.id, &record.log_path) {
-                Ok(Some(output)) => self.copy_output(&record.id, output, &record.log_path),
+                Ok(Some(output)) => self.copy_output(&record.id, output, &record.log_path, false),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(container = %record.id, error = %e, "taking over the container's output failed")
@@ -305,7 +308,7 @@ impl ContainerRuntime for Containerd {
             return Err(e.into());
         }
         if let Some(output) = output {
-            self.copy_output(&cfg.id, output, &spec.log_path);
+            self.copy_output(&cfg.id, output, &spec.log_path, spec.tty);
         }
         Ok(())
     }

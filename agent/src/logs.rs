@@ -60,6 +60,10 @@ pub fn format(out: &mut Vec<u8>, stream: &str, content: &[u8], partial: bool) {
     }
 }
 
+/// How long an unfinished line of a container on a terminal waits for its
+/// end before it is logged as a partial line (a shell's prompt).
+pub const TTY_PARTIAL_AFTER: Duration = Duration::from_millis(100);
+
 /// Copies what the container writes to its FIFOs into the log as CRI lines
 /// until `exited` resolves (then drains what is left).
 pub async fn copy(
@@ -67,6 +71,7 @@ pub async fn copy(
     mut stderr: pipe::Receiver,
     log_path: PathBuf,
     exited: impl std::future::Future<Output = ()>,
+    partial_after: Option<Duration>,
 ) {
     let mut log = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await {
         Ok(f) => f,
@@ -85,6 +90,16 @@ pub async fn copy(
             n = stdout.read(&mut obuf) => if let Ok(n @ 1..) = n { lines(&mut out, "stdout", &mut opending, &obuf[..n]) },
             n = stderr.read(&mut ebuf) => if let Ok(n @ 1..) = n { lines(&mut out, "stderr", &mut epending, &ebuf[..n]) },
             () = &mut exited => break,
+            // An unfinished line that stays so is written as a partial one.
+            () = tokio::time::sleep(partial_after.unwrap_or(Duration::from_secs(3600))),
+                if partial_after.is_some() && !(opending.is_empty() && epending.is_empty()) => {
+                for (stream, pending) in [("stdout", &mut opending), ("stderr", &mut epending)] {
+                    if !pending.is_empty() {
+                        format(&mut out, stream, pending, true);
+                        pending.clear();
+                    }
+                }
+            }
         }
         if !out.is_empty() && log.write_all(&out).await.is_err() {
             return;

@@ -1106,6 +1106,23 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
             node.agent_log()
         );
 
+        // A prompt (no newline) reaches an attached terminal.
+        let prompt = names::unique("prompt");
+        let container = json!({
+            "name": "c",
+            "image": image::BUSYBOX_IMAGE,
+            "imagePullPolicy": "Never",
+            "stdin": true,
+            "tty": true,
+            "command": ["sh", "-c", "read x; printf \"prompt-$x> \"; sleep 3600"],
+        });
+        pods.create(&PostParams::default(), &pod_manifest(&prompt, &node.name, container, json!({}))?).await?;
+        wait_for(&pods, &prompt, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+        let out = kubectl.output_in_pty(&["attach", "-it", &prompt], rows, cols, "abc\n", 8)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("prompt-abc> "), "1.{minor} attach -it, prompt: {out:?}");
+        pods.delete(&prompt, &DeleteParams::default()).await?;
+
         // kubectl run -it: a tty container, attached to once it runs (bound
         // to this node: the test's scheduler may not know it yet).
         let run = names::unique("run");

@@ -1141,7 +1141,9 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
                 "--",
                 "sh",
                 "-c",
-                "read line; echo \"size $(stty size) got $line\"",
+                // (kubectl sends the typed line and the size on separate
+                // streams: the size may come a moment after the line.)
+                "read line; sleep 1; echo \"size $(stty size) got $line\"",
             ],
             rows,
             cols,

@@ -23,6 +23,8 @@ pub const LABEL_INIT: &str = "io.waggle.container.init";
 pub const LABEL_LOG: &str = "io.waggle.container.log";
 pub const LABEL_STDIN: &str = "io.waggle.container.stdin";
 pub const LABEL_STDIN_ONCE: &str = "io.waggle.container.stdin-once";
+/// The digest of the image's manifest when the container was created.
+pub const LABEL_IMAGE_DIGEST: &str = "io.waggle.image.digest";
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -89,6 +91,9 @@ pub struct ContainerRecord {
     pub attempt: u32,
     pub init: bool,
     pub image: String,
+    /// `repository@digest` of the image the container was made from (what
+    /// upstream reports as `imageID`); empty if unknown.
+    pub image_id: String,
     pub log_path: PathBuf,
     /// The stdin FIFO of a container started with `stdin: true`.
     pub stdin: Option<PathBuf>,
@@ -277,6 +282,9 @@ impl ContainerRuntime for Containerd {
             nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
                 .map_err(|e| RuntimeError::Other(format!("creating the FIFO {}: {e}", fifo.display())))?;
         }
+        let mut labels = Self::labels(spec);
+        let digest = self.runtime.image_target(&spec.image).await?.digest;
+        labels.insert(LABEL_IMAGE_DIGEST.to_owned(), digest);
         let cfg = ContainerConfig {
             id: spec.id.clone(),
             image: spec.image.clone(),
@@ -286,7 +294,7 @@ impl ContainerRuntime for Containerd {
             log_path: spec.log_path.clone(),
             stdin,
             output_fifos: Some((out, err)),
-            labels: Self::labels(spec),
+            labels,
             hostname: spec.hostname.clone(),
             binds: spec.binds.clone(),
             memory_limit: spec.memory_limit,
@@ -341,6 +349,7 @@ impl ContainerRuntime for Containerd {
                 name: label(LABEL_CONTAINER),
                 attempt: label(LABEL_ATTEMPT).parse().unwrap_or(0),
                 init: label(LABEL_INIT) == "true",
+                image_id: image_id(&info.image, &label(LABEL_IMAGE_DIGEST)),
                 image: info.image,
                 log_path: PathBuf::from(label(LABEL_LOG)),
                 stdin: Some(label(LABEL_STDIN)).filter(|p| !p.is_empty()).map(PathBuf::from),
@@ -372,6 +381,20 @@ impl ContainerRuntime for Containerd {
         let outcome = result?;
         Ok((outcome.exit_code, outcome.output))
     }
+}
+
+/// `repository@digest` for an image name (`host/repo:tag`) and a digest.
+fn image_id(image: &str, digest: &str) -> String {
+    if digest.is_empty() {
+        return String::new();
+    }
+    let name = image.split('@').next().unwrap_or(image);
+    let repo = match name.rsplit_once(':') {
+        // A colon after the last slash is a tag's; before it, a port's.
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    };
+    format!("{repo}@{digest}")
 }
 
 /// Whether the OOM killer struck in the container's memory cgroup (cgroup v1,
@@ -509,6 +532,7 @@ impl ContainerRuntime for FakeRuntime {
                 attempt: c.attempt,
                 init: c.init,
                 image: c.image.clone(),
+                image_id: String::new(),
                 log_path: c.log_path.clone(),
                 stdin: c.stdin.then(|| c.log_path.with_extension("stdin")),
                 stdin_once: c.stdin_once,
@@ -553,5 +577,19 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn exec(&self, _id: &str, _args: &[String], _timeout: Duration) -> Result<(u32, Vec<u8>), RuntimeError> {
         Ok((self.lock().exec_code, Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_id_is_the_repository_at_the_digest() {
+        assert_eq!(image_id("docker.io/library/busybox:1.36", "sha256:ab"), "docker.io/library/busybox@sha256:ab");
+        assert_eq!(image_id("127.0.0.1:5000/app:v1", "sha256:ab"), "127.0.0.1:5000/app@sha256:ab");
+        assert_eq!(image_id("127.0.0.1:5000/app@sha256:00", "sha256:ab"), "127.0.0.1:5000/app@sha256:ab");
+        assert_eq!(image_id("127.0.0.1:5000/app", "sha256:ab"), "127.0.0.1:5000/app@sha256:ab");
+        assert_eq!(image_id("busybox", ""), "");
     }
 }

@@ -992,6 +992,9 @@ async fn images_are_pulled_from_a_registry_as_their_pull_policy_says_and_failure
         .await?;
     wait_for(&pods, &multi, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
     assert_eq!(runtime.image_target(&multi_image).await?.digest, busybox_digest, "the amd64 manifest was chosen");
+    let p = pods.get(&multi).await?;
+    let image_id = p.status.and_then(|s| s.container_statuses).and_then(|c| c.first().map(|c| c.image_id.clone()));
+    assert_eq!(image_id, Some(format!("{host}/waggle/multi@{busybox_digest}")), "imageID is repository@digest");
 
     // A missing image: ErrImagePull, then ImagePullBackOff, and an event.
     let missing_image = format!("{host}/waggle/missing:v1");

@@ -85,7 +85,7 @@ fn container_status(
     };
     if let Some(r) = a.current {
         st.container_id = Some(format!("containerd://{}", r.id));
-        st.image_id = r.image.clone();
+        st.image_id = if r.image_id.is_empty() { r.image.clone() } else { r.image_id.clone() };
         st.last_state = a.previous.and_then(terminated).map(|t| KState { terminated: Some(t), ..Default::default() });
         match r.state {
             ContainerState::Running { started_at } => {
@@ -255,6 +255,7 @@ pub(crate) mod tests {
             attempt,
             init,
             image: "busybox".into(),
+            image_id: String::new(),
             log_path: PathBuf::from("/x"),
             stdin: None,
             stdin_once: false,

@@ -1,0 +1,82 @@
+//! The state machine lives in RocksDB: a stopped member's database holds
+//! its state (history included) and the log position it stands for, so a
+//! restart opens it instead of rebuilding it from a snapshot and the log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, default_tweak, store_config};
+use openraft::storage::RaftStateMachine as _;
+use waggle_store::{KeyRange, MemStoreConfig, PutRequest, RangeRequest, Store};
+use waggle_store_raft::state_machine::StateMachine;
+use waggle_store_raft::{Disk, RaftConfig};
+
+/// A snapshot every 20 entries, 5 kept behind it: the log is purged early.
+fn snapshot_often(c: &mut RaftConfig) {
+    default_tweak(c);
+    c.snapshot_after_entries = 20;
+    c.keep_entries_after_snapshot = 5;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_member_keeps_its_state_machine_with_history_and_applied_position_on_disk() {
+    let mut cluster = Cluster::start(1, snapshot_often).await;
+    let store = cluster.store(1);
+    let first = store.put(PutRequest::new("k/0", "old")).await.expect("put").revision;
+    for i in 0..60 {
+        store.put(PutRequest::new(format!("k/{i}"), format!("v{i}"))).await.expect("put");
+    }
+    let lease = store.lease_grant(0, 600).await.expect("lease").id;
+    let mut leased = PutRequest::new("k/leased", "x");
+    leased.lease = lease;
+    store.put(leased).await.expect("put with a lease");
+    let revision = store.current_revision().await.expect("revision");
+    let applied = store.raft().metrics().borrow().last_applied;
+    let snapshot = store.raft().metrics().borrow().snapshot;
+    assert!(snapshot.is_some_and(|s| Some(s) < applied), "a snapshot {snapshot:?} behind the applied {applied:?}");
+    cluster.kill(1).await;
+    drop(store);
+
+    // Opened without raft: what the database holds, nothing replayed.
+    let path = cluster.configs[&1].data_dir.clone();
+    let disk = {
+        let mut tries = 0;
+        loop {
+            match Disk::open(&path) {
+                Ok(disk) => break disk,
+                // raft may still be closing the database.
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    println!("waiting for the database to close: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("opening the database: {e}"),
+            }
+        }
+    };
+    let mut sm = StateMachine::open(disk, MemStoreConfig { expire_leases: false, ..store_config() })
+        .expect("open the state machine");
+    let (on_disk, membership) = sm.applied_state().await.expect("applied state");
+    assert_eq!(on_disk, applied, "the applied position is stored with the state");
+    assert!(membership.membership().voter_ids().any(|id| id == 1), "the membership is stored: {membership:?}");
+    let mem = sm.shared().get();
+    assert_eq!(mem.current_revision().await.expect("revision"), revision);
+    let all = mem.range(RangeRequest::new(KeyRange::prefix("k/"))).await.expect("range");
+    assert_eq!(all.kvs.len(), 61);
+    // A snapshot holds only live keys; the history comes from the state machine's column families.
+    let mut old = RangeRequest::new(KeyRange::key("k/0"));
+    old.revision = first;
+    let old = mem.range(old).await.expect("a read at an old revision");
+    assert_eq!(old.kvs.first().map(|kv| kv.value.as_slice()), Some(b"old".as_slice()));
+    assert_eq!(mem.lease_list().await.expect("leases"), vec![lease]);
+    drop((mem, sm));
+
+    // And the member starts again on it, serving and writing on.
+    let store = cluster.restart(1).await;
+    cluster.wait_leader(Duration::from_secs(10), None).await;
+    let resp = store.range(RangeRequest::new(KeyRange::key("k/leased"))).await.expect("range after restart");
+    assert_eq!(resp.kvs.first().map(|kv| kv.lease), Some(lease));
+    let next = store.put(PutRequest::new("k/after", "1")).await.expect("put after restart").revision;
+    assert_eq!(next, revision + 1);
+}

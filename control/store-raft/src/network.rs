@@ -13,7 +13,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -32,6 +34,12 @@ use crate::{Member, NodeId, Raft, TypeConfig};
 
 /// Largest peer message (a snapshot chunk or a run of entries).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most bytes of entries sent in one AppendEntries (etcd sends 1 MiB per
+/// message): openraft gives an AppendEntries one heartbeat interval to
+/// complete, so a long run of large entries goes in several messages. A
+/// single larger entry goes alone.
+pub const MAX_APPEND_BYTES: u64 = 2 * 1024 * 1024;
 
 /// How long a forwarded client request may take at the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +87,19 @@ fn connect(url: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
     Ok(RaftClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// How many of `entries` entries to send in one message when together they
+/// encode to `bytes`; `None` when they all go ([`MAX_APPEND_BYTES`]), or
+/// when there is a single entry, which cannot be split.
+fn entries_hint(entries: usize, bytes: u64) -> Option<u64> {
+    let limit = MAX_APPEND_BYTES;
+    let n = u64::try_from(entries).unwrap_or(u64::MAX);
+    if bytes <= limit || n <= 1 {
+        return None;
+    }
+    // Proportionally fewer, with room for entries larger than the average.
+    Some((n.saturating_mul(limit) / bytes / 2).clamp(1, n - 1))
 }
 
 /// Makes the clients openraft uses to reach each member.
@@ -153,6 +174,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // Too many bytes of entries for one message: openraft sends fewer at once.
+        let bytes = bincode::serialized_size(&rpc).unwrap_or(0);
+        if let Some(hint) = entries_hint(rpc.entries.len(), bytes) {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
         self.call(|mut c, p| Box::pin(async move { c.append_entries(p).await }), &rpc, &option).await
     }
 
@@ -255,5 +281,19 @@ impl<H: ForwardHandler> RaftRpc for PeerService<H> {
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let forwarded: Forwarded = decode(req.get_ref())?;
         encode(&self.handler.handle(forwarded).await).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_over_the_message_limit_are_sent_in_smaller_runs() {
+        let limit = MAX_APPEND_BYTES;
+        assert_eq!(entries_hint(100, limit), None, "fits");
+        assert_eq!(entries_hint(1, limit * 3), None, "one entry cannot be split");
+        assert_eq!(entries_hint(100, limit * 2), Some(25));
+        assert_eq!(entries_hint(2, limit * 100), Some(1));
     }
 }

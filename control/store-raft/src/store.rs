@@ -51,6 +51,10 @@ const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 /// Most proposals packed into one entry.
 const MAX_BATCH: usize = 512;
 
+/// A batch takes no more proposals once it holds this many bytes, so that
+/// large values do not make entries too large to replicate in one message.
+const MAX_BATCH_BYTES: u64 = 1024 * 1024;
+
 type Proposal = (Command, oneshot::Sender<Result<Reply, WireError>>);
 
 /// Everything one member needs to start.
@@ -179,9 +183,13 @@ impl RaftStore {
         });
         let service = PeerService::new(raft, Arc::clone(&inner)).into_server();
         let server = tokio::spawn(async move {
+            // With a shutdown signal, tonic closes each open connection when
+            // this task ends (its signal sender drops), so that peers
+            // reconnect to whatever serves the port next instead of talking
+            // to this stopped member; without one, connections outlive it.
             let serve = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(peer_listener));
+                .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), std::future::pending());
             if let Err(e) = serve.await {
                 warn!(error = %e, "the peer server stopped");
             }
@@ -410,10 +418,14 @@ async fn propose_batches(raft: Raft, mut queue: mpsc::UnboundedReceiver<Proposal
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let mut bytes = first.0.encoded_len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    bytes = bytes.saturating_add(p.0.encoded_len());
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

@@ -33,6 +33,7 @@ pub mod error;
 pub mod log_store;
 pub mod member;
 pub mod network;
+pub mod removal;
 pub mod state_machine;
 mod store;
 

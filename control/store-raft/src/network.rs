@@ -30,6 +30,7 @@ use crate::command::{Applied, Command, WireError};
 use crate::proto::Payload;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::Raft as RaftRpc;
+use crate::removal::{MEMBER_REMOVED, Removal};
 use crate::{Member, NodeId, Raft, TypeConfig};
 
 /// Largest peer message (a snapshot chunk or a run of entries).
@@ -104,13 +105,27 @@ fn entries_hint(entries: usize, bytes: u64) -> Option<u64> {
 
 /// Makes the clients openraft uses to reach each member.
 #[derive(Clone, Debug, Default)]
-pub struct PeerNetwork {}
+pub struct PeerNetwork {
+    /// Told when a peer answers that this member was removed.
+    removal: Option<Arc<Removal>>,
+}
+
+impl PeerNetwork {
+    pub fn new(removal: Arc<Removal>) -> Self {
+        Self { removal: Some(removal) }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        PeerClient { target, url: node.peer_url.clone(), client: connect(&node.peer_url).map_err(|e| e.to_string()) }
+        PeerClient {
+            target,
+            url: node.peer_url.clone(),
+            client: connect(&node.peer_url).map_err(|e| e.to_string()),
+            removal: self.removal.clone(),
+        }
     }
 }
 
@@ -120,6 +135,7 @@ pub struct PeerClient {
     target: NodeId,
     url: String,
     client: Result<RaftClient<Channel>, String>,
+    removal: Option<Arc<Removal>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +171,12 @@ impl PeerClient {
                     "no answer within {:?}",
                     option.hard_ttl()
                 )))));
+            }
+            Ok(Err(status)) if is_member_removed(&status) => {
+                if let Some(removal) = &self.removal {
+                    removal.mark_me_removed(&format!("peer {} says so", self.url));
+                }
+                return Err(RPCError::Network(NetworkError::new(&fail(MEMBER_REMOVED.to_owned()))));
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 return Err(RPCError::Unreachable(Unreachable::new(&fail(status.message().to_owned()))));
@@ -234,15 +256,31 @@ impl Forwarder {
     }
 }
 
+/// The answer to a member that was removed from the cluster.
+fn member_removed() -> Status {
+    Status::failed_precondition(MEMBER_REMOVED)
+}
+
+fn is_member_removed(status: &Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message() == MEMBER_REMOVED
+}
+
 /// Serves the peer RPCs of one member.
 pub struct PeerService<H> {
     raft: Raft,
     handler: Arc<H>,
+    removal: Option<Arc<Removal>>,
 }
 
 impl<H> PeerService<H> {
     pub fn new(raft: Raft, handler: Arc<H>) -> Self {
-        Self { raft, handler }
+        Self { raft, handler, removal: None }
+    }
+
+    /// Answers vote requests of removed members with [`MEMBER_REMOVED`].
+    pub fn with_removal(mut self, removal: Arc<Removal>) -> Self {
+        self.removal = Some(removal);
+        self
     }
 
     pub fn into_server(self) -> crate::proto::raft_server::RaftServer<Self>
@@ -270,6 +308,11 @@ impl<H: ForwardHandler> RaftRpc for PeerService<H> {
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
+        if let (Some(removal), Some(candidate)) = (&self.removal, rpc.vote.leader_id().voted_for())
+            && removal.is_removed(candidate)
+        {
+            return Err(member_removed());
+        }
         encode(&self.raft.vote(rpc).await).map(Response::new)
     }
 

@@ -19,7 +19,7 @@
 //! `MemStore` whole: watchers on this member end (their channel closes) and
 //! clients re-watch, as after a compaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -32,12 +32,15 @@ use waggle_store::{EventKind, MemStore, MemStoreConfig, Store as _, StoreError};
 
 use crate::command::{Applied, Command, Reply, WireError};
 use crate::disk::{CF_SM_META, CF_SNAPSHOT, Disk};
+use crate::removal::Removal;
 use crate::{Member, NodeId, TypeConfig};
 
 const SNAPSHOT_KEY: &[u8] = b"current";
 /// In `sm_meta`: the last applied log ID and the last applied membership.
 const SM_APPLIED: &[u8] = b"applied";
 const SM_MEMBERSHIP: &[u8] = b"membership";
+/// In `sm_meta`: the IDs removed from the membership ([`Removal`]).
+const SM_REMOVED: &[u8] = b"removed";
 
 /// Gathered commits are written early when they grow past this, so that a
 /// long run of large entries does not pile up in memory.
@@ -126,6 +129,7 @@ pub struct StateMachine {
     config: MemStoreConfig,
     disk: Arc<Disk>,
     durability: Arc<SmDurability>,
+    removal: Arc<Removal>,
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, Member>,
 }
@@ -134,8 +138,9 @@ impl StateMachine {
     /// The state machine kept in `disk`. A database written before the
     /// state machine was kept on disk gets it from its latest snapshot
     /// first. `config` must have `expire_leases: false` (the leader
-    /// proposes revokes).
-    pub fn open(disk: Arc<Disk>, config: MemStoreConfig) -> Result<Self, crate::RaftStoreError> {
+    /// proposes revokes). `removal` learns the removed members as
+    /// membership changes are applied.
+    pub fn open(disk: Arc<Disk>, config: MemStoreConfig, removal: Arc<Removal>) -> Result<Self, crate::RaftStoreError> {
         let corrupt = |what: String| disk.corrupt(format!("state machine: {what}"));
         let durability = Arc::new(SmDurability { disk: Arc::downgrade(&disk), pending: Mutex::default() });
         let meta = disk.cf(CF_SM_META);
@@ -145,19 +150,20 @@ impl StateMachine {
             && let Some(s) = read_snapshot(&disk).map_err(|e| corrupt(format!("snapshot: {e}")))?
         {
             let image = image_of(&s.data).map_err(|e| corrupt(format!("snapshot: {e}")))?;
-            write_image(&disk, &image, &s.meta, None).map_err(|e| corrupt(e.to_string()))?;
+            write_image(&disk, &image, &s.meta, &removal.removed(), None).map_err(|e| corrupt(e.to_string()))?;
             info!(last_log_id = ?s.meta.last_log_id, "state machine loaded from the latest snapshot");
         }
         let last_applied: Option<LogId<NodeId>> =
             read_meta::<Option<LogId<NodeId>>>(&disk, SM_APPLIED).map_err(|e| corrupt(e.to_string()))?.flatten();
         let last_membership: StoredMembership<NodeId, Member> =
             read_meta(&disk, SM_MEMBERSHIP).map_err(|e| corrupt(e.to_string()))?.unwrap_or_default();
+        removal.restore(read_meta(&disk, SM_REMOVED).map_err(|e| corrupt(e.to_string()))?.unwrap_or_default());
         let recovered = disk.layout().recover(&disk.db).map_err(|e| corrupt(e.to_string()))?;
         let versions = recovered.entries.len();
         let mem = MemStore::durable(config.clone(), Arc::clone(&durability) as Arc<dyn Durability>, recovered)
             .map_err(|e| corrupt(e.to_string()))?;
         info!(last_applied = ?last_applied, versions, "state machine opened");
-        Ok(Self { mem: SharedMem::new(mem), config, disk, durability, last_applied, last_membership })
+        Ok(Self { mem: SharedMem::new(mem), config, disk, durability, removal, last_applied, last_membership })
     }
 
     /// The handle the client side reads and watches through.
@@ -170,7 +176,7 @@ impl StateMachine {
     /// (unsynced) RocksDB batch.
     fn flush(&self) -> Result<(), AnyError> {
         let mut wb = self.durability.take();
-        put_applied(&self.disk, &mut wb, self.last_applied, &self.last_membership)?;
+        put_applied(&self.disk, &mut wb, self.last_applied, &self.last_membership, &self.removal.removed())?;
         self.disk.db.write(wb).map_err(|e| AnyError::new(&e))
     }
 }
@@ -187,10 +193,12 @@ fn put_applied(
     wb: &mut rocksdb::WriteBatch,
     applied: Option<LogId<NodeId>>,
     membership: &StoredMembership<NodeId, Member>,
+    removed: &BTreeSet<NodeId>,
 ) -> Result<(), AnyError> {
     let meta = disk.cf(CF_SM_META);
     wb.put_cf(meta, SM_APPLIED, bincode::serialize(&applied).map_err(|e| AnyError::new(&*e))?);
     wb.put_cf(meta, SM_MEMBERSHIP, bincode::serialize(membership).map_err(|e| AnyError::new(&*e))?);
+    wb.put_cf(meta, SM_REMOVED, bincode::serialize(removed).map_err(|e| AnyError::new(&*e))?);
     Ok(())
 }
 
@@ -225,11 +233,12 @@ fn write_image(
     disk: &Disk,
     image: &Recovered,
     meta: &SnapshotMeta<NodeId, Member>,
+    removed: &BTreeSet<NodeId>,
     snapshot: Option<&StoredSnapshot>,
 ) -> Result<(), AnyError> {
     let mut wb = rocksdb::WriteBatch::default();
     disk.layout().put_image(&mut wb, image);
-    put_applied(disk, &mut wb, meta.last_log_id, &meta.last_membership)?;
+    put_applied(disk, &mut wb, meta.last_log_id, &meta.last_membership, removed)?;
     if let Some(snapshot) = snapshot {
         let bytes = bincode::serialize(snapshot).map_err(|e| AnyError::new(&*e))?;
         wb.put_cf(disk.cf(CF_SNAPSHOT), SNAPSHOT_KEY, bytes);
@@ -307,6 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Ok(Reply::Nothing),
                 EntryPayload::Normal(command) => run(&mem, command).await,
                 EntryPayload::Membership(m) => {
+                    self.removal.apply(self.last_membership.membership(), &m);
                     self.last_membership = StoredMembership::new(Some(log_id), m);
                     Ok(Reply::Nothing)
                 }
@@ -345,10 +355,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let image = image_of(&data).map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
         // Whatever an interrupted apply gathered belongs to the state replaced now.
         drop(self.durability.take());
+        // A snapshot does not name the members removed before it; those known here stay known.
+        self.removal.apply(self.last_membership.membership(), meta.last_membership.membership());
+        let removed = self.removal.removed();
         let stored = StoredSnapshot { meta: meta.clone(), data };
         let disk = Arc::clone(&self.disk);
         let image = tokio::task::spawn_blocking(move || {
-            write_image(&disk, &image, &stored.meta, Some(&stored)).map(|()| image)
+            write_image(&disk, &image, &stored.meta, &removed, Some(&stored)).map(|()| image)
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(signature.clone(), AnyError::new(&e)))?

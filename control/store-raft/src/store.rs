@@ -38,6 +38,7 @@ use crate::disk::Disk;
 use crate::error::RaftStoreError;
 use crate::log_store::RocksLogStore;
 use crate::network::{ForwardHandler, ForwardReply, Forwarded, Forwarder, PeerNetwork, PeerService};
+use crate::removal::{MEMBER_REMOVED, Removal};
 use crate::state_machine::{SharedMem, StateMachine};
 use crate::{Member, NodeId, Raft};
 
@@ -136,6 +137,7 @@ pub(crate) struct Inner {
     lease_check_interval: Duration,
     request_timeout: Duration,
     proposals: mpsc::UnboundedSender<Proposal>,
+    removal: Arc<Removal>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -163,9 +165,10 @@ impl RaftStore {
             .map_err(|e| RaftStoreError::Start { id: config.id, reason: format!("starting the log syncer: {e}") })?;
         let store_config = MemStoreConfig { expire_leases: false, ..config.store.clone() };
         let lease_check_interval = store_config.lease_check_interval;
-        let sm = StateMachine::open(disk, store_config)?;
+        let removal = Arc::new(Removal::new(config.id));
+        let sm = StateMachine::open(disk, store_config, Arc::clone(&removal))?;
         let mem = sm.shared();
-        let raft = Raft::new(config.id, raft_config, PeerNetwork::default(), log, sm)
+        let raft = Raft::new(config.id, raft_config, PeerNetwork::new(Arc::clone(&removal)), log, sm)
             .await
             .map_err(|e| RaftStoreError::Start { id: config.id, reason: e.to_string() })?;
         let (proposals, queue) = mpsc::unbounded_channel();
@@ -180,8 +183,9 @@ impl RaftStore {
             tasks: Mutex::new(Vec::new()),
             lease_check_interval,
             request_timeout: config.request_timeout,
+            removal: Arc::clone(&removal),
         });
-        let service = PeerService::new(raft, Arc::clone(&inner)).into_server();
+        let service = PeerService::new(raft, Arc::clone(&inner)).with_removal(Arc::clone(&removal)).into_server();
         let server = tokio::spawn(async move {
             // With a shutdown signal, tonic closes each open connection when
             // this task ends (its signal sender drops), so that peers
@@ -195,8 +199,16 @@ impl RaftStore {
             }
         });
         let leases = tokio::spawn(drive_leases(Arc::downgrade(&inner)));
+        let (removal, stopped) = (Arc::clone(&inner.removal), inner.raft.clone());
+        let stop_when_removed = tokio::spawn(async move {
+            // A removed member stops campaigning, as etcd's stops.
+            removal.wait_me_removed().await;
+            if let Err(e) = stopped.shutdown().await {
+                warn!(error = %e, "raft did not shut down cleanly");
+            }
+        });
         if let Ok(mut tasks) = inner.tasks.lock() {
-            tasks.extend([server, leases, proposer]);
+            tasks.extend([server, leases, proposer, stop_when_removed]);
         }
         info!(id = config.id, member = %config.member, data_dir = %config.data_dir.display(), "raft member started");
         Ok(Self { inner })
@@ -266,6 +278,17 @@ impl RaftStore {
         self.inner.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this member was removed from the cluster; it then refuses
+    /// every request (etcd's member stops).
+    pub fn is_removed(&self) -> bool {
+        self.inner.removal.me_removed()
+    }
+
+    /// Resolves once this member learns it was removed from the cluster.
+    pub async fn removed(&self) {
+        self.inner.removal.wait_me_removed().await;
+    }
+
     /// The openraft handle, for metrics and waiting on conditions.
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
@@ -304,6 +327,9 @@ impl Inner {
 
     /// The leader, if known, unless it is this member.
     pub(crate) fn remote_leader(&self) -> Result<Option<Member>, StoreError> {
+        if self.removal.me_removed() {
+            return Err(StoreError::Internal { op: "serving a request", reason: MEMBER_REMOVED.to_owned() });
+        }
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         match m.current_leader {

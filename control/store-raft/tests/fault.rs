@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, default_tweak};
 use waggle_store::{KeyRange, PutRequest, RangeRequest, Store};
+use waggle_store_raft::removal::MEMBER_REMOVED;
 use waggle_store_raft::{RaftConfig, RaftStore};
 
 /// Snapshots every 100 entries, keeping 10 behind: a member down for a few
@@ -182,6 +183,12 @@ async fn members_are_added_and_removed_at_runtime() {
     leader.remove_member(removed).await.expect("remove a member");
     let voters = leader.voters();
     assert!(!voters.contains(&removed) && voters.len() == 3, "voters after removal: {voters:?}");
+    // The removed member learns it from its peers (it campaigns, they answer
+    // that it was removed) and stops serving, as etcd's does.
+    let gone = cluster.store(removed);
+    tokio::time::timeout(Duration::from_secs(30), gone.removed()).await.expect("the removed member learns it");
+    let refused = gone.range(RangeRequest::new(KeyRange::key("m/000"))).await.expect_err("a removed member refuses");
+    assert!(refused.to_string().contains(MEMBER_REMOVED), "{refused}");
     cluster.kill(removed).await;
     // Still a quorum of the new membership: writes go on.
     leader.put(PutRequest::new("m/after-remove", "v")).await.expect("put after removal");

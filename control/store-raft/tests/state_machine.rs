@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{Cluster, default_tweak, store_config};
 use openraft::storage::RaftStateMachine as _;
 use waggle_store::{KeyRange, MemStoreConfig, PutRequest, RangeRequest, Store};
+use waggle_store_raft::removal::Removal;
 use waggle_store_raft::state_machine::StateMachine;
 use waggle_store_raft::{Disk, RaftConfig};
 
@@ -55,7 +56,8 @@ async fn a_stopped_member_keeps_its_state_machine_with_history_and_applied_posit
             }
         }
     };
-    let mut sm = StateMachine::open(disk, MemStoreConfig { expire_leases: false, ..store_config() })
+    let removal = std::sync::Arc::new(Removal::new(1));
+    let mut sm = StateMachine::open(disk, MemStoreConfig { expire_leases: false, ..store_config() }, removal)
         .expect("open the state machine");
     let (on_disk, membership) = sm.applied_state().await.expect("applied state");
     assert_eq!(on_disk, applied, "the applied position is stored with the state");

@@ -12,8 +12,6 @@
 //! connection broke) has no return time: it may take effect at any point
 //! after its call, or never.
 
-use std::collections::HashSet;
-
 /// A register value; `None` is "the key does not exist".
 pub type Value = Option<u64>;
 
@@ -67,7 +65,13 @@ const HEAD: usize = usize::MAX;
 /// form a doubly linked list in call order, so taking one out and putting
 /// it back are O(1) and the candidates are a prefix of the list (those
 /// called before the earliest pending return). The memo holds a 128-bit
-/// Zobrist hash of the linearized set with the register value.
+/// Zobrist hash of the linearized operations of known outcome with the
+/// register value, and for each the sets of linearized operations of
+/// unknown outcome seen with them: a state whose unknown set contains one
+/// already seen is skipped, since it can do nothing the other could not
+/// (an operation of unknown outcome may stay pending forever). Operations
+/// of known outcome are tried before those of unknown outcome, so the
+/// smaller sets come first.
 struct Search<'a> {
     ops: &'a [Op],
     /// Positions in call order.
@@ -76,15 +80,44 @@ struct Search<'a> {
     prev: Vec<usize>,
     /// Pending operations with a known return, by return time.
     returns: std::collections::BTreeSet<(u64, usize)>,
-    zobrist: Vec<u128>,
+    /// Per position: its key in the known-set hash, or its bit in the unknown set.
+    keys: Vec<(u128, u128)>,
 }
 
 /// One level of the search: the register value, where the next candidate
-/// is looked for, and the operation linearized to get here.
+/// is looked for (among operations of known outcome first, then of
+/// unknown), and the operation linearized to get here.
 struct Frame {
     state: Value,
     cursor: usize,
+    unknown_phase: bool,
     chosen: Option<usize>,
+}
+
+/// Operations of unknown outcome tracked as sets (beyond this many, the
+/// rest count as if their outcome were known: exact, without subsumption).
+const MAX_UNKNOWN_BITS: usize = 128;
+
+/// Visited states: (known set hash, value) → minimal unknown sets seen.
+#[derive(Default)]
+struct Memo {
+    seen: std::collections::HashMap<(u128, Value), Vec<u128>>,
+    states: usize,
+}
+
+impl Memo {
+    /// Records a state; `false` if a state with a subset of its unknown
+    /// operations (and the same known ones and value) was seen.
+    fn insert(&mut self, known: u128, value: Value, unknown: u128) -> bool {
+        let sets = self.seen.entry((known, value)).or_default();
+        if sets.iter().any(|&seen| seen & !unknown == 0) {
+            return false;
+        }
+        sets.retain(|&seen| unknown & !seen != 0);
+        sets.push(unknown);
+        self.states += 1;
+        true
+    }
 }
 
 impl Search<'_> {
@@ -161,55 +194,82 @@ pub fn check_within(initial: Value, ops: &[Op], max_states: usize) -> Result<(),
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     };
-    let zobrist = (0..n).map(|_| (u128::from(splitmix()) << 64) | u128::from(splitmix())).collect();
-    let mut search = Search { ops, order, next, prev, returns, zobrist };
+    let mut unknown_bits = 0usize;
+    let keys = order
+        .iter()
+        .map(|&i| {
+            if ops[i].ret.is_none() && unknown_bits < MAX_UNKNOWN_BITS {
+                unknown_bits += 1;
+                (0, 1u128 << (unknown_bits - 1))
+            } else {
+                ((u128::from(splitmix()) << 64) | u128::from(splitmix()), 0)
+            }
+        })
+        .collect();
+    let mut search = Search { ops, order, next, prev, returns, keys };
     let unknown = ops.iter().filter(|o| o.ret.is_none()).count();
-    let mut visited: HashSet<(u128, Value)> = HashSet::new();
-    let mut hash = 0u128;
-    let mut stack = vec![Frame { state: initial, cursor: search.first(), chosen: None }];
+    let mut memo = Memo::default();
+    let (mut known_hash, mut unknown_set) = (0u128, 0u128);
+    let mut stack = vec![Frame { state: initial, cursor: search.first(), unknown_phase: false, chosen: None }];
     while let Some(top) = stack.last() {
         // Only operations of unknown outcome left: they may never have happened.
         let Some(&(first_return, _)) = search.returns.first() else { return Ok(()) };
-        let (state, mut p) = (top.state, top.cursor);
+        let (state, mut p, mut unknown_phase) = (top.state, top.cursor, top.unknown_phase);
         let mut step = None;
-        // Something returned before an operation was called: that must come first.
-        while p != HEAD && search.op(p).call <= first_return {
-            if let Some(next_state) = search.op(p).step(state)
-                && visited.insert((hash ^ search.zobrist[p], next_state))
-            {
-                step = Some((p, next_state));
+        'scan: loop {
+            // Something returned before an operation was called: that must come first.
+            while p != HEAD && search.op(p).call <= first_return {
+                let op = search.op(p);
+                if op.ret.is_none() == unknown_phase
+                    && let Some(next_state) = op.step(state)
+                {
+                    let (key, bit) = search.keys[p];
+                    if memo.insert(known_hash ^ key, next_state, unknown_set | bit) {
+                        step = Some((p, next_state));
+                        break 'scan;
+                    }
+                }
+                p = search.next_of(p);
+            }
+            if unknown_phase {
                 break;
             }
-            p = search.next_of(p);
+            unknown_phase = true;
+            p = search.first();
         }
         match step {
             Some((p, next_state)) => {
-                if visited.len() > max_states {
+                if memo.states > max_states {
                     return Err(format!(
                         "gave up after {} search states: the history of {n} operations ({unknown} of unknown \
                          outcome) is too ambiguous to decide; make it shorter or with fewer unknown outcomes",
-                        visited.len()
+                        memo.states
                     ));
                 }
                 let cursor = search.next_of(p);
                 if let Some(top) = stack.last_mut() {
                     top.cursor = cursor;
+                    top.unknown_phase = unknown_phase;
                 }
                 search.lift(p);
-                hash ^= search.zobrist[p];
-                stack.push(Frame { state: next_state, cursor: search.first(), chosen: Some(p) });
+                let (key, bit) = search.keys[p];
+                known_hash ^= key;
+                unknown_set |= bit;
+                stack.push(Frame { state: next_state, cursor: search.first(), unknown_phase: false, chosen: Some(p) });
             }
             None => {
                 if let Some(Frame { chosen: Some(p), .. }) = stack.pop() {
                     search.unlift(p);
-                    hash ^= search.zobrist[p];
+                    let (key, bit) = search.keys[p];
+                    known_hash ^= key;
+                    unknown_set &= !bit;
                 }
             }
         }
     }
     Err(format!(
         "the history of {n} operations ({unknown} of unknown outcome) is not linearizable ({} search states tried)",
-        visited.len()
+        memo.states
     ))
 }
 

@@ -194,3 +194,18 @@ async fn members_are_added_and_removed_at_runtime() {
     leader.put(PutRequest::new("m/after-remove", "v")).await.expect("put after removal");
     assert_eq!(all_keys(&added, "m/").await.len(), 152);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_removes_itself_stops_and_the_others_go_on() {
+    let mut cluster = Cluster::start(3, snapshot_often).await;
+    let leader_id = cluster.wait_leader(Duration::from_secs(10), None).await;
+    let leader = cluster.store(leader_id);
+    leader.put(PutRequest::new("before", "1")).await.expect("put");
+    leader.remove_member(leader_id).await.expect("the leader removes itself");
+    tokio::time::timeout(Duration::from_secs(30), leader.removed()).await.expect("it learns it was removed");
+    cluster.kill(leader_id).await;
+    let new_leader = cluster.wait_leader(Duration::from_secs(20), Some(leader_id)).await;
+    let store = cluster.store(new_leader);
+    store.put(PutRequest::new("after", "1")).await.expect("the two left go on");
+    assert_eq!(all_keys(&store, "").await.len(), 2);
+}

@@ -123,3 +123,44 @@ async fn a_member_that_fell_behind_catches_up_on_disk_by_snapshot_or_log() {
     let gone = mem.range(RangeRequest::new(KeyRange::key("gone"))).await.expect("range");
     assert!(gone.kvs.is_empty(), "the key deleted while the member was down is gone from its disk too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_the_state_machine_was_on_disk_loads_it_from_its_snapshot() {
+    let mut cluster = Cluster::start(1, snapshot_often).await;
+    let store = cluster.store(1);
+    for i in 0..60 {
+        store.put(PutRequest::new(format!("k/{i:02}"), "v")).await.expect("put");
+    }
+    assert!(store.raft().metrics().borrow().snapshot.is_some(), "a snapshot was built");
+    cluster.kill(1).await;
+    drop(store);
+
+    // What an older member's database holds: the log and a snapshot, no state machine.
+    let path = cluster.configs[&1].data_dir.clone();
+    let cfs = ["log", "meta", "snapshot", "sm_kv", "sm_lease", "sm_meta"];
+    let mut tries = 0;
+    let db = loop {
+        match rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, cfs) {
+            Ok(db) => break db,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 50, "opening the database: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for name in ["sm_kv", "sm_lease", "sm_meta"] {
+        let cf = db.cf_handle(name).expect("column family");
+        let keys: Vec<Box<[u8]>> =
+            db.iterator_cf(cf, rocksdb::IteratorMode::Start).map(|kv| kv.expect("read").0).collect();
+        for key in keys {
+            db.delete_cf(cf, key).expect("delete");
+        }
+    }
+    drop(db);
+
+    let store = cluster.restart(1).await;
+    cluster.wait_leader(Duration::from_secs(10), None).await;
+    let all = store.range(RangeRequest::new(KeyRange::prefix("k/"))).await.expect("range");
+    assert_eq!(all.kvs.len(), 60, "the snapshot and the log after it");
+}

@@ -26,6 +26,9 @@ pub(crate) const CF_SM_LEASE: &str = "sm_lease";
 pub(crate) const CF_SM_META: &str = "sm_meta";
 
 const META_FORMAT: &[u8] = b"format";
+
+const MAX_TOTAL_WAL_BYTES: u64 = 256 * 1024 * 1024;
+const SMALL_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 const FORMAT: &[u8] = b"waggle-store-raft/1";
 
 /// The open database of one member.
@@ -47,8 +50,17 @@ impl Disk {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_LOG, CF_META, CF_SNAPSHOT, CF_SM_KV, CF_SM_LEASE, CF_SM_META]
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        // A write-ahead log file goes only once every column family with
+        // writes in it is flushed; past this size the laggards are flushed.
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        let cfs = [CF_LOG, CF_META, CF_SNAPSHOT, CF_SM_KV, CF_SM_LEASE, CF_SM_META].map(|name| {
+            let mut cf = Options::default();
+            if ![CF_LOG, CF_SM_KV].contains(&name) {
+                // Small, often rewritten records: small memtables.
+                cf.set_write_buffer_size(SMALL_WRITE_BUFFER_BYTES);
+            }
+            ColumnFamilyDescriptor::new(name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|source| RaftStoreError::Open { path: path.to_owned(), source })?;
         let disk = Self { db, path: path.to_owned() };

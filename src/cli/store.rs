@@ -14,6 +14,7 @@ use waggle_store::grpc::{
     DEFAULT_MAX_REQUEST_BYTES, EtcdServer, MemberInfo, ServerInfo, TransportError, cluster_id, member_id,
 };
 use waggle_store::{EventKind, MemStore, MemStoreConfig};
+use waggle_store_raft::removal::MEMBER_REMOVED;
 use waggle_store_raft::{RaftConfig, RaftStore};
 use waggle_store_rocks::RocksDisk;
 
@@ -133,7 +134,12 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
 async fn serve_until_signal(args: MemberArgs) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let member = start(args, stopped).await?;
-    shutdown_signal().await?;
+    tokio::select! {
+        r = shutdown_signal() => r?,
+        () = member.removed() => {
+            warn!("{MEMBER_REMOVED}: this member stops; the data-dir used by this member must be removed");
+        }
+    }
     info!("shutting down");
     let _ = stop.send(true);
     member.wait().await
@@ -163,6 +169,14 @@ impl std::fmt::Debug for Member {
 }
 
 impl Member {
+    /// Resolves once this member is removed from its cluster (never for a single member).
+    pub async fn removed(&self) {
+        match &self.raft {
+            Some(raft) => raft.removed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     pub async fn wait(self) -> anyhow::Result<()> {
         for task in self.tasks {
             task.await.context("joining a client listener")?.context("serving client requests")?;

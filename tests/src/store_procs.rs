@@ -210,6 +210,16 @@ impl StoreProcs {
         }
     }
 
+    /// How member `i` exited, if it has (it is then reaped).
+    pub fn exit_status(&mut self, i: usize) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(child) = self.children[i].as_mut() else { return Ok(None) };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.children[i] = None;
+        }
+        Ok(status)
+    }
+
     pub fn is_running(&self, i: usize) -> bool {
         self.children[i].is_some()
     }

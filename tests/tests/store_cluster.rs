@@ -222,9 +222,22 @@ async fn an_isolated_minority_refuses_writes() -> anyhow::Result<()> {
     // A value under the limit fits (retried: with the short election timeout
     // used here, a busy machine may change leaders while it replicates).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while let Err(e) = survivor.put("big", vec![b'x'; 64 * 1024]).await {
-        ensure!(Instant::now() < deadline, "a 64 KiB value was not accepted: {e}");
+    let mib: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    while let Err(e) = survivor.put("big", mib.clone()).await {
+        ensure!(Instant::now() < deadline, "a 1 MiB value was not accepted: {e}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..3 {
+        let mut c = EtcdClient::connect_lazy(&procs.endpoint(i), Duration::from_secs(10))?;
+        // Retried too: a read confirms leadership within one (short) heartbeat interval.
+        let found = loop {
+            match c.get("big").await {
+                Ok(v) => break v,
+                Err(e) => ensure!(Instant::now() < deadline, "member {i} cannot read the 1 MiB value: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ensure!(found.as_deref() == Some(mib.as_slice()), "member {i} has the 1 MiB value");
     }
     procs.kill(0);
     procs.kill(1);
@@ -458,5 +471,19 @@ async fn etcdctl_adds_and_removes_members_at_runtime() -> anyhow::Result<()> {
     let listed = tokio::task::spawn_blocking(move || etcdctl(&e0, &["member", "list"])).await??;
     ensure!(listed.lines().count() == 3 && !listed.contains(", m3, "), "m3 is gone:\n{listed}");
     client(&procs.endpoint(0)).put("after", "1").await.context("a write after the removal")?;
+    // The removed member learns it from its peers and stops, as etcd's does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = procs.exit_status(new)? {
+            break status;
+        }
+        ensure!(Instant::now() < deadline, "the removed member still runs after 30s:\n{}", procs.log(new));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = procs.log(new);
+    ensure!(
+        status.success() && log.contains("the member has been permanently removed from the cluster"),
+        "the removed member exits cleanly saying why ({status}):\n{log}"
+    );
     Ok(())
 }

@@ -142,6 +142,11 @@ impl Command {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The size of the command in the raft log.
+    pub fn encoded_len(&self) -> u64 {
+        bincode::serialized_size(self).unwrap_or(u64::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +159,17 @@ mod tests {
         let bytes = bincode::serialize(&WireError::from(e.clone())).expect("encode");
         let back: WireError = bincode::deserialize(&bytes).expect("decode");
         assert_eq!(StoreError::from(back), e);
+    }
+
+    #[test]
+    fn a_large_value_is_encoded_as_one_byte_string() {
+        let value = vec![7u8; 1 << 20];
+        let c = Command::Put(PutRequest::new("k", value.clone()));
+        let bytes = bincode::serialize(&c).expect("encode");
+        assert!(bytes.len() < value.len() + 64, "{} bytes for a 1 MiB value", bytes.len());
+        assert_eq!(c.encoded_len(), bytes.len() as u64);
+        assert!(bytes.windows(value.len()).any(|w| w == value.as_slice()), "the value is written as is");
+        assert_eq!(bincode::deserialize::<Command>(&bytes).expect("decode"), c);
     }
 
     #[test]

@@ -3,21 +3,32 @@
 //!
 //! - `log`: `index (8 bytes BE)` → bincode raft entry;
 //! - `meta`: the format marker, the vote, the committed and last purged log IDs;
-//! - `snapshot`: the latest snapshot (its meta and the state machine image).
+//! - `snapshot`: the latest snapshot (its meta and the state machine image);
+//! - `sm_kv`, `sm_lease`, `sm_meta`: the state machine, in `waggle-store-rocks`'s
+//!   [layout](waggle_store_rocks::layout), plus (in `sm_meta`) the last
+//!   applied log ID and membership, written in the same batch as the state
+//!   they describe.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options};
 use tracing::info;
+use waggle_store_rocks::layout::Layout;
 
 use crate::error::RaftStoreError;
 
 pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+pub(crate) const CF_SM_KV: &str = "sm_kv";
+pub(crate) const CF_SM_LEASE: &str = "sm_lease";
+pub(crate) const CF_SM_META: &str = "sm_meta";
 
 const META_FORMAT: &[u8] = b"format";
+
+const MAX_TOTAL_WAL_BYTES: u64 = 256 * 1024 * 1024;
+const SMALL_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 const FORMAT: &[u8] = b"waggle-store-raft/1";
 
 /// The open database of one member.
@@ -39,7 +50,17 @@ impl Disk {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_LOG, CF_META, CF_SNAPSHOT].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        // A write-ahead log file goes only once every column family with
+        // writes in it is flushed; past this size the laggards are flushed.
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        let cfs = [CF_LOG, CF_META, CF_SNAPSHOT, CF_SM_KV, CF_SM_LEASE, CF_SM_META].map(|name| {
+            let mut cf = Options::default();
+            if ![CF_LOG, CF_SM_KV].contains(&name) {
+                // Small, often rewritten records: small memtables.
+                cf.set_write_buffer_size(SMALL_WRITE_BUFFER_BYTES);
+            }
+            ColumnFamilyDescriptor::new(name, cf)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|source| RaftStoreError::Open { path: path.to_owned(), source })?;
         let disk = Self { db, path: path.to_owned() };
@@ -72,7 +93,12 @@ impl Disk {
         self.db.cf_handle(name).expect("the column family exists")
     }
 
-    fn corrupt(&self, what: String) -> RaftStoreError {
+    /// The column families of the state machine.
+    pub(crate) fn layout(&self) -> Layout<'_> {
+        Layout { kv: self.cf(CF_SM_KV), lease: self.cf(CF_SM_LEASE), meta: self.cf(CF_SM_META) }
+    }
+
+    pub(crate) fn corrupt(&self, what: String) -> RaftStoreError {
         RaftStoreError::Corrupt { path: self.path.clone(), what }
     }
 }

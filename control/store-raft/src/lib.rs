@@ -7,8 +7,11 @@
 //!   `fsync` per group of appends on a syncer thread, so the raft loop never
 //!   waits on the disk;
 //! - [`state_machine`]: `waggle-store`'s [`MemStore`](waggle_store::MemStore)
-//!   driven by committed [`Command`]s; snapshots are its image, kept in
-//!   RocksDB (column family `snapshot`) and shipped to lagging members;
+//!   driven by committed [`Command`]s, persisted (unsynced: the log is the
+//!   durable record) into RocksDB column families `sm_*` together with the
+//!   last applied log ID, so a restart replays only the log after it;
+//!   snapshots are its image, kept in RocksDB (column family `snapshot`)
+//!   and shipped to lagging members;
 //! - [`network`]: the peer RPCs over tonic (`proto/raft.proto`);
 //! - [`RaftStore`]: the [`Store`](waggle_store::Store) a client talks to.
 //!   Writes are acknowledged once committed (durable on a quorum) and
@@ -30,6 +33,7 @@ pub mod error;
 pub mod log_store;
 pub mod member;
 pub mod network;
+pub mod removal;
 pub mod state_machine;
 mod store;
 

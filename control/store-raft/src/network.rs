@@ -13,7 +13,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -28,10 +30,17 @@ use crate::command::{Applied, Command, WireError};
 use crate::proto::Payload;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::raft_server::Raft as RaftRpc;
+use crate::removal::{MEMBER_REMOVED, Removal};
 use crate::{Member, NodeId, Raft, TypeConfig};
 
 /// Largest peer message (a snapshot chunk or a run of entries).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most bytes of entries sent in one AppendEntries (etcd sends 1 MiB per
+/// message): openraft gives an AppendEntries one heartbeat interval to
+/// complete, so a long run of large entries goes in several messages. A
+/// single larger entry goes alone.
+pub const MAX_APPEND_BYTES: u64 = 2 * 1024 * 1024;
 
 /// How long a forwarded client request may take at the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,15 +90,42 @@ fn connect(url: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
+/// How many of `entries` entries to send in one message when together they
+/// encode to `bytes`; `None` when they all go ([`MAX_APPEND_BYTES`]), or
+/// when there is a single entry, which cannot be split.
+fn entries_hint(entries: usize, bytes: u64) -> Option<u64> {
+    let limit = MAX_APPEND_BYTES;
+    let n = u64::try_from(entries).unwrap_or(u64::MAX);
+    if bytes <= limit || n <= 1 {
+        return None;
+    }
+    // Proportionally fewer, with room for entries larger than the average.
+    Some((n.saturating_mul(limit) / bytes / 2).clamp(1, n - 1))
+}
+
 /// Makes the clients openraft uses to reach each member.
 #[derive(Clone, Debug, Default)]
-pub struct PeerNetwork {}
+pub struct PeerNetwork {
+    /// Told when a peer answers that this member was removed.
+    removal: Option<Arc<Removal>>,
+}
+
+impl PeerNetwork {
+    pub fn new(removal: Arc<Removal>) -> Self {
+        Self { removal: Some(removal) }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        PeerClient { target, url: node.peer_url.clone(), client: connect(&node.peer_url).map_err(|e| e.to_string()) }
+        PeerClient {
+            target,
+            url: node.peer_url.clone(),
+            client: connect(&node.peer_url).map_err(|e| e.to_string()),
+            removal: self.removal.clone(),
+        }
     }
 }
 
@@ -99,6 +135,7 @@ pub struct PeerClient {
     target: NodeId,
     url: String,
     client: Result<RaftClient<Channel>, String>,
+    removal: Option<Arc<Removal>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +172,12 @@ impl PeerClient {
                     option.hard_ttl()
                 )))));
             }
+            Ok(Err(status)) if is_member_removed(&status) => {
+                if let Some(removal) = &self.removal {
+                    removal.mark_me_removed(&format!("peer {} says so", self.url));
+                }
+                return Err(RPCError::Network(NetworkError::new(&fail(MEMBER_REMOVED.to_owned()))));
+            }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 return Err(RPCError::Unreachable(Unreachable::new(&fail(status.message().to_owned()))));
             }
@@ -153,6 +196,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        // Too many bytes of entries for one message: openraft sends fewer at once.
+        let bytes = bincode::serialized_size(&rpc).unwrap_or(0);
+        if let Some(hint) = entries_hint(rpc.entries.len(), bytes) {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
         self.call(|mut c, p| Box::pin(async move { c.append_entries(p).await }), &rpc, &option).await
     }
 
@@ -208,15 +256,31 @@ impl Forwarder {
     }
 }
 
+/// The answer to a member that was removed from the cluster.
+fn member_removed() -> Status {
+    Status::failed_precondition(MEMBER_REMOVED)
+}
+
+fn is_member_removed(status: &Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message() == MEMBER_REMOVED
+}
+
 /// Serves the peer RPCs of one member.
 pub struct PeerService<H> {
     raft: Raft,
     handler: Arc<H>,
+    removal: Option<Arc<Removal>>,
 }
 
 impl<H> PeerService<H> {
     pub fn new(raft: Raft, handler: Arc<H>) -> Self {
-        Self { raft, handler }
+        Self { raft, handler, removal: None }
+    }
+
+    /// Answers vote requests of removed members with [`MEMBER_REMOVED`].
+    pub fn with_removal(mut self, removal: Arc<Removal>) -> Self {
+        self.removal = Some(removal);
+        self
     }
 
     pub fn into_server(self) -> crate::proto::raft_server::RaftServer<Self>
@@ -244,6 +308,11 @@ impl<H: ForwardHandler> RaftRpc for PeerService<H> {
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
+        if let (Some(removal), Some(candidate)) = (&self.removal, rpc.vote.leader_id().voted_for())
+            && removal.is_removed(candidate)
+        {
+            return Err(member_removed());
+        }
         encode(&self.raft.vote(rpc).await).map(Response::new)
     }
 
@@ -255,5 +324,19 @@ impl<H: ForwardHandler> RaftRpc for PeerService<H> {
     async fn forward(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let forwarded: Forwarded = decode(req.get_ref())?;
         encode(&self.handler.handle(forwarded).await).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_over_the_message_limit_are_sent_in_smaller_runs() {
+        let limit = MAX_APPEND_BYTES;
+        assert_eq!(entries_hint(100, limit), None, "fits");
+        assert_eq!(entries_hint(1, limit * 3), None, "one entry cannot be split");
+        assert_eq!(entries_hint(100, limit * 2), Some(25));
+        assert_eq!(entries_hint(2, limit * 100), Some(1));
     }
 }

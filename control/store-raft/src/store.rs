@@ -38,6 +38,7 @@ use crate::disk::Disk;
 use crate::error::RaftStoreError;
 use crate::log_store::RocksLogStore;
 use crate::network::{ForwardHandler, ForwardReply, Forwarded, Forwarder, PeerNetwork, PeerService};
+use crate::removal::{MEMBER_REMOVED, Removal};
 use crate::state_machine::{SharedMem, StateMachine};
 use crate::{Member, NodeId, Raft};
 
@@ -50,6 +51,10 @@ const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 
 /// Most proposals packed into one entry.
 const MAX_BATCH: usize = 512;
+
+/// A batch takes no more proposals once it holds this many bytes, so that
+/// large values do not make entries too large to replicate in one message.
+const MAX_BATCH_BYTES: u64 = 1024 * 1024;
 
 type Proposal = (Command, oneshot::Sender<Result<Reply, WireError>>);
 
@@ -132,6 +137,7 @@ pub(crate) struct Inner {
     lease_check_interval: Duration,
     request_timeout: Duration,
     proposals: mpsc::UnboundedSender<Proposal>,
+    removal: Arc<Removal>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -159,9 +165,10 @@ impl RaftStore {
             .map_err(|e| RaftStoreError::Start { id: config.id, reason: format!("starting the log syncer: {e}") })?;
         let store_config = MemStoreConfig { expire_leases: false, ..config.store.clone() };
         let lease_check_interval = store_config.lease_check_interval;
-        let sm = StateMachine::open(disk, store_config)?;
+        let removal = Arc::new(Removal::new(config.id));
+        let sm = StateMachine::open(disk, store_config, Arc::clone(&removal))?;
         let mem = sm.shared();
-        let raft = Raft::new(config.id, raft_config, PeerNetwork::default(), log, sm)
+        let raft = Raft::new(config.id, raft_config, PeerNetwork::new(Arc::clone(&removal)), log, sm)
             .await
             .map_err(|e| RaftStoreError::Start { id: config.id, reason: e.to_string() })?;
         let (proposals, queue) = mpsc::unbounded_channel();
@@ -176,19 +183,32 @@ impl RaftStore {
             tasks: Mutex::new(Vec::new()),
             lease_check_interval,
             request_timeout: config.request_timeout,
+            removal: Arc::clone(&removal),
         });
-        let service = PeerService::new(raft, Arc::clone(&inner)).into_server();
+        let service = PeerService::new(raft, Arc::clone(&inner)).with_removal(Arc::clone(&removal)).into_server();
         let server = tokio::spawn(async move {
+            // With a shutdown signal, tonic closes each open connection when
+            // this task ends (its signal sender drops), so that peers
+            // reconnect to whatever serves the port next instead of talking
+            // to this stopped member; without one, connections outlive it.
             let serve = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(peer_listener));
+                .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), std::future::pending());
             if let Err(e) = serve.await {
                 warn!(error = %e, "the peer server stopped");
             }
         });
         let leases = tokio::spawn(drive_leases(Arc::downgrade(&inner)));
+        let (removal, stopped) = (Arc::clone(&inner.removal), inner.raft.clone());
+        let stop_when_removed = tokio::spawn(async move {
+            // A removed member stops campaigning, as etcd's stops.
+            removal.wait_me_removed().await;
+            if let Err(e) = stopped.shutdown().await {
+                warn!(error = %e, "raft did not shut down cleanly");
+            }
+        });
         if let Ok(mut tasks) = inner.tasks.lock() {
-            tasks.extend([server, leases, proposer]);
+            tasks.extend([server, leases, proposer, stop_when_removed]);
         }
         info!(id = config.id, member = %config.member, data_dir = %config.data_dir.display(), "raft member started");
         Ok(Self { inner })
@@ -258,6 +278,17 @@ impl RaftStore {
         self.inner.raft.metrics().borrow().current_leader
     }
 
+    /// Whether this member was removed from the cluster; it then refuses
+    /// every request (etcd's member stops).
+    pub fn is_removed(&self) -> bool {
+        self.inner.removal.me_removed()
+    }
+
+    /// Resolves once this member learns it was removed from the cluster.
+    pub async fn removed(&self) {
+        self.inner.removal.wait_me_removed().await;
+    }
+
     /// The openraft handle, for metrics and waiting on conditions.
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
@@ -296,6 +327,9 @@ impl Inner {
 
     /// The leader, if known, unless it is this member.
     pub(crate) fn remote_leader(&self) -> Result<Option<Member>, StoreError> {
+        if self.removal.me_removed() {
+            return Err(StoreError::Internal { op: "serving a request", reason: MEMBER_REMOVED.to_owned() });
+        }
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         match m.current_leader {
@@ -410,10 +444,14 @@ async fn propose_batches(raft: Raft, mut queue: mpsc::UnboundedReceiver<Proposal
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let mut bytes = first.0.encoded_len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    bytes = bytes.saturating_add(p.0.encoded_len());
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, default_tweak};
 use waggle_store::{KeyRange, PutRequest, RangeRequest, Store};
+use waggle_store_raft::removal::MEMBER_REMOVED;
 use waggle_store_raft::{RaftConfig, RaftStore};
 
 /// Snapshots every 100 entries, keeping 10 behind: a member down for a few
@@ -182,8 +183,29 @@ async fn members_are_added_and_removed_at_runtime() {
     leader.remove_member(removed).await.expect("remove a member");
     let voters = leader.voters();
     assert!(!voters.contains(&removed) && voters.len() == 3, "voters after removal: {voters:?}");
+    // The removed member learns it from its peers (it campaigns, they answer
+    // that it was removed) and stops serving, as etcd's does.
+    let gone = cluster.store(removed);
+    tokio::time::timeout(Duration::from_secs(30), gone.removed()).await.expect("the removed member learns it");
+    let refused = gone.range(RangeRequest::new(KeyRange::key("m/000"))).await.expect_err("a removed member refuses");
+    assert!(refused.to_string().contains(MEMBER_REMOVED), "{refused}");
     cluster.kill(removed).await;
     // Still a quorum of the new membership: writes go on.
     leader.put(PutRequest::new("m/after-remove", "v")).await.expect("put after removal");
     assert_eq!(all_keys(&added, "m/").await.len(), 152);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_removes_itself_stops_and_the_others_go_on() {
+    let mut cluster = Cluster::start(3, snapshot_often).await;
+    let leader_id = cluster.wait_leader(Duration::from_secs(10), None).await;
+    let leader = cluster.store(leader_id);
+    leader.put(PutRequest::new("before", "1")).await.expect("put");
+    leader.remove_member(leader_id).await.expect("the leader removes itself");
+    tokio::time::timeout(Duration::from_secs(30), leader.removed()).await.expect("it learns it was removed");
+    cluster.kill(leader_id).await;
+    let new_leader = cluster.wait_leader(Duration::from_secs(20), Some(leader_id)).await;
+    let store = cluster.store(new_leader);
+    store.put(PutRequest::new("after", "1")).await.expect("the two left go on");
+    assert_eq!(all_keys(&store, "").await.len(), 2);
 }

@@ -2,13 +2,8 @@
 //!
 //! [`RocksDisk`] implements [`Durability`]: every commit of the store is one
 //! synced (`fsync`) RocksDB write batch before it is acknowledged. The
-//! layout follows etcd's backend, keyed by revision:
-//!
-//! - column family `kv`: `revision (8 bytes BE) ‖ sub (4 bytes BE)` →
-//!   `mvccpb.Event` (type and key-value; a delete carries only the key);
-//! - column family `lease`: `lease ID (8 bytes BE)` → granted TTL (8 bytes BE);
-//! - column family `meta`: the format marker, the revision and the
-//!   compaction revision.
+//! layout follows etcd's backend, keyed by revision (see [`layout`]: column
+//! families `kv`, `lease` and `meta`, which also holds the format marker).
 //!
 //! At start the store's in-memory index is rebuilt from `kv` ([`RocksDisk::open`]).
 //! This is the single-member backend; the raft log is not here.
@@ -16,20 +11,20 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use prost::Message as _;
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use tracing::info;
-use waggle_store::durability::{Batch, Durability, Entry, Recovered};
-use waggle_store::proto::mvccpb;
-use waggle_store::{EventKind, KeyValue, StoreError};
+use waggle_store::StoreError;
+use waggle_store::durability::{Batch, Durability, Recovered};
+
+pub mod layout;
+
+use layout::{Layout, LayoutError};
 
 const CF_KV: &str = "kv";
 const CF_LEASE: &str = "lease";
 const CF_META: &str = "meta";
 
 const META_FORMAT: &[u8] = b"format";
-const META_REVISION: &[u8] = b"revision";
-const META_COMPACT: &[u8] = b"compact_revision";
 const FORMAT: &[u8] = b"waggle-store-rocks/1";
 
 #[derive(Debug, thiserror::Error)]
@@ -116,70 +111,20 @@ impl RocksDisk {
         }
     }
 
-    fn read_i64(&self, key: &[u8]) -> Result<i64, RocksError> {
-        match self.db.get_cf(self.cf(CF_META)?, key).map_err(self.read_err())? {
-            None => Ok(0),
-            Some(bytes) => be_i64(&bytes).ok_or_else(|| self.corrupt(format!("meta {key:?} is not 8 bytes"))),
-        }
+    fn layout(&self) -> Result<Layout<'_>, RocksError> {
+        Ok(Layout { kv: self.cf(CF_KV)?, lease: self.cf(CF_LEASE)?, meta: self.cf(CF_META)? })
     }
 
     fn recover(&self) -> Result<Recovered, RocksError> {
-        let mut entries = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_KV)?, IteratorMode::Start) {
-            let (key, value) = item.map_err(self.read_err())?;
-            let (revision, sub) = split_kv_key(&key).ok_or_else(|| self.corrupt(format!("kv key {key:?}")))?;
-            let event = mvccpb::Event::decode(&*value)
-                .map_err(|e| self.corrupt(format!("version at revision {revision}: {e}")))?;
-            let kind = match mvccpb::event::EventType::try_from(event.r#type) {
-                Ok(mvccpb::event::EventType::Put) => EventKind::Put,
-                Ok(mvccpb::event::EventType::Delete) => EventKind::Delete,
-                Err(_) => return Err(self.corrupt(format!("event type {} at revision {revision}", event.r#type))),
-            };
-            let kv = event.kv.map(KeyValue::from).unwrap_or_default();
-            entries.push(Entry { revision, sub, kind, kv });
-        }
-        let mut leases = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_LEASE)?, IteratorMode::Start) {
-            let (key, value) = item.map_err(self.read_err())?;
-            let id = be_i64(&key).ok_or_else(|| self.corrupt(format!("lease key {key:?}")))?;
-            let ttl = be_i64(&value).ok_or_else(|| self.corrupt(format!("lease {id:x} TTL")))?;
-            leases.push((id, ttl));
-        }
-        let last = entries.last().map_or(1, |e| e.revision);
-        Ok(Recovered {
-            revision: self.read_i64(META_REVISION)?.max(last),
-            compact_revision: self.read_i64(META_COMPACT)?,
-            entries,
-            leases,
+        self.layout()?.recover(&self.db).map_err(|e| match e {
+            LayoutError::Read(source) => RocksError::Read { path: self.path.clone(), source },
+            LayoutError::Corrupt(what) => self.corrupt(what),
         })
     }
 
     fn write_batch(&self, batch: &Batch) -> Result<(), RocksError> {
-        let kv = self.cf(CF_KV)?;
-        let lease = self.cf(CF_LEASE)?;
-        let meta = self.cf(CF_META)?;
         let mut wb = WriteBatch::default();
-        for e in &batch.entries {
-            let kind = match e.kind {
-                EventKind::Put => mvccpb::event::EventType::Put,
-                EventKind::Delete => mvccpb::event::EventType::Delete,
-            };
-            let event = mvccpb::Event { r#type: kind.into(), kv: Some(e.kv.clone().into()), prev_kv: None };
-            wb.put_cf(kv, kv_key(e.revision, e.sub), event.encode_to_vec());
-        }
-        for (id, ttl) in &batch.granted {
-            wb.put_cf(lease, id.to_be_bytes(), ttl.to_be_bytes());
-        }
-        for id in &batch.revoked {
-            wb.delete_cf(lease, id.to_be_bytes());
-        }
-        if let Some((revision, dropped)) = &batch.compacted {
-            for (rev, sub) in dropped {
-                wb.delete_cf(kv, kv_key(*rev, *sub));
-            }
-            wb.put_cf(meta, META_COMPACT, revision.to_be_bytes());
-        }
-        wb.put_cf(meta, META_REVISION, batch.revision.to_be_bytes());
+        self.layout()?.put_batch(&mut wb, batch);
         let mut opts = WriteOptions::default();
         // Acknowledge only what survives a crash.
         opts.set_sync(true);
@@ -193,35 +138,5 @@ impl Durability for RocksDisk {
             op: "writing a commit to RocksDB",
             reason: format!("revision {}: {e}", batch.revision),
         })
-    }
-}
-
-fn kv_key(revision: i64, sub: u32) -> [u8; 12] {
-    let mut key = [0u8; 12];
-    key[..8].copy_from_slice(&revision.to_be_bytes());
-    key[8..].copy_from_slice(&sub.to_be_bytes());
-    key
-}
-
-fn split_kv_key(key: &[u8]) -> Option<(i64, u32)> {
-    let revision = be_i64(key.get(..8)?)?;
-    let sub = u32::from_be_bytes(key.get(8..12)?.try_into().ok()?);
-    (key.len() == 12).then_some((revision, sub))
-}
-
-fn be_i64(bytes: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(bytes.try_into().ok()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kv_keys_sort_by_revision_then_position() {
-        assert!(kv_key(2, 5) < kv_key(3, 0));
-        assert!(kv_key(3, 0) < kv_key(3, 1));
-        assert_eq!(split_kv_key(&kv_key(300, 7)), Some((300, 7)));
-        assert_eq!(split_kv_key(b"short"), None);
     }
 }

@@ -15,6 +15,8 @@ pub mod snapshot;
 pub mod store;
 pub mod types;
 mod watch;
+#[cfg(feature = "serde")]
+mod wire_bytes;
 
 pub use error::{Result, StoreError};
 pub use mem::{MemStore, MemStoreConfig};

@@ -18,7 +18,9 @@ pub type WatchId = i64;
 #[derive(Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyValue {
+    #[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes"))]
     pub key: Vec<u8>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes"))]
     pub value: Vec<u8>,
     /// Revision of the put that created the key (in its current life).
     pub create_revision: Revision,
@@ -49,7 +51,9 @@ impl fmt::Debug for KeyValue {
 #[derive(Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct KeyRange {
+    #[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes"))]
     pub key: Vec<u8>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes"))]
     pub range_end: Vec<u8>,
 }
 
@@ -193,7 +197,9 @@ pub struct RangeResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PutRequest {
+    #[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes"))]
     pub key: Vec<u8>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes"))]
     pub value: Vec<u8>,
     pub lease: LeaseId,
     pub prev_kv: bool,
@@ -247,7 +253,7 @@ pub enum CompareTarget {
     Version(i64),
     CreateRevision(Revision),
     ModRevision(Revision),
-    Value(Vec<u8>),
+    Value(#[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes"))] Vec<u8>),
     Lease(LeaseId),
 }
 
@@ -353,6 +359,7 @@ pub struct LeaseTimeToLive {
     /// Remaining seconds.
     pub ttl: i64,
     pub granted_ttl: i64,
+    #[cfg_attr(feature = "serde", serde(with = "crate::wire_bytes::list"))]
     pub keys: Vec<Vec<u8>>,
 }
 

@@ -46,8 +46,10 @@ impl ClusterService {
         })
     }
 
+    /// The header at this member's revision: as in etcd, the Cluster
+    /// service answers from the member's own state, without a quorum read.
     async fn header(&self) -> Result<Option<pb::ResponseHeader>, Status> {
-        let revision = self.ctx.store.current_revision().await.map_err(to_status)?;
+        let revision = self.ctx.store.status().await.map_err(to_status)?.revision;
         Ok(self.ctx.header(revision))
     }
 }

@@ -239,6 +239,11 @@ impl Conn {
         Ok(Self { reader: BufReader::new(stream.try_clone()?), writer: stream })
     }
 
+    /// The peer address the socket reports (`getpeername()`).
+    pub fn peer(&self) -> std::io::Result<SocketAddr> {
+        self.writer.peer_addr()
+    }
+
     /// The answering backend's name.
     pub fn who(&mut self) -> anyhow::Result<String> {
         Ok(self.ask()?.name)

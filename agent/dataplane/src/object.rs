@@ -7,6 +7,7 @@ use aya::{
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun, TestRunOptions, TestRunResult, Xdp,
         XdpMode,
+        cgroup_sock_addr::CgroupSockAddrLinkId,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
     },
@@ -52,6 +53,8 @@ pub struct Dataplane {
     /// Attachments that outlive this process (closing them detaches
     /// nothing), by interface.
     pinned_links: std::collections::BTreeMap<String, PinnedLink>,
+    /// Socket-level LB attachments (program, link), see [`Self::attach_sock_lb`].
+    sock_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
 }
 
 /// Capacities of the LB maps (agent flags). A pinned map keeps the capacity
@@ -160,7 +163,7 @@ impl Dataplane {
             conntrack: ConntrackTable::new(lb::names::CONNTRACK, take(lb::names::CONNTRACK)?)?,
             reasons: ReasonTable::new(take(lb::names::REASONS)?)?,
         };
-        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Default::default() })
+        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Default::default(), sock_links: Vec::new() })
     }
 
     /// The LB maps.
@@ -290,13 +293,28 @@ impl Dataplane {
             }
             // aya attaches through a BPF link, which the kernel always
             // treats as "allow multiple" and which refuses explicit flags.
-            prog.attach(&dir, CgroupAttachMode::Single).map_err(|source| Error::Program {
+            let link = prog.attach(&dir, CgroupAttachMode::Single).map_err(|source| Error::Program {
                 name,
                 action: format!("attaching to the cgroup {}", cgroup.display()),
                 source,
             })?;
+            self.sock_links.push((name, link));
         }
         tracing::info!(cgroup = %cgroup.display(), "attached socket-level LB programs");
+        Ok(())
+    }
+
+    /// Detaches every socket-level LB program [`Self::attach_sock_lb`]
+    /// attached; new connections from that cgroup go through the packet path
+    /// again.
+    pub fn detach_sock_lb(&mut self) -> Result<(), Error> {
+        for (name, link) in std::mem::take(&mut self.sock_links) {
+            let prog: &mut CgroupSockAddr =
+                self.ebpf.program_mut(name).ok_or(Error::MissingProgram { name })?.try_into().map_err(|source| {
+                    Error::Program { name, action: "expecting a cgroup sock_addr program".into(), source }
+                })?;
+            prog.detach(link).map_err(|source| Error::Program { name, action: "detaching".into(), source })?;
+        }
         Ok(())
     }
 

@@ -587,7 +587,7 @@ fn two_clients_on_one_source_port_to_one_remote_backend_get_distinct_snat_ports(
     cluster.slices[0].endpoints = vec![Endpoint::ready(remote, "n2")];
     let (mut dp, _) = loaded(&cluster)?;
     let mut xdp = |frame: Vec<u8>| -> anyhow::Result<packet::Parsed> {
-        let (res, out) = node.run(|| dp.test_run_xdp_lb_from(&frame, uplink))??;
+        let (res, out) = node.run(|| dp.test_run_xdp_lb_from(&frame, uplink).map_err(anyhow::Error::from))??;
         assert_eq!(res.return_value, XDP_PASS);
         packet::parse(&out)
     };

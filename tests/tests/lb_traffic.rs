@@ -263,7 +263,7 @@ fn a_process_in_the_socket_lb_cgroup_connects_straight_to_backends_and_sees_the_
     let cluster = Cluster::new();
     cluster.apply(&mut dp, &mut Current::default())?;
     let web = SocketAddrV4::new(VIP, 80);
-    let count = |dp: &mut Dataplane, r: ReasonV1| dp.lb_maps().reasons.read(r).map(|c| c.packets);
+    let count = |dp: &mut Dataplane, r: ReasonV1| -> anyhow::Result<u64> { Ok(dp.lb_maps().reasons.read(r)?.packets) };
 
     cgroup.enter()?;
     // TCP: connections spread over the backends, and each one reports the

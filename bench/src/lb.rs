@@ -4,8 +4,11 @@
 //! - connections per second (connect, request, response, close; several
 //!   client workers against real TCP servers in backend namespaces) and the
 //!   latency of one such connection (p50/p99), through ClusterIPs, with 100,
-//!   1,000 and 10,000 Services: waggle (`tc_lb` on the veths) against
-//!   iptables rules built as kube-proxy builds them ([`kube_proxy`]);
+//!   1,000 and 10,000 Services: waggle as a node runs it (socket-level LB on
+//!   the cgroup the client process is in, `tc_lb` on the veths for what
+//!   sockets cannot see), waggle's packet path alone (`tc_lb` only: a client
+//!   outside that cgroup, e.g. traffic from another node), and iptables
+//!   rules built as kube-proxy builds them ([`kube_proxy`]);
 //! - time to program those Services: `desired_state` + `apply_diff` into the
 //!   maps against `iptables-restore` of the ruleset;
 //! - per-packet cost of `tc_lb` and `xdp_lb` through BPF_PROG_TEST_RUN with
@@ -31,6 +34,7 @@ use waggle_dataplane::lb::{
 use waggle_dataplane::lb_abi::ReasonV1;
 use waggle_dataplane::{Dataplane, LbCapacity, LoadConfig};
 use waggle_tests::NetNs;
+use waggle_tests::cgroup::Cgroup2;
 use waggle_tests::packet::{self, ACK, SYN};
 
 use crate::report;
@@ -135,12 +139,18 @@ fn programming_time(services: u32) -> anyhow::Result<f64> {
 pub struct Args {
     /// Where the JSON report goes.
     pub out: PathBuf,
-    /// Concurrent client workers in the connection-rate runs.
-    #[arg(long, default_value_t = 4)]
+    /// Client threads (event loops) in the connection-rate runs.
+    #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// Seconds each connection-rate run lasts (latency runs last half that).
+    /// Connections each client thread keeps going at once.
+    #[arg(long, default_value_t = 8)]
+    pub in_flight: usize,
+    /// Seconds of connection-rate runs per peer (latency runs last half that).
     #[arg(long, default_value_t = 4.0)]
     pub seconds: f64,
+    /// Rounds those seconds are split into, the peers taking turns.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: u32,
     /// Service counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
     pub services: Vec<u32>,
@@ -156,14 +166,20 @@ pub struct Args {
 /// Which load balancer a traffic run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Peer {
+    /// Socket-level LB (the client's cgroup) plus `tc_lb` on the veths.
     Waggle,
+    /// `tc_lb` on the veths only: per-packet DNAT and reverse NAT.
+    WaggleTc,
     Iptables,
 }
 
 impl Peer {
+    const ALL: [Peer; 3] = [Peer::Waggle, Peer::WaggleTc, Peer::Iptables];
+
     fn name(self) -> &'static str {
         match self {
-            Peer::Waggle => "waggle eBPF",
+            Peer::Waggle => "waggle eBPF (socket+tc)",
+            Peer::WaggleTc => "waggle eBPF (tc only)",
             Peer::Iptables => "iptables (kube-proxy)",
         }
     }
@@ -189,58 +205,119 @@ fn traffic_services(services: u32, backends: usize) -> (Vec<Service>, Vec<Endpoi
     (svcs, slices)
 }
 
-/// One traffic run in a fresh topology, torn down before returning.
-fn traffic_run(peer: Peer, services: u32, args: &Args) -> anyhow::Result<TrafficFigures> {
-    let topo = traffic::Topology::new(args.backends)?;
-    let (svcs, slices) = traffic_services(services, args.backends);
-    // Held until the run ends: dropping it detaches the programs.
-    let mut _dataplane = None;
-    let program_s = match peer {
-        Peer::Waggle => {
-            let ifaces = traffic::lb_interfaces(args.backends);
-            let mut dp = topo.node.run(|| -> anyhow::Result<Dataplane> {
-                let mut dp =
-                    Dataplane::load_with(&LoadConfig { pin_dir: None, capacity: capacity(services.max(1024)) })?;
-                for iface in &ifaces {
-                    dp.attach_tc_lb(iface)?;
-                }
-                Ok(dp)
-            })??;
-            let start = Instant::now();
-            let desired = lb::desired_state(&node(), &svcs, &slices);
-            lb::apply_diff(&mut Current::default(), &desired, &mut dp.lb_maps().writers())?;
-            let secs = start.elapsed().as_secs_f64();
-            _dataplane = Some(dp);
-            secs
+/// One peer's topology, programmed with `services` Services.
+struct Prepared {
+    peer: Peer,
+    topo: traffic::Topology,
+    /// Held until the runs end: dropping it detaches the programs.
+    dataplane: Option<Dataplane>,
+    program_s: f64,
+}
+
+impl Prepared {
+    fn new(peer: Peer, services: u32, args: &Args) -> anyhow::Result<Self> {
+        let topo = traffic::Topology::new(args.backends)?;
+        let (svcs, slices) = traffic_services(services, args.backends);
+        let (dataplane, program_s) = match peer {
+            Peer::Waggle | Peer::WaggleTc => {
+                let ifaces = traffic::lb_interfaces(args.backends);
+                let mut dp = topo.node.run(|| -> anyhow::Result<Dataplane> {
+                    let mut dp =
+                        Dataplane::load_with(&LoadConfig { pin_dir: None, capacity: capacity(services.max(1024)) })?;
+                    for iface in &ifaces {
+                        dp.attach_tc_lb(iface)?;
+                    }
+                    Ok(dp)
+                })??;
+                let start = Instant::now();
+                let desired = lb::desired_state(&node(), &svcs, &slices);
+                lb::apply_diff(&mut Current::default(), &desired, &mut dp.lb_maps().writers())?;
+                (Some(dp), start.elapsed().as_secs_f64())
+            }
+            Peer::Iptables => {
+                let endpoints: Vec<(Ipv4Addr, u16)> =
+                    (0..args.backends).map(|b| (traffic::backend_ip(b), traffic::BACKEND_PORT)).collect();
+                let names: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
+                let ports: Vec<kube_proxy::SvcPort<'_>> = (0..services)
+                    .map(|i| kube_proxy::SvcPort {
+                        namespace: "bench",
+                        name: &names[i as usize],
+                        port_name: "http",
+                        vip: vip(i),
+                        port: 80,
+                        endpoints: &endpoints,
+                    })
+                    .collect();
+                let rules = kube_proxy::ruleset(&ports);
+                let start = Instant::now();
+                iptables_restore(&topo.node, &args.iptables_restore, &rules)?;
+                (None, start.elapsed().as_secs_f64())
+            }
+        };
+        Ok(Self { peer, topo, dataplane, program_s })
+    }
+
+    /// Runs `f` with this peer's socket programs attached to `cgroup` (the
+    /// one the clients are in) if it has any: only one peer's may be
+    /// attached at a time, since every peer uses the same VIPs.
+    fn with_clients<T>(&mut self, cgroup: &Cgroup2, f: impl FnOnce(&NetNs) -> T) -> anyhow::Result<T> {
+        let sock = self.peer == Peer::Waggle;
+        if sock && let Some(dp) = &mut self.dataplane {
+            dp.attach_sock_lb(cgroup.path())?;
         }
-        Peer::Iptables => {
-            let endpoints: Vec<(Ipv4Addr, u16)> =
-                (0..args.backends).map(|b| (traffic::backend_ip(b), traffic::BACKEND_PORT)).collect();
-            let names: Vec<String> = (0..services).map(|i| format!("svc-{i}")).collect();
-            let ports: Vec<kube_proxy::SvcPort<'_>> = (0..services)
-                .map(|i| kube_proxy::SvcPort {
-                    namespace: "bench",
-                    name: &names[i as usize],
-                    port_name: "http",
-                    vip: vip(i),
-                    port: 80,
-                    endpoints: &endpoints,
-                })
-                .collect();
-            let rules = kube_proxy::ruleset(&ports);
-            let start = Instant::now();
-            iptables_restore(&topo.node, &args.iptables_restore, &rules)?;
-            start.elapsed().as_secs_f64()
+        let out = f(&self.topo.client);
+        if sock && let Some(dp) = &mut self.dataplane {
+            dp.detach_sock_lb()?;
         }
-    };
+        Ok(out)
+    }
+}
+
+/// Every peer's traffic figures with `services` Services. The peers' runs
+/// are interleaved in rounds (each round gives every peer an equal slice of
+/// time) so that a change in the shared machine's load hits all of them
+/// alike instead of the one that happened to run then.
+fn traffic_runs(services: u32, args: &Args, cgroup: &Cgroup2) -> anyhow::Result<Vec<TrafficFigures>> {
+    let mut prepared: Vec<Prepared> = Peer::ALL
+        .into_iter()
+        .map(|peer| {
+            Prepared::new(peer, services, args).with_context(|| format!("{} with {services} Services", peer.name()))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let vips: Vec<SocketAddrV4> = (0..services).map(|i| SocketAddrV4::new(vip(i), 80)).collect();
-    let duration = Duration::from_secs_f64(args.seconds);
+    let rate_run =
+        |client: &NetNs, d: Duration| traffic::connection_rate(client, &vips, args.workers, args.in_flight, d);
     // Warm-up: ARP, listen queues, page cache of the code paths.
-    traffic::connection_rate(&topo.client, &vips, args.workers, Duration::from_millis(500))?;
-    let rate = traffic::connection_rate(&topo.client, &vips, args.workers, duration)?;
-    let mut samples = traffic::latencies(&topo.client, &vips, duration / 2)?;
-    let latency = report::percentiles(&mut samples);
-    Ok(TrafficFigures { program_s, rate, latency })
+    for p in &mut prepared {
+        p.with_clients(cgroup, |c| rate_run(c, Duration::from_millis(300)))??;
+    }
+    let slice = Duration::from_secs_f64(args.seconds / f64::from(args.rounds.max(1)));
+    let mut rates: Vec<traffic::Rate> = prepared.iter().map(|_| traffic::Rate::default()).collect();
+    let mut samples: Vec<Vec<Duration>> = prepared.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.rounds.max(1) {
+        for (i, p) in prepared.iter_mut().enumerate() {
+            let r = p.with_clients(cgroup, |c| rate_run(c, slice))??;
+            rates[i].add(r);
+        }
+        for (i, p) in prepared.iter_mut().enumerate() {
+            let s = p.with_clients(cgroup, |c| traffic::latencies(c, &vips, slice / 2))??;
+            samples[i].extend(s);
+        }
+    }
+    Ok(prepared
+        .iter()
+        .zip(rates)
+        .zip(samples.iter_mut())
+        .map(|((p, rate), s)| TrafficFigures { program_s: p.program_s, rate, latency: report::percentiles(s) })
+        .collect())
+}
+
+/// The first three fields of /proc/loadavg: the machine is shared, and
+/// figures mean little without it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
 /// `iptables-restore` inside `ns` (the node namespace the benchmark made).
@@ -281,26 +358,31 @@ fn leftover_namespaces(before: &[String]) -> anyhow::Result<Vec<String>> {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(waggle_tests::is_root(), "the LB benchmark loads eBPF programs: run it as root");
     let namespaces_before = leftover_namespaces(&[])?;
+    // The clients run in this process: a cgroup of its own, so the socket
+    // programs never see another process's sockets.
+    let root = waggle_dataplane::cgroup::cgroup2_mount()?.context("no cgroup2 hierarchy is mounted")?;
+    let mut cgroup = Cgroup2::new(&root, "bench-lb")?;
+    cgroup.enter()?;
+    let load_before = load_average();
     let variant = iptables_variant(&args.iptables_restore);
     println!(
-        "peer: kube-proxy-shaped rules through {variant}; {} client workers, {} backends",
-        args.workers, args.backends
+        "peer: kube-proxy-shaped rules through {variant}; {} client thread(s) × {} connections in flight, {} backends, {} rounds",
+        args.workers, args.in_flight, args.backends, args.rounds
     );
     println!(
-        "{:<9} {:<22} {:>10} {:>9} {:>8} {:>8} {:>10}",
-        "Services", "load balancer", "conn/s", "errors", "p50 ms", "p99 ms", "program s"
+        "{:<9} {:<23} {:>8} {:>10} {:>7} {:>8} {:>8} {:>10}",
+        "Services", "load balancer", "conn/s", "conn/CPU s", "errors", "p50 ms", "p99 ms", "program s"
     );
     let mut traffic_rows = Vec::new();
     let mut ratio_rows = Vec::new();
     for &services in &args.services {
-        let mut by_peer = Vec::new();
-        for peer in [Peer::Waggle, Peer::Iptables] {
-            let f = traffic_run(peer, services, args)
-                .with_context(|| format!("{} with {services} Services", peer.name()))?;
+        let by_peer = traffic_runs(services, args, &cgroup)?;
+        for (peer, f) in Peer::ALL.into_iter().zip(&by_peer) {
             println!(
-                "{services:<9} {:<22} {:>10.0} {:>9} {:>8.3} {:>8.3} {:>10.3}",
+                "{services:<9} {:<23} {:>8.0} {:>10.0} {:>7} {:>8.3} {:>8.3} {:>10.3}",
                 peer.name(),
                 f.rate.per_second(),
+                f.rate.per_cpu_second(),
                 f.rate.errors,
                 f.latency["p50_ms"].as_f64().unwrap_or(f64::NAN),
                 f.latency["p99_ms"].as_f64().unwrap_or(f64::NAN),
@@ -313,6 +395,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 "services": services,
                 "load_balancer": peer.name(),
                 "connections_per_s": f.rate.per_second(),
+                "connections_per_cpu_s": f.rate.per_cpu_second(),
+                "cpu_seconds": f.rate.cpu_seconds,
                 "connections": f.rate.ok,
                 "errors": f.rate.errors,
                 "first_error": f.rate.first_error,
@@ -320,29 +404,37 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 "latency": f.latency,
                 "program_s": f.program_s,
             }));
-            by_peer.push(f);
         }
-        let (w, i) = (&by_peer[0], &by_peer[1]);
-        let rate_ratio = w.rate.per_second() / i.rate.per_second();
+        let i = &by_peer[2];
         let p99 = |f: &TrafficFigures| f.latency["p99_ms"].as_f64().unwrap_or(f64::NAN);
         let p50 = |f: &TrafficFigures| f.latency["p50_ms"].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "{services:<9} {:<22} {:>9.2}x {:>9} {:>7.2}x {:>7.2}x {:>9.2}x",
-            "ratio waggle/iptables",
-            rate_ratio,
-            "",
-            p50(w) / p50(i),
-            p99(w) / p99(i),
-            w.program_s / i.program_s
-        );
-        ratio_rows.push(json!({
-            "services": services,
-            "connection_rate_waggle_over_iptables": rate_ratio,
-            "p50_waggle_over_iptables": p50(w) / p50(i),
-            "p99_waggle_over_iptables": p99(w) / p99(i),
-            "program_time_waggle_over_iptables": w.program_s / i.program_s,
-        }));
+        let mut ratios = serde_json::Map::new();
+        ratios.insert("services".into(), json!(services));
+        for (w, key, label) in
+            [(&by_peer[0], "waggle", "ratio waggle/iptables"), (&by_peer[1], "waggle_tc", "ratio tc only/iptables")]
+        {
+            let rate_ratio = w.rate.per_second() / i.rate.per_second();
+            let cpu_ratio = w.rate.per_cpu_second() / i.rate.per_cpu_second();
+            println!(
+                "{services:<9} {label:<23} {:>7.2}x {:>9.2}x {:>7} {:>7.2}x {:>7.2}x {:>9.2}x",
+                rate_ratio,
+                cpu_ratio,
+                "",
+                p50(w) / p50(i),
+                p99(w) / p99(i),
+                w.program_s / i.program_s
+            );
+            ratios.insert(format!("connection_rate_{key}_over_iptables"), json!(rate_ratio));
+            ratios.insert(format!("connections_per_cpu_s_{key}_over_iptables"), json!(cpu_ratio));
+            ratios.insert(format!("p50_{key}_over_iptables"), json!(p50(w) / p50(i)));
+            ratios.insert(format!("p99_{key}_over_iptables"), json!(p99(w) / p99(i)));
+            ratios.insert(format!("program_time_{key}_over_iptables"), json!(w.program_s / i.program_s));
+        }
+        ratio_rows.push(Value::Object(ratios));
     }
+    let load_after_traffic = load_average();
+    cgroup.leave()?;
+    drop(cgroup);
 
     let mut per_packet_rows = Vec::new();
     println!(
@@ -377,8 +469,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "benchmark": "lb",
         "iptables": variant,
         "workers": args.workers,
+        "in_flight_per_worker": args.in_flight,
+        "rounds": args.rounds,
         "backends": args.backends,
         "seconds_per_rate_run": args.seconds,
+        "load_average_before": load_before,
+        "load_average_after_traffic": load_after_traffic,
         "traffic": traffic_rows,
         "ratios": ratio_rows,
         "per_packet": per_packet_rows,
@@ -386,6 +482,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "namespaces_left_behind": leftovers,
     });
     report::write(&args.out, &report).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("load average (1/5/15 min): {load_before} before, {load_after_traffic} after the traffic runs");
     println!("figures written to {}", args.out.display());
     Ok(())
 }

@@ -21,14 +21,24 @@ pub struct NameServers {
 }
 
 impl NameServers {
+    /// Servers that answer `<name>`.
     pub fn start(backends: &[(&NetNs, String)], port: u16) -> anyhow::Result<Self> {
+        Self::start_with(backends, port, false)
+    }
+
+    /// Servers that answer `<name> <client address as they see it>`.
+    pub fn start_telling_peer(backends: &[(&NetNs, String)], port: u16) -> anyhow::Result<Self> {
+        Self::start_with(backends, port, true)
+    }
+
+    fn start_with(backends: &[(&NetNs, String)], port: u16, tell_peer: bool) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (ns, name) in backends {
             let listener = ns.run(|| TcpListener::bind(("0.0.0.0", port)))??;
             listener.set_nonblocking(true)?;
             let (stop, name) = (stop.clone(), name.clone());
-            threads.push(std::thread::spawn(move || serve(&listener, &name, &stop)));
+            threads.push(std::thread::spawn(move || serve(&listener, &name, tell_peer, &stop)));
         }
         Ok(Self { stop, threads })
     }
@@ -43,12 +53,13 @@ impl Drop for NameServers {
     }
 }
 
-fn serve(listener: &TcpListener, name: &str, stop: &Arc<AtomicBool>) {
+fn serve(listener: &TcpListener, name: &str, tell_peer: bool, stop: &Arc<AtomicBool>) {
     let mut conns = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((stream, _)) => {
-                let (name, stop) = (name.to_string(), stop.clone());
+            Ok((stream, peer)) => {
+                let name = if tell_peer { format!("{name} {peer}") } else { name.to_string() };
+                let stop = stop.clone();
                 conns.push(std::thread::spawn(move || answer(stream, &name, &stop)));
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),

@@ -10,8 +10,8 @@
 //! Every namespace is a [`NetNs`]: unique name, deleted on drop with every
 //! link inside it.
 
-use std::io::{BufRead as _, BufReader, ErrorKind, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -129,26 +129,25 @@ pub fn disable_tx_checksum_offload(iface: &str) -> anyhow::Result<()> {
 /// and from which address it saw the client.
 #[derive(Debug)]
 pub struct Servers {
+    /// The TCP side: [`crate::echo`]'s servers, telling the peer too.
+    _tcp: crate::echo::NameServers,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Servers {
     pub fn start(backends: &[(NetNs, String)]) -> anyhow::Result<Self> {
+        let named: Vec<(&NetNs, String)> = backends.iter().map(|(ns, name)| (ns, name.clone())).collect();
+        let tcp = crate::echo::NameServers::start_telling_peer(&named, 8080)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (ns, name) in backends {
-            let (tcp, udp) = ns.run(|| -> std::io::Result<_> {
-                Ok((TcpListener::bind("0.0.0.0:8080")?, UdpSocket::bind("0.0.0.0:5353")?))
-            })??;
-            tcp.set_nonblocking(true)?;
+            let udp = ns.run(|| UdpSocket::bind("0.0.0.0:5353"))??;
             udp.set_read_timeout(Some(Duration::from_millis(50)))?;
-            let (stop_tcp, name_tcp) = (stop.clone(), name.clone());
-            threads.push(std::thread::spawn(move || serve_tcp(&tcp, &name_tcp, &stop_tcp)));
             let (stop_udp, name_udp) = (stop.clone(), name.clone());
             threads.push(std::thread::spawn(move || serve_udp(&udp, &name_udp, &stop_udp)));
         }
-        Ok(Self { stop, threads })
+        Ok(Self { _tcp: tcp, stop, threads })
     }
 }
 
@@ -158,45 +157,6 @@ impl Drop for Servers {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-fn serve_tcp(listener: &TcpListener, name: &str, stop: &Arc<AtomicBool>) {
-    let mut conns = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                let (answer, stop) = (format!("{name} {peer}\n"), stop.clone());
-                conns.push(std::thread::spawn(move || {
-                    let _ = stream.set_nonblocking(false);
-                    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-                    let mut reader = BufReader::new(match stream.try_clone() {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    });
-                    let mut writer = stream;
-                    let mut line = String::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        match reader.read_line(&mut line) {
-                            Ok(0) => return,
-                            Ok(_) => {
-                                line.clear();
-                                if writer.write_all(answer.as_bytes()).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                            Err(_) => return,
-                        }
-                    }
-                }));
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => break,
-        }
-    }
-    for c in conns {
-        let _ = c.join();
     }
 }
 
@@ -237,6 +197,11 @@ impl Conn {
             .with_context(|| format!("connecting to {to}"))?;
         stream.set_read_timeout(Some(TIMEOUT))?;
         Ok(Self { reader: BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    /// The peer address the socket reports (`getpeername()`).
+    pub fn peer(&self) -> std::io::Result<SocketAddr> {
+        self.writer.peer_addr()
     }
 
     /// The answering backend's name.

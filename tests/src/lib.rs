@@ -5,6 +5,7 @@
 //! behind, and every name is unique, so tests run in parallel.
 
 pub mod bpffs;
+pub mod cgroup;
 pub mod cleanup;
 pub mod containerd;
 pub mod echo;

@@ -561,11 +561,11 @@ fn hairpinned_udp_keeps_its_checksum_valid_both_ways() -> anyhow::Result<()> {
 
 // ---- externalTrafficPolicy Cluster with a backend on another node --------
 
-#[test]
-fn a_cluster_policy_node_port_flow_to_another_nodes_backend_leaves_from_the_node_address() -> anyhow::Result<()> {
-    // A node namespace whose routes say: 10.244.0.0/24 are this node's pods
-    // (`pods`), 10.244.1.0/24 are pods of the node at 10.9.0.3, behind the
-    // uplink. Veth pairs inside the namespace stand in for the links.
+/// A node namespace whose routes say: 10.244.0.0/24 are this node's pods
+/// (`pods`), 10.244.1.0/24 are pods of the node at 10.9.0.3, behind the
+/// uplink. Veth pairs inside the namespace stand in for the links. Returns
+/// it and the uplink's ifindex.
+fn snat_node() -> anyhow::Result<(waggle_tests::NetNs, u32)> {
     let node = waggle_tests::NetNs::new("snat")?;
     for (link, addr) in [("uplink", "10.9.0.1/24"), ("pods", "10.244.0.1/24")] {
         node.ip(&["link", "add", link, "type", "veth", "peer", "name", &format!("{link}-peer")])?;
@@ -576,6 +576,51 @@ fn a_cluster_policy_node_port_flow_to_another_nodes_backend_leaves_from_the_node
     node.ip(&["route", "add", "10.244.1.0/24", "via", "10.9.0.3", "dev", "uplink"])?;
     node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
     let uplink: u32 = node.run(|| nix::net::if_::if_nametoindex("uplink"))??;
+    Ok((node, uplink))
+}
+
+#[test]
+fn two_clients_on_one_source_port_to_one_remote_backend_get_distinct_snat_ports() -> anyhow::Result<()> {
+    let (node, uplink) = snat_node()?;
+    let remote = Ipv4Addr::new(10, 244, 1, 11);
+    let mut cluster = Cluster::web(&[remote], None);
+    cluster.slices[0].endpoints = vec![Endpoint::ready(remote, "n2")];
+    let (mut dp, _) = loaded(&cluster)?;
+    let mut xdp = |frame: Vec<u8>| -> anyhow::Result<packet::Parsed> {
+        let (res, out) = node.run(|| dp.test_run_xdp_lb_from(&frame, uplink).map_err(anyhow::Error::from))??;
+        assert_eq!(res.return_value, XDP_PASS);
+        packet::parse(&out)
+    };
+    let a = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 200), 40000);
+    let b = SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 201), 40000);
+    let backend = SocketAddrV4::new(remote, 8080);
+
+    let first = xdp(packet::tcp(a, node_port(), SYN, 1, b""))?;
+    assert_eq!((first.src, first.dst), (SocketAddrV4::new(NODE_IP, 40000), backend), "the client's port is kept");
+    let second = xdp(packet::tcp(b, node_port(), SYN, 1, b""))?;
+    assert_eq!(*second.src.ip(), NODE_IP);
+    let b_port = second.src.port();
+    assert_ne!(b_port, 40000, "(node, 40000) already carries a's replies: b gets another port");
+
+    // Each reply goes back to its own client.
+    let to_a = xdp(packet::tcp(backend, SocketAddrV4::new(NODE_IP, 40000), SYN | ACK, 9, b""))?;
+    assert_eq!((to_a.src, to_a.dst), (node_port(), a));
+    let to_b = xdp(packet::tcp(backend, SocketAddrV4::new(NODE_IP, b_port), SYN | ACK, 9, b""))?;
+    assert_eq!((to_b.src, to_b.dst), (node_port(), b));
+
+    // Later packets keep their flow's port; a retransmitted SYN keeps its own.
+    let later = xdp(packet::tcp(b, node_port(), ACK, 2, b"GET /"))?;
+    assert_eq!((later.src, later.dst), (SocketAddrV4::new(NODE_IP, b_port), backend));
+    let again = xdp(packet::tcp(a, node_port(), SYN, 1, b""))?;
+    assert_eq!(again.src, SocketAddrV4::new(NODE_IP, 40000), "a retransmitted SYN is not a collision");
+    let again = xdp(packet::tcp(b, node_port(), SYN, 1, b""))?;
+    assert_eq!(again.src, SocketAddrV4::new(NODE_IP, b_port), "nor does it move a remapped flow to a new port");
+    Ok(())
+}
+
+#[test]
+fn a_cluster_policy_node_port_flow_to_another_nodes_backend_leaves_from_the_node_address() -> anyhow::Result<()> {
+    let (node, uplink) = snat_node()?;
 
     let local = BACKENDS[0];
     let remote = Ipv4Addr::new(10, 244, 1, 11);

@@ -17,11 +17,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 
+use anyhow::Context as _;
 use waggle_dataplane::lb::{
     self, Current, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
 };
 use waggle_dataplane::lb_abi::ReasonV1;
 use waggle_dataplane::{Dataplane, LoadConfig};
+use waggle_tests::cgroup::Cgroup2;
 use waggle_tests::lbnet::{self, Conn, NODE_IP, Servers, TIMEOUT, ask_once, ask_udp, attach_pod, firewall_rules};
 use waggle_tests::{NetNs, is_root};
 
@@ -232,5 +234,75 @@ fn an_open_connection_survives_the_agent_dying_and_restarting() -> anyhow::Resul
     assert!(ct_hits >= 1, "the new program instance served the open flow from the pinned conntrack");
     let hooked = node.run(|| waggle_dataplane::tcx_ingress_programs("hcli").map_err(anyhow::Error::from))??;
     assert_eq!(hooked, 1, "the restart replaced the program in place instead of stacking a second one");
+    Ok(())
+}
+
+#[test]
+fn a_process_in_the_socket_lb_cgroup_connects_straight_to_backends_and_sees_the_vip_as_its_peer() -> anyhow::Result<()>
+{
+    assert!(is_root(), "this test loads eBPF programs and creates namespaces: run it as root");
+    let node = lbnet::node()?;
+    let client = NetNs::new("cli")?;
+    let backends: Vec<(NetNs, String)> =
+        (1..=3).map(|i| Ok((NetNs::new(&format!("be{i}"))?, format!("backend-{i}")))).collect::<anyhow::Result<_>>()?;
+    attach_pod(&node, &client, "hcli", "10.244.0.100/24")?;
+    for (i, (ns, _)) in backends.iter().enumerate() {
+        attach_pod(&node, ns, &format!("hbe{}", i + 1), &format!("{}/24", BACKEND_IPS[i]))?;
+    }
+    let _servers = Servers::start(&backends)?;
+    let root = waggle_dataplane::cgroup::cgroup2_mount()?.context("this kernel mounts a cgroup2 hierarchy")?;
+    let mut cgroup = Cgroup2::new(&root, "socklb")?;
+    let mut dp = node.run(|| -> anyhow::Result<Dataplane> {
+        let mut dp = Dataplane::load()?;
+        for iface in ["hcli", "hbe1", "hbe2", "hbe3"] {
+            dp.attach_tc_lb(iface)?;
+        }
+        Ok(dp)
+    })??;
+    dp.attach_sock_lb(cgroup.path())?;
+    let cluster = Cluster::new();
+    cluster.apply(&mut dp, &mut Current::default())?;
+    let web = SocketAddrV4::new(VIP, 80);
+    let count = |dp: &mut Dataplane, r: ReasonV1| -> anyhow::Result<u64> { Ok(dp.lb_maps().reasons.read(r)?.packets) };
+
+    cgroup.enter()?;
+    // TCP: connections spread over the backends, and each one reports the
+    // VIP as its peer although it is connected to a backend.
+    let mut hits = BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        let mut conn = Conn::open(&client, web)?;
+        assert_eq!(conn.peer()?, SocketAddr::V4(web), "getpeername() reports the VIP");
+        *hits.entry(conn.who()?).or_default() += 1;
+    }
+    assert_eq!(hits.len(), 3, "30 connections reached {hits:?}");
+    // Connected UDP, and unconnected UDP whose answers come from the VIP.
+    let udp_seen: BTreeSet<String> =
+        (0..20).map(|_| ask_udp(&client, SocketAddrV4::new(VIP, 53))).collect::<anyhow::Result<_>>()?;
+    assert!(udp_seen.len() >= 2, "20 datagrams reached {udp_seen:?}");
+    let from = client.run(|| -> anyhow::Result<SocketAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.send_to(b"who", SocketAddrV4::new(VIP, 53))?;
+        let mut buf = [0u8; 64];
+        Ok(s.recv_from(&mut buf).context("waiting for the UDP answer")?.1)
+    })??;
+    assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(VIP, 53)), "recvfrom() reports the VIP as the sender");
+    // Not one packet needed NAT.
+    assert!(count(&mut dp, ReasonV1::SockToBackend)? >= 51, "every connect/sendmsg was translated");
+    assert_eq!(count(&mut dp, ReasonV1::NewFlow)?, 0, "no flow reached the packet path's DNAT");
+    assert_eq!(count(&mut dp, ReasonV1::RevNat)?, 0, "no reply needed reverse NAT");
+
+    // What the socket programs leave alone, tc still answers: a Service with
+    // no endpoints refuses at once.
+    let refused =
+        client.run(|| TcpStream::connect_timeout(&SocketAddr::V4(SocketAddrV4::new(EMPTY_VIP, 80)), TIMEOUT))?;
+    assert_eq!(refused.err().map(|e| e.kind()), Some(ErrorKind::ConnectionRefused), "answered with a RST");
+    assert!(count(&mut dp, ReasonV1::SockLeftToPackets)? >= 1);
+
+    // A process outside the cgroup is balanced by tc, per packet.
+    cgroup.leave()?;
+    let outside = ask_once(&client, web)?;
+    assert!(outside.starts_with("backend-"), "{outside}");
+    assert!(count(&mut dp, ReasonV1::NewFlow)? >= 1, "tc balanced the connection from outside the cgroup");
     Ok(())
 }

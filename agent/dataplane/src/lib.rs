@@ -4,6 +4,7 @@
 //! programs, attaches them to interfaces (XDP on an uplink, tc on either
 //! direction of a link) and hands out one typed wrapper per map.
 
+pub mod cgroup;
 mod error;
 pub mod lb;
 pub mod maps;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, TestRunResult, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, TestRun, TestRunOptions, TestRunResult, Xdp,
+        XdpMode,
+        cgroup_sock_addr::CgroupSockAddrLinkId,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
     },
@@ -51,6 +53,8 @@ pub struct Dataplane {
     /// Attachments that outlive this process (closing them detaches
     /// nothing), by interface.
     pinned_links: std::collections::BTreeMap<String, PinnedLink>,
+    /// Socket-level LB attachments (program, link), see [`Self::attach_sock_lb`].
+    sock_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
 }
 
 /// Capacities of the LB maps (agent flags). A pinned map keeps the capacity
@@ -132,6 +136,8 @@ impl Dataplane {
             (lb::names::REV_NAT, cap.services),
             (lb::names::CONNTRACK, cap.conntrack),
             (lb::names::AFFINITY, cap.affinity),
+            // One entry per socket-balanced socket: as many as tracked flows.
+            (lb::names::SOCK_REV_NAT, cap.conntrack),
         ];
         let mut loader = EbpfLoader::new();
         for (name, size) in sizes {
@@ -157,7 +163,7 @@ impl Dataplane {
             conntrack: ConntrackTable::new(lb::names::CONNTRACK, take(lb::names::CONNTRACK)?)?,
             reasons: ReasonTable::new(take(lb::names::REASONS)?)?,
         };
-        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Default::default() })
+        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Default::default(), sock_links: Vec::new() })
     }
 
     /// The LB maps.
@@ -266,36 +272,61 @@ impl Dataplane {
         self.pinned_links.contains_key(iface)
     }
 
+    /// Attaches the socket-level LB programs (connect4, sendmsg4, recvmsg4,
+    /// getpeername4) to the cgroup v2 directory `cgroup`: a process in it (or
+    /// below it) that connects or sends to a frontend is connected to a
+    /// backend directly, and no packet of that flow needs NAT. The tc/XDP
+    /// programs still balance what these hooks cannot see (traffic from
+    /// outside the cgroup or the node). Attached through BPF links, so other
+    /// programs on the same cgroup keep running; detached when this
+    /// [`Dataplane`] is dropped. Sockets already connected keep their
+    /// backend after that: they hold its address, not the frontend's.
+    pub fn attach_sock_lb(&mut self, cgroup: &Path) -> Result<(), Error> {
+        let dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup { path: cgroup.to_owned(), source })?;
+        for name in lb::names::SOCK_LB {
+            let prog: &mut CgroupSockAddr =
+                self.ebpf.program_mut(name).ok_or(Error::MissingProgram { name })?.try_into().map_err(|source| {
+                    Error::Program { name, action: "expecting a cgroup sock_addr program".into(), source }
+                })?;
+            if prog.fd().is_err() {
+                prog.load().map_err(|source| Error::Program { name, action: "loading".into(), source })?;
+            }
+            // aya attaches through a BPF link, which the kernel always
+            // treats as "allow multiple" and which refuses explicit flags.
+            let link = prog.attach(&dir, CgroupAttachMode::Single).map_err(|source| Error::Program {
+                name,
+                action: format!("attaching to the cgroup {}", cgroup.display()),
+                source,
+            })?;
+            self.sock_links.push((name, link));
+        }
+        tracing::info!(cgroup = %cgroup.display(), "attached socket-level LB programs");
+        Ok(())
+    }
+
+    /// Detaches every socket-level LB program [`Self::attach_sock_lb`]
+    /// attached; new connections from that cgroup go through the packet path
+    /// again.
+    pub fn detach_sock_lb(&mut self) -> Result<(), Error> {
+        for (name, link) in std::mem::take(&mut self.sock_links) {
+            let prog: &mut CgroupSockAddr =
+                self.ebpf.program_mut(name).ok_or(Error::MissingProgram { name })?.try_into().map_err(|source| {
+                    Error::Program { name, action: "expecting a cgroup sock_addr program".into(), source }
+                })?;
+            prog.detach(link).map_err(|source| Error::Program { name, action: "detaching".into(), source })?;
+        }
+        Ok(())
+    }
+
     /// Runs the LB program once on `frame` with BPF_PROG_TEST_RUN and returns
     /// its verdict and the frame as the program left it.
     pub fn test_run_tc_lb(&mut self, frame: &[u8]) -> Result<(TestRunResult, Vec<u8>), Error> {
-        let name = lb::names::TC_LB;
-        let prog = self.classifier(name)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        let result = prog.test_run(opts).map_err(|source| Error::Program {
-            name,
-            action: format!("test-running on a {}-byte frame", frame.len()),
-            source,
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result, out))
+        test_run(self.classifier(lb::names::TC_LB)?, lb::names::TC_LB, frame, 1, None)
     }
 
     /// Runs the LB program `repeat` times on `frame`; for per-packet cost.
     pub fn bench_tc_lb(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunResult, Error> {
-        let name = lb::names::TC_LB;
-        let prog = self.classifier(name)?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        prog.test_run(opts).map_err(|source| Error::Program {
-            name,
-            action: format!("test-running {repeat} times"),
-            source,
-        })
+        Ok(test_run(self.classifier(lb::names::TC_LB)?, lb::names::TC_LB, frame, repeat, None)?.0)
     }
 
     /// Attaches the Service load balancer to the node uplink `iface` as XDP
@@ -328,40 +359,17 @@ impl Dataplane {
         frame: &[u8],
         ingress_ifindex: u32,
     ) -> Result<(TestRunResult, Vec<u8>), Error> {
-        let name = lb::names::XDP_LB;
-        let prog = self.xdp(name)?;
-        let mut out = vec![0u8; frame.len() + 256];
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex; data_end must be the frame's length.
         let xdp_md: Vec<u8> =
             [0, frame.len() as u32, 0, ingress_ifindex, 0, 0].iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        if ingress_ifindex != 0 {
-            opts.ctx_in = Some(&xdp_md);
-        }
-        let result = prog.test_run(opts).map_err(|source| Error::Program {
-            name,
-            action: format!("test-running on a {}-byte frame from interface {ingress_ifindex}", frame.len()),
-            source,
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result, out))
+        let ctx = (ingress_ifindex != 0).then_some(xdp_md.as_slice());
+        test_run(self.xdp(lb::names::XDP_LB)?, lb::names::XDP_LB, frame, 1, ctx)
     }
 
     /// Runs the XDP LB program `repeat` times on `frame`; for per-packet cost.
     pub fn bench_xdp_lb(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunResult, Error> {
-        let name = lb::names::XDP_LB;
-        let prog = self.xdp(name)?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        prog.test_run(opts).map_err(|source| Error::Program {
-            name,
-            action: format!("test-running {repeat} times"),
-            source,
-        })
+        Ok(test_run(self.xdp(lb::names::XDP_LB)?, lb::names::XDP_LB, frame, repeat, None)?.0)
     }
 
     /// Attaches the counting XDP program to `iface` (native mode).
@@ -393,16 +401,7 @@ impl Dataplane {
     /// Runs the counting XDP program on `frame` `repeat` times with
     /// BPF_PROG_TEST_RUN, without any interface.
     pub fn test_run_xdp_counter(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunResult, Error> {
-        let name = names::XDP_COUNT;
-        let prog = self.xdp(name)?;
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.repeat = repeat;
-        prog.test_run(opts).map_err(|source| Error::Program {
-            name,
-            action: format!("test-running on a {}-byte frame", frame.len()),
-            source,
-        })
+        Ok(test_run(self.xdp(names::XDP_COUNT)?, names::XDP_COUNT, frame, repeat, None)?.0)
     }
 
     /// The counters of the XDP program.
@@ -440,6 +439,34 @@ impl Dataplane {
         }
         Ok(prog)
     }
+}
+
+/// Runs a packet program (tc or XDP) `repeat` times on `frame` with
+/// BPF_PROG_TEST_RUN (and `ctx` as its context, if given): its verdict, its
+/// per-run duration, and the frame as the last run left it.
+fn test_run<P>(
+    prog: &mut P,
+    name: &'static str,
+    frame: &[u8],
+    repeat: u32,
+    ctx: Option<&[u8]>,
+) -> Result<(TestRunResult, Vec<u8>), Error>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = ctx;
+    opts.repeat = repeat;
+    let result = prog.test_run(opts).map_err(|source| Error::Program {
+        name,
+        action: format!("test-running {repeat} times on a {}-byte frame", frame.len()),
+        source,
+    })?;
+    out.truncate(result.data_size_out as usize);
+    Ok((result, out))
 }
 
 /// aya reuses a pinned map without comparing its shape with the object's:

@@ -13,9 +13,10 @@
 //! LB4_BACKEND_V1  hash   backend id (u32)                → BackendV1 (addr, port, state)
 //! LB4_MAGLEV_V2   array  row (u32)                       → MaglevRowV2 (MAGLEV_M backend ids)
 //! LB4_REVNAT_V1   hash   rev-NAT index (u32)             → RevNatV1 (vip, port)
-//! LB4_CT_V1       lru    CtKeyV1 (5-tuple + direction)   → CtEntryV1 (backend, rev-NAT index, times)
+//! LB4_CT_V2       lru    CtKeyV1 (5-tuple + direction)   → CtEntryV2 (backend, rev-NAT index, times, SNAT port)
 //! LB4_AFFINITY_V1 lru    AffinityKeyV1 (client, svc id)  → AffinityV1 (backend id, last used)
 //! LB4_REASONS_V1  percpu reason code (u32)               → Counter
+//! LB4_SOCK_REVNAT_V1 lru SockRevNatKeyV1 (socket, backend) → RevNatV1 (vip, port)
 //! ```
 
 /// Size of one Maglev lookup-table row (the paper's M): a prime, so every
@@ -63,17 +64,30 @@ pub mod names {
     pub const BACKENDS: &str = "LB4_BACKEND_V1";
     pub const MAGLEV: &str = "LB4_MAGLEV_V2";
     pub const REV_NAT: &str = "LB4_REVNAT_V1";
-    pub const CONNTRACK: &str = "LB4_CT_V1";
+    pub const CONNTRACK: &str = "LB4_CT_V2";
     pub const AFFINITY: &str = "LB4_AFFINITY_V1";
     pub const REASONS: &str = "LB4_REASONS_V1";
+    pub const SOCK_REV_NAT: &str = "LB4_SOCK_REVNAT_V1";
     /// Every map that is pinned and survives an agent restart.
-    pub const PINNED: [&str; 6] = [SERVICES, BACKENDS, MAGLEV, REV_NAT, CONNTRACK, AFFINITY];
+    pub const PINNED: [&str; 7] = [SERVICES, BACKENDS, MAGLEV, REV_NAT, CONNTRACK, AFFINITY, SOCK_REV_NAT];
     /// tc program for the host side of pod veths and for node interfaces
     /// (ingress): Service DNAT for requests, reverse NAT for replies.
     pub const TC_LB: &str = "tc_lb";
     /// XDP program for the node uplink: the same stages as [`TC_LB`] on
     /// frames from outside the node (NodePort, externalIPs, LB IPs).
     pub const XDP_LB: &str = "xdp_lb";
+    /// Socket-level LB (cgroup v2): a TCP or UDP `connect()` to a frontend
+    /// is connected to a backend instead, so no packet of the flow needs NAT.
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    /// Socket-level LB for unconnected UDP: each `sendmsg()` to a frontend.
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    /// Socket-level reverse NAT: `recvmsg()` on UDP reports the frontend as
+    /// the sender of a backend's datagram.
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
+    /// Socket-level reverse NAT: `getpeername()` reports the frontend.
+    pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
+    /// The socket-level programs, each with its cgroup attach point.
+    pub const SOCK_LB: [&str; 4] = [SOCK_CONNECT4, SOCK_SENDMSG4, SOCK_RECVMSG4, SOCK_GETPEERNAME4];
 }
 
 /// IP protocol number of TCP.
@@ -183,9 +197,13 @@ const _: () = assert!(core::mem::offset_of!(CtKeyV1, proto) == 12);
 /// The backend address is stored, not only its id, so that a flow keeps its
 /// backend after the backend left the Service (terminating endpoints keep
 /// their flows), as kube-proxy's conntrack-based DNAT does.
+///
+/// V1 had no room for a source port of our choosing: a source-NATed flow
+/// kept its client's port, so two clients using the same port towards one
+/// remote backend collided on one reply tuple. V2 records the port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CtEntryV1 {
+pub struct CtEntryV2 {
     pub backend_addr_be: u32,
     pub backend_port_be: u16,
     /// `CT_F_*`.
@@ -197,22 +215,36 @@ pub struct CtEntryV1 {
     pub created_ns: u64,
     /// bpf_ktime_get_ns() of the last packet in the service direction.
     pub last_seen_ns: u64,
+    /// Service direction of a [`CT_F_SNAT`] flow: the source port it leaves
+    /// with (the client's own, unless another flow already held that reply
+    /// tuple). 0 otherwise.
+    pub snat_port_be: u16,
+    pub _pad2: [u8; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<CtEntryV1>() == 32);
-const _: () = assert!(core::mem::offset_of!(CtEntryV1, created_ns) == 16);
+const _: () = assert!(core::mem::size_of::<CtEntryV2>() == 40);
+const _: () = assert!(core::mem::offset_of!(CtEntryV2, created_ns) == 16);
+const _: () = assert!(core::mem::offset_of!(CtEntryV2, snat_port_be) == 32);
 
-/// [`CtEntryV1::flags`]: a FIN or RST was seen; a new SYN on this tuple
+/// Source-NAT ports picked when a flow's own port is taken: the range
+/// Cilium's and the kernel's NAT use for such remapping.
+pub const SNAT_PORT_MIN: u16 = 1024;
+pub const SNAT_PORT_MAX: u16 = 65535;
+/// Ports tried (the client's own, then random ones) before a new
+/// source-NATed flow is refused.
+pub const SNAT_ATTEMPTS: u32 = 16;
+
+/// [`CtEntryV2::flags`]: a FIN or RST was seen; a new SYN on this tuple
 /// starts a new flow.
 pub const CT_F_CLOSING: u8 = 1 << 0;
-/// [`CtEntryV1::flags`]: a hairpin flow, a pod that reached itself through a
+/// [`CtEntryV2::flags`]: a hairpin flow, a pod that reached itself through a
 /// Service. Its source is rewritten to [`HAIRPIN_SNAT_ADDR`] (the source
 /// port is kept), because a packet from the pod's own address would be
 /// dropped as a martian by the pod; its replies get their destination turned
 /// back into the pod.
 pub const CT_F_HAIRPIN: u8 = 1 << 1;
 
-/// [`CtEntryV1::flags`]: an externally reached flow (NodePort, externalIP,
+/// [`CtEntryV2::flags`]: an externally reached flow (NodePort, externalIP,
 /// LoadBalancer IP with externalTrafficPolicy Cluster) sent to a backend on
 /// another node: its source is rewritten to this node's address on the
 /// route to the backend (the client's port is kept), so that the replies
@@ -255,6 +287,23 @@ pub struct AffinityV1 {
 
 const _: () = assert!(core::mem::size_of::<AffinityV1>() == 16);
 
+/// Socket-level LB: a socket that was connected (or sent) to a backend in
+/// place of a frontend, keyed by the socket and that backend. Looked up when
+/// the socket reports its peer (`getpeername`, UDP `recvmsg`), which must be
+/// the frontend the application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SockRevNatKeyV1 {
+    /// bpf_get_socket_cookie(): unique per socket for the kernel's lifetime.
+    pub cookie: u64,
+    pub backend_addr_be: u32,
+    pub backend_port_be: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<SockRevNatKeyV1>() == 16);
+const _: () = assert!(core::mem::offset_of!(SockRevNatKeyV1, backend_addr_be) == 8);
+
 /// Why the LB program did what it did. Each code has one verdict (see the
 /// programs' `verdict.rs`); each is counted in `LB4_REASONS_V1`.
 #[repr(u32)]
@@ -293,11 +342,24 @@ pub enum ReasonV1 {
     /// A Service with no ready endpoints: a UDP datagram was answered with an
     /// ICMP port unreachable.
     NoBackendsIcmp = 14,
+    /// Socket-level LB: a `connect()` or `sendmsg()` to a frontend was sent
+    /// to a backend; no packet of it needs NAT.
+    SockToBackend = 15,
+    /// Socket-level LB: a frontend the socket programs leave to the packet
+    /// path (no ready backends: the tc program answers; session affinity:
+    /// it needs the client's address, which a socket has not chosen yet).
+    SockLeftToPackets = 16,
+    /// Socket-level LB: `getpeername()` or a UDP `recvmsg()` reported the
+    /// frontend in place of the backend.
+    SockRevNat = 17,
+    /// A new source-NATed flow found every source port it tried taken:
+    /// dropped (the client retries with a new SYN).
+    SnatPortsExhausted = 18,
 }
 
 impl ReasonV1 {
     /// Number of reason codes (size of the reason counter array).
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 19;
 }
 
 /// Seed of the flow hash. Every node uses the same one, so every node sends a
@@ -334,10 +396,11 @@ mod pod {
     unsafe impl aya::Pod for super::BackendV1 {}
     unsafe impl aya::Pod for super::RevNatV1 {}
     unsafe impl aya::Pod for super::CtKeyV1 {}
-    unsafe impl aya::Pod for super::CtEntryV1 {}
+    unsafe impl aya::Pod for super::CtEntryV2 {}
     unsafe impl aya::Pod for super::AffinityKeyV1 {}
     unsafe impl aya::Pod for super::AffinityV1 {}
     unsafe impl aya::Pod for super::MaglevRowV2 {}
+    unsafe impl aya::Pod for super::SockRevNatKeyV1 {}
 }
 
 #[cfg(test)]

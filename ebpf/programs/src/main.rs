@@ -12,8 +12,8 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 
 /// Counts every frame arriving on the interface and passes it up the stack.
@@ -68,6 +68,46 @@ pub fn xdp_lb(ctx: XdpContext) -> u32 {
 fn try_xdp_lb(ctx: &XdpContext) -> u32 {
     let reason = lb::process(ctx);
     lb::verdict::finish_xdp(ctx, reason)
+}
+
+/// Socket-level Service load balancing: `connect()` to a frontend connects
+/// to a backend (see `lb/sock.rs`). Always lets the call go on.
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    try_sock_to_backend(&ctx)
+}
+
+/// Socket-level Service load balancing for unconnected UDP `sendmsg()`.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    try_sock_to_backend(&ctx)
+}
+
+/// UDP `recvmsg()` on a socket-balanced socket: the sender is the frontend.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    try_sock_to_frontend(&ctx)
+}
+
+/// `getpeername()` on a socket-balanced socket: the peer is the frontend.
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    try_sock_to_frontend(&ctx)
+}
+
+/// What a sock_addr program returns to let the call proceed.
+const SOCK_ALLOW: i32 = 1;
+
+#[inline(always)]
+fn try_sock_to_backend(ctx: &SockAddrContext) -> i32 {
+    lb::verdict::count(lb::sock::to_backend(ctx), 0);
+    SOCK_ALLOW
+}
+
+#[inline(always)]
+fn try_sock_to_frontend(ctx: &SockAddrContext) -> i32 {
+    lb::verdict::count(lb::sock::to_frontend(ctx), 0);
+    SOCK_ALLOW
 }
 
 #[cfg(not(test))]

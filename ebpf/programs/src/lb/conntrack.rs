@@ -5,9 +5,10 @@
 //! Service. The reply-direction entry says which frontend the backend's
 //! replies must appear to come from.
 
+use aya_ebpf::helpers::bpf_get_prandom_u32;
 use waggle_ebpf_common::lb::{
-    CT_DIR_REPLY, CT_DIR_SERVICE, CT_F_HAIRPIN, CT_F_SNAT, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV1, CtKeyV1,
-    HAIRPIN_SNAT_ADDR, IPPROTO_TCP,
+    CT_DIR_REPLY, CT_DIR_SERVICE, CT_F_HAIRPIN, CT_F_SNAT, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV2, CtKeyV1,
+    HAIRPIN_SNAT_ADDR, IPPROTO_TCP, ReasonV1, SNAT_ATTEMPTS, SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
 use super::{maps::CONNTRACK, select::Chosen};
@@ -19,6 +20,8 @@ pub struct Tracked {
     pub port_be: u16,
     /// How the source is rewritten too, if at all.
     pub source: SourceNat,
+    /// The source port a [`SourceNat::Node`] flow leaves with.
+    pub snat_port_be: u16,
 }
 
 /// Whether, and why, a flow's source is rewritten on its way to the backend.
@@ -94,7 +97,12 @@ pub fn lookup_service(flow: &Ipv4Flow, now: u64) -> Option<Tracked> {
         } else {
             SourceNat::None
         };
-        Some(Tracked { addr_be: (*entry).backend_addr_be, port_be: (*entry).backend_port_be, source })
+        Some(Tracked {
+            addr_be: (*entry).backend_addr_be,
+            port_be: (*entry).backend_port_be,
+            source,
+            snat_port_be: (*entry).snat_port_be,
+        })
     }
 }
 
@@ -115,11 +123,20 @@ pub fn lookup_reply(flow: &Ipv4Flow) -> Option<Reply> {
     Some(Reply { rev_nat_index: entry.rev_nat_index, to_client })
 }
 
-/// Records a new flow in both directions. A source-NATed flow's replies are
-/// addressed to the address it was rewritten to, so that is its reply key.
+/// Records a new flow in both directions and returns the source port it
+/// leaves with. A source-NATed flow's replies are addressed to the address
+/// (and port) it was rewritten to, so that is its reply key; the port is the
+/// client's own unless another flow's replies already use that tuple (two
+/// clients with one source port towards one backend), then a free one.
 #[inline(always)]
-pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64, source: SourceNat) -> Result<(), ()> {
-    let entry = CtEntryV1 {
+pub fn create(
+    flow: &Ipv4Flow,
+    chosen: &Chosen,
+    rev_nat_index: u32,
+    now: u64,
+    source: SourceNat,
+) -> Result<u16, ReasonV1> {
+    let mut entry = CtEntryV2 {
         backend_addr_be: chosen.backend.addr_be,
         backend_port_be: chosen.backend.port_be,
         flags: source.flag(),
@@ -128,8 +145,10 @@ pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64, so
         rev_nat_index,
         created_ns: now,
         last_seen_ns: now,
+        snat_port_be: 0,
+        _pad2: [0; 6],
     };
-    let reply_key = CtKeyV1 {
+    let mut reply_key = CtKeyV1 {
         saddr_be: chosen.backend.addr_be,
         daddr_be: match source {
             SourceNat::None => flow.saddr_be,
@@ -145,9 +164,47 @@ pub fn create(flow: &Ipv4Flow, chosen: &Chosen, rev_nat_index: u32, now: u64, so
     // Reply entry first: once the service entry exists, packets take the fast
     // path and rely on replies being translated.
     let reply = match source {
-        SourceNat::Node(_) => CtEntryV1 { backend_addr_be: flow.saddr_be, backend_port_be: flow.sport_be, ..entry },
+        SourceNat::Node(_) => {
+            reply_key.dport_be = free_snat_port(flow, &reply_key)?;
+            entry.snat_port_be = reply_key.dport_be;
+            CtEntryV2 { backend_addr_be: flow.saddr_be, backend_port_be: flow.sport_be, snat_port_be: 0, ..entry }
+        }
         _ => entry,
     };
-    CONNTRACK.insert(reply_key, reply, 0).map_err(|_| ())?;
-    CONNTRACK.insert(service_key(flow), entry, 0).map_err(|_| ())
+    CONNTRACK.insert(reply_key, reply, 0).map_err(|_| ReasonV1::MapUpdateFailed)?;
+    CONNTRACK.insert(service_key(flow), entry, 0).map_err(|_| ReasonV1::MapUpdateFailed)?;
+    Ok(reply_key.dport_be)
+}
+
+/// A source port for a source-NATed flow whose reply tuple (`key`, port
+/// aside) no other live flow holds: the port this flow had already (a
+/// retransmitted SYN), else the client's own, then random ones, as Cilium's
+/// SNAT does. A tuple this very client holds is its own.
+#[inline(always)]
+fn free_snat_port(flow: &Ipv4Flow, key: &CtKeyV1) -> Result<u16, ReasonV1> {
+    let mut probe = *key;
+    // SAFETY: copied out at once.
+    if let Some(earlier) = unsafe { CONNTRACK.get(service_key(flow)) }
+        && earlier.flags & CT_F_SNAT != 0
+        && earlier.snat_port_be != 0
+    {
+        probe.dport_be = earlier.snat_port_be;
+    }
+    let mut attempt = 0;
+    while attempt < SNAT_ATTEMPTS {
+        // SAFETY: copied out at once.
+        match unsafe { CONNTRACK.get(probe) } {
+            None => return Ok(probe.dport_be),
+            Some(held) if held.backend_addr_be == flow.saddr_be && held.backend_port_be == flow.sport_be => {
+                return Ok(probe.dport_be);
+            }
+            Some(_) => {}
+        }
+        // SAFETY: a helper without arguments.
+        let r = unsafe { bpf_get_prandom_u32() };
+        let span = u32::from(SNAT_PORT_MAX - SNAT_PORT_MIN) + 1;
+        probe.dport_be = ((r % span) as u16 + SNAT_PORT_MIN).to_be();
+        attempt += 1;
+    }
+    Err(ReasonV1::SnatPortsExhausted)
 }

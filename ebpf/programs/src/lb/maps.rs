@@ -9,8 +9,8 @@ use aya_ebpf::{
 use waggle_ebpf_common::{
     Counter,
     lb::{
-        AffinityKeyV1, AffinityV1, BackendV1, CtEntryV1, CtKeyV1, MaglevRowV2, ReasonV1, RevNatV1, ServiceKeyV1,
-        ServiceValueV1,
+        AffinityKeyV1, AffinityV1, BackendV1, CtEntryV2, CtKeyV1, MaglevRowV2, ReasonV1, RevNatV1, ServiceKeyV1,
+        ServiceValueV1, SockRevNatKeyV1,
     },
 };
 
@@ -31,8 +31,8 @@ pub static MAGLEV: Array<MaglevRowV2> = Array::with_max_entries(1024, 0);
 pub static REV_NAT: HashMap<u32, RevNatV1> = HashMap::with_max_entries(65536, 0);
 
 /// Connection tracking, both directions of every flow.
-#[map(name = "LB4_CT_V1")]
-pub static CONNTRACK: LruHashMap<CtKeyV1, CtEntryV1> = LruHashMap::with_max_entries(262_144, 0);
+#[map(name = "LB4_CT_V2")]
+pub static CONNTRACK: LruHashMap<CtKeyV1, CtEntryV2> = LruHashMap::with_max_entries(262_144, 0);
 
 /// sessionAffinity ClientIP: (client, Service port) → backend.
 #[map(name = "LB4_AFFINITY_V1")]
@@ -41,3 +41,7 @@ pub static AFFINITY: LruHashMap<AffinityKeyV1, AffinityV1> = LruHashMap::with_ma
 /// Packets and bytes per reason code.
 #[map(name = "LB4_REASONS_V1")]
 pub static REASONS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(ReasonV1::COUNT, 0);
+
+/// Socket-level LB: (socket, backend) → the frontend it stands for.
+#[map(name = "LB4_SOCK_REVNAT_V1")]
+pub static SOCK_REV_NAT: LruHashMap<SockRevNatKeyV1, RevNatV1> = LruHashMap::with_max_entries(262_144, 0);

@@ -9,9 +9,9 @@
 //! Lookup order, for every IPv4 TCP/UDP packet:
 //!
 //! 1. `LB4_SVC_V1[daddr, dport, proto]`
-//!    - miss → 2. `LB4_CT_V1[reply tuple]`: hit → reverse NAT (saddr, sport ←
+//!    - miss → 2. `LB4_CT_V2[reply tuple]`: hit → reverse NAT (saddr, sport ←
 //!      `LB4_REVNAT_V1[rev_nat_index]`); miss → pass unchanged.
-//!    - hit → 3. `LB4_CT_V1[service tuple]`: a live entry (and not a fresh
+//!    - hit → 3. `LB4_CT_V2[service tuple]`: a live entry (and not a fresh
 //!      SYN) → DNAT to the backend it recorded, even if that backend has since
 //!      left the Service.
 //! 4. no ready backends → TCP SYN answered with a RST, anything else dropped.
@@ -19,13 +19,15 @@
 //!    backend still active) → that backend.
 //! 6. otherwise `LB4_MAGLEV_V2[row].backend_ids[flow_hash % M]` → backend id
 //!    → `LB4_BACKEND_V1`.
-//! 7. record both directions in `LB4_CT_V1` (and the affinity), then DNAT.
+//! 7. record both directions in `LB4_CT_V2` (and the affinity), then DNAT.
 //!    Hairpin (the backend is the client itself): the source becomes
 //!    `HAIRPIN_SNAT_ADDR` too, and the reply entry is keyed on it. A
 //!    NodePort/externalIP frontend with externalTrafficPolicy Cluster whose
 //!    backend is routed back out of the interface the packet came in on
 //!    (another node's pod): the source becomes this node's address on that
-//!    route (client port kept), so replies return here to be translated.
+//!    route, so replies return here to be translated; the client's port is
+//!    kept unless another flow's replies already use (node, port) from that
+//!    backend, then a free port is picked (`conntrack::free_snat_port`).
 //!    Local policy, and Cluster with a local backend, keep the client address.
 
 pub mod conntrack;
@@ -33,6 +35,7 @@ pub mod maps;
 pub mod nat;
 pub mod reject;
 pub mod select;
+pub mod sock;
 pub mod verdict;
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
@@ -67,7 +70,8 @@ pub fn process<P: Packet>(ctx: &P) -> ReasonV1 {
             },
             other => other,
         };
-        return match to_backend(ctx, &flow, tracked.addr_be, tracked.port_be, source) {
+        let to = (tracked.addr_be, tracked.port_be);
+        return match to_backend(ctx, &flow, to, source, tracked.snat_port_be) {
             Ok(()) => ReasonV1::CtHit,
             Err(()) => ReasonV1::RewriteFailed,
         };
@@ -80,10 +84,11 @@ pub fn process<P: Packet>(ctx: &P) -> ReasonV1 {
         Err(reason) => return reason,
     };
     let source = source_nat(ctx, &flow, &svc, chosen.backend.addr_be);
-    if conntrack::create(&flow, &chosen, svc.rev_nat_index, now, source).is_err() {
-        return ReasonV1::MapUpdateFailed;
-    }
-    match to_backend(ctx, &flow, chosen.backend.addr_be, chosen.backend.port_be, source) {
+    let sport_be = match conntrack::create(&flow, &chosen, svc.rev_nat_index, now, source) {
+        Ok(port) => port,
+        Err(reason) => return reason,
+    };
+    match to_backend(ctx, &flow, (chosen.backend.addr_be, chosen.backend.port_be), source, sport_be) {
         Ok(()) => chosen.reason,
         Err(()) => ReasonV1::RewriteFailed,
     }
@@ -105,14 +110,21 @@ fn source_nat<P: Packet>(ctx: &P, flow: &Ipv4Flow, svc: &ServiceValueV1, backend
     SourceNat::None
 }
 
-/// DNAT to the backend, and the source rewrite the flow needs.
+/// DNAT to the backend `(addr, port)`, and the source rewrite the flow
+/// needs (`snat_port_be`: the source port of a [`SourceNat::Node`] flow).
 #[inline(always)]
-fn to_backend<P: Packet>(ctx: &P, flow: &Ipv4Flow, addr_be: u32, port_be: u16, source: SourceNat) -> Result<(), ()> {
+fn to_backend<P: Packet>(
+    ctx: &P,
+    flow: &Ipv4Flow,
+    (addr_be, port_be): (u32, u16),
+    source: SourceNat,
+    snat_port_be: u16,
+) -> Result<(), ()> {
     nat::dnat(ctx, flow, addr_be, port_be)?;
     match source {
         SourceNat::None => Ok(()),
         SourceNat::Hairpin => nat::snat(ctx, flow, HAIRPIN_SNAT_ADDR, flow.sport_be),
-        SourceNat::Node(addr) => nat::snat(ctx, flow, addr, flow.sport_be),
+        SourceNat::Node(addr) => nat::snat(ctx, flow, addr, snat_port_be),
     }
 }
 

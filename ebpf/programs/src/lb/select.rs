@@ -25,6 +25,17 @@ pub fn backend(flow: &Ipv4Flow, svc: &ServiceValueV1, now: u64) -> Result<Chosen
         return Ok(chosen);
     }
     let hash = flow_hash_v1(flow.saddr_be, flow.daddr_be, flow.sport_be, flow.dport_be, flow.proto);
+    let (backend_id, backend) = by_maglev(svc, hash)?;
+    if affinity {
+        let pinned = AffinityV1 { backend_id, _pad: 0, last_used_ns: now };
+        AFFINITY.insert(akey, pinned, 0).map_err(|_| ReasonV1::MapUpdateFailed)?;
+    }
+    Ok(Chosen { backend, backend_id, reason: ReasonV1::NewFlow })
+}
+
+/// The backend in the Maglev slot `hash` falls in.
+#[inline(always)]
+pub fn by_maglev(svc: &ServiceValueV1, hash: u32) -> Result<(u32, BackendV1), ReasonV1> {
     let backend_id = maglev_slot(svc.maglev_row, hash % MAGLEV_M);
     if backend_id == BACKEND_ID_NONE {
         return Err(ReasonV1::BackendMissing);
@@ -33,11 +44,7 @@ pub fn backend(flow: &Ipv4Flow, svc: &ServiceValueV1, now: u64) -> Result<Chosen
     let Some(backend) = (unsafe { BACKENDS.get(backend_id) }).copied() else {
         return Err(ReasonV1::BackendMissing);
     };
-    if affinity {
-        let pinned = AffinityV1 { backend_id, _pad: 0, last_used_ns: now };
-        AFFINITY.insert(akey, pinned, 0).map_err(|_| ReasonV1::MapUpdateFailed)?;
-    }
-    Ok(Chosen { backend, backend_id, reason: ReasonV1::NewFlow })
+    Ok((backend_id, backend))
 }
 
 /// The backend id in slot `slot` of Maglev row `row`.

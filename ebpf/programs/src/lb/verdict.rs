@@ -38,9 +38,11 @@ fn fate<P: Packet>(pkt: &P, reason: ReasonV1) -> Fate {
     count(reason, u64::from(pkt.len()));
     match reason {
         ReasonV1::NoBackendsRst | ReasonV1::NoBackendsIcmp => Fate::Bounce,
-        ReasonV1::NoBackendsDrop | ReasonV1::BackendMissing | ReasonV1::MapUpdateFailed | ReasonV1::RewriteFailed => {
-            Fate::Drop
-        }
+        ReasonV1::NoBackendsDrop
+        | ReasonV1::BackendMissing
+        | ReasonV1::MapUpdateFailed
+        | ReasonV1::RewriteFailed
+        | ReasonV1::SnatPortsExhausted => Fate::Drop,
         ReasonV1::NotIpv4L4
         | ReasonV1::Fragment
         | ReasonV1::Truncated
@@ -49,12 +51,16 @@ fn fate<P: Packet>(pkt: &P, reason: ReasonV1) -> Fate {
         | ReasonV1::AffinityHit
         | ReasonV1::CtHit
         | ReasonV1::RevNat
-        | ReasonV1::RevNatMissing => Fate::Pass,
+        | ReasonV1::RevNatMissing
+        | ReasonV1::SockToBackend
+        | ReasonV1::SockLeftToPackets
+        | ReasonV1::SockRevNat => Fate::Pass,
     }
 }
 
+/// Counts `reason` once (the socket programs count here too).
 #[inline(always)]
-fn count(reason: ReasonV1, bytes: u64) {
+pub fn count(reason: ReasonV1, bytes: u64) {
     if let Some(counter) = REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: this CPU's slot; nothing else writes it concurrently.
         unsafe {

@@ -50,8 +50,8 @@ impl CachedObject {
 
     fn with_json(r: &ResourceInfo, obj: &Value, json: Bytes) -> Self {
         let fields = supported_fields(r)
-            .into_iter()
-            .filter_map(|f| {
+            .iter()
+            .filter_map(|&f| {
                 let v = waggle_api::selector::field_value(obj, f);
                 (!v.is_empty()).then(|| (f, v.into_boxed_str()))
             })
@@ -114,6 +114,9 @@ struct State {
     history: VecDeque<Arc<CachedEvent>>,
     /// Revision the cache reflects.
     revision: Revision,
+    /// Revision of the last change to the objects (an event, or the fill):
+    /// the objects are those of every revision from here to `revision`.
+    changed: Revision,
     /// Oldest revision a watch may resume after.
     oldest: Revision,
 }
@@ -124,6 +127,14 @@ pub struct Cache {
     state: RwLock<State>,
     revision: watch::Sender<Revision>,
     watch_id: Mutex<Option<i64>>,
+}
+
+/// A page of a list served by the cache.
+pub struct Page {
+    pub items: Vec<Arc<CachedObject>>,
+    pub revision: Revision,
+    /// The last key returned, when more keys follow.
+    pub next_key: Option<Vec<u8>>,
 }
 
 /// What a watch starts with, read atomically with its subscription.
@@ -150,6 +161,45 @@ impl Cache {
             .map(|(_, v)| v.clone())
             .collect();
         (items, state.revision)
+    }
+
+    /// One page of a list, as the objects were at revision `at` (0: the
+    /// cache's revision): up to `limit` objects of `prefix` after the key
+    /// `after` that `matches` accepts, the revision, and the last key when
+    /// more keys follow. `None` when the cache cannot show revision `at`
+    /// (something of the type changed since, or the cache is not there yet).
+    pub async fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        at: Revision,
+        limit: usize,
+        matches: impl Fn(&CachedObject) -> bool,
+    ) -> Option<Page> {
+        use std::ops::Bound;
+        let state = self.state.read().await;
+        let at = if at == 0 { state.revision } else { at };
+        if at < state.changed || at > state.revision {
+            return None;
+        }
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut keys = state.objects.range((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(prefix));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (k, o) in keys.by_ref() {
+            if matches(o) {
+                items.push(o.clone());
+                if items.len() >= limit {
+                    last = Some(k.clone());
+                    break;
+                }
+            }
+        }
+        let next_key = last.filter(|_| keys.next().is_some());
+        Some(Page { items, revision: at, next_key })
     }
 
     /// The object at `key` as the cache has it (it may be behind the store).
@@ -255,6 +305,7 @@ async fn start(
             events: broadcast::channel(FANOUT_BUFFER).0,
             history: VecDeque::new(),
             revision: 0,
+            changed: 0,
             oldest: 0,
         }),
         revision: revision_tx,
@@ -294,6 +345,7 @@ async fn fill(objects: &Objects, r: &'static ResourceInfo, cache: &Cache) -> Res
     state.events = broadcast::channel(FANOUT_BUFFER).0;
     state.history.clear();
     state.revision = resp.revision;
+    state.changed = resp.revision;
     state.oldest = resp.revision;
     cache.revision.send_replace(resp.revision);
     Ok(())
@@ -370,6 +422,7 @@ async fn follow(objects: &Objects, r: &'static ResourceInfo, cache: &Cache, hist
                     let _ = state.events.send(cached);
                 }
                 state.revision = revision;
+                state.changed = revision;
                 drop(state);
                 cache.revision.send_replace(revision);
             }
@@ -436,6 +489,28 @@ mod tests {
             assert_eq!(s.matches_cached(&cached), want, "{labels:?} {fields:?}");
             assert_eq!(s.matches(&pod), want, "the decoded object agrees: {labels:?} {fields:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn pages_come_from_the_cache_only_while_it_shows_their_revision() {
+        let store = MemStore::new(MemStoreConfig::default()).expect("store");
+        for name in ["a", "b", "c"] {
+            put_pod(&store, name, "n1").await;
+        }
+        let cache = start(Objects::new(Arc::new(store.clone())), pods(), 100, Arc::default()).await.expect("cache");
+        let prefix = prefix(pods(), Some("default"));
+        let first = cache.page(&prefix, None, 0, 2, |_| true).await.expect("first page");
+        let names = |p: &Page| p.items.iter().map(|o| o.name().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&first), ["a", "b"]);
+        let after = first.next_key.clone().expect("more keys follow");
+        let rest = cache.page(&prefix, Some(&after), first.revision, 2, |_| true).await.expect("second page");
+        assert_eq!((names(&rest), rest.next_key), (vec!["c".to_owned()], None));
+        // A change after the first page: its revision is the store's to serve.
+        put_pod(&store, "d", "n1").await;
+        assert!(cache.wait_for(store.current_revision().await.expect("rev"), Duration::from_secs(10)).await);
+        assert!(cache.page(&prefix, Some(&after), first.revision, 2, |_| true).await.is_none());
+        let filtered = cache.page(&prefix, None, 0, 1, |o| o.name() == "d").await.expect("page");
+        assert_eq!((names(&filtered), filtered.next_key), (vec!["d".to_owned()], None));
     }
 
     #[tokio::test]

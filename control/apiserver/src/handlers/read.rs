@@ -176,6 +176,26 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
             return Ok(Listed { items, revision, continue_token: None });
         }
     }
+    // Pages come from the watch cache as long as it can show the revision
+    // the list is read at: a first page (resourceVersion "") once the cache
+    // has caught up with the store, the next ones while nothing of the type
+    // has changed since the first. Otherwise the store serves them.
+    let exact = after.is_none() && revision != 0;
+    if limit > 0 && !exact && (after.is_some() || q.get("resourceVersion").unwrap_or_default().is_empty()) {
+        let cache = match after {
+            Some(_) => Some(app.caches.get(t.resource).await?),
+            None => app.caches.consistent(t.resource).await?,
+        };
+        let prefix = crate::objects::prefix(t.resource, ns);
+        if let Some(cache) = cache
+            && let Some(page) = cache
+                .page(&prefix, after.as_deref(), revision, limit as usize, |o| selectors.matches_cached(o))
+                .await
+        {
+            let token = page.next_key.map(|k| encode_continue(page.revision, &k));
+            return Ok(Listed { items: page.items, revision: page.revision, continue_token: token });
+        }
+    }
     // `metadata.name=x` reads one key.
     if let Some(name) = selectors.field.exact_name()
         && after.is_none()

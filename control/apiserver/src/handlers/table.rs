@@ -1,7 +1,5 @@
 //! Wrapping objects into `meta.k8s.io` Tables for `kubectl get`.
 
-use std::borrow::Borrow as _;
-
 use serde_json::{Value, json};
 use waggle_api::{ResourceInfo, table};
 

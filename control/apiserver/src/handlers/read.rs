@@ -188,9 +188,8 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
         };
         let prefix = crate::objects::prefix(t.resource, ns);
         if let Some(cache) = cache
-            && let Some(page) = cache
-                .page(&prefix, after.as_deref(), revision, limit as usize, |o| selectors.matches_cached(o))
-                .await
+            && let Some(page) =
+                cache.page(&prefix, after.as_deref(), revision, limit as usize, |o| selectors.matches_cached(o)).await
         {
             let token = page.next_key.map(|k| encode_continue(page.revision, &k));
             return Ok(Listed { items: page.items, revision: page.revision, continue_token: token });

@@ -197,11 +197,7 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
 /// queueing its events), otherwise a client resuming from the bookmark
 /// after the watch ends (a slow watcher is cut off) would skip the events
 /// still queued. A closed queue (the cache refilled) may have missed events.
-fn bookmark_revision<T: Clone>(
-    cache_revision: i64,
-    passed: i64,
-    queue: &tokio::sync::broadcast::Receiver<T>,
-) -> i64 {
+fn bookmark_revision<T: Clone>(cache_revision: i64, passed: i64, queue: &tokio::sync::broadcast::Receiver<T>) -> i64 {
     if queue.is_empty() && !queue.is_closed() { cache_revision.max(passed) } else { passed }
 }
 

@@ -1,4 +1,5 @@
-//! The API server benchmark: a real `waggle server` process (durable store),
+//! The API server benchmark: a real `waggle server` process (durable store,
+//! or `--store memory` for the API server's own cost),
 //! driven by kube-rs clients.
 //!
 //! - pod creates/s with 1 and with 32 concurrent clients;
@@ -36,6 +37,10 @@ pub struct Args {
     /// Watchers for the fan-out measurement.
     #[arg(long, default_value_t = 100)]
     pub watchers: usize,
+    /// The server's store: `durable` (RocksDB, as deployed) or `memory`
+    /// (`waggle server --in-memory-store`: the API server's own cost).
+    #[arg(long, default_value = "durable", value_parser = ["durable", "memory"])]
+    pub store: String,
     /// Where the JSON report goes.
     #[arg(long)]
     pub out: PathBuf,
@@ -107,8 +112,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let kubeconfig = dir.path().join("admin.kubeconfig");
     let child = Command::new(&args.waggle)
-        .args(["server", "--disable-controllers", "--disable-agent", "--secure-port", &port.to_string(), "--data-dir"])
+        // The API server alone: the scheduler (its own benchmark) would
+        // keep every pending pod in its queue and retry it, and its CPU and
+        // memory would be counted as the API server's.
+        .args(["server", "--disable-controllers", "--disable-scheduler", "--disable-agent"])
+        .args(["--secure-port", &port.to_string(), "--data-dir"])
         .arg(dir.path())
+        .args((args.store == "memory").then_some("--in-memory-store"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -179,6 +189,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let report = json!({
         "bench": "apiserver",
         "pods": args.pods,
+        "store": args.store,
         "creates_per_second_1_client": rate_1,
         "create_latency_1_client": lat_1,
         "creates_per_second_32_clients": rate_32,
@@ -199,6 +210,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let path = &args.out;
     println!();
     println!("{:<44} {:>12}", "measure", "value");
+    println!("{:<44} {:>12}", "store", args.store);
     println!("{:<44} {:>12.0}", "pod creates/s, 1 client", rate_1);
     println!("{:<44} {:>12.0}", "pod creates/s, 32 clients", rate_32);
     println!("{:<44} {:>12.1}", "10,000 pods at that rate, s (goal < 10)", 10_000.0 / rate_32);

@@ -54,6 +54,11 @@ pub struct ServerArgs {
     /// Seconds pods tolerate an unreachable or not-ready node when they say nothing.
     #[arg(long, default_value_t = 300)]
     pub default_not_ready_toleration_seconds: i64,
+    /// Keep the store in memory only, without its RocksDB database: nothing
+    /// survives a restart. For benchmarks (the API server's own cost, apart
+    /// from the disk's) and throwaway clusters.
+    #[arg(long)]
+    pub in_memory_store: bool,
     /// Do not run a node agent on this machine (a control plane without a node).
     #[arg(long)]
     pub disable_agent: bool,
@@ -102,8 +107,13 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             waggle_scheduler::SchedulerConfig::from_kube_scheduler_configuration(&text)?
         }
     };
-    // 1. The store: embedded, single member, durable in <data-dir>/store.
-    let store = Arc::new(super::store::open_store(&args.data_dir.join("store"), MemStoreConfig::default())?);
+    // 1. The store: embedded, single member, durable in <data-dir>/store
+    //    (or in memory only).
+    let store = Arc::new(if args.in_memory_store {
+        waggle_store::MemStore::new(MemStoreConfig::default())?
+    } else {
+        super::store::open_store(&args.data_dir.join("store"), MemStoreConfig::default())?
+    });
     // 2. The API server.
     let config = ApiServerConfig {
         bind_address: args.bind_address,

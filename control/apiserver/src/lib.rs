@@ -10,7 +10,7 @@ mod authn;
 mod bootstrap;
 pub mod config;
 mod discovery;
-mod handlers;
+pub(crate) mod handlers;
 mod kubelet;
 mod objects;
 mod openapi;

@@ -9,15 +9,16 @@
 //! this type), as upstream's consistent reads from cache do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock, broadcast, watch};
 use waggle_api::{ResourceInfo, StatusError};
-use waggle_store::{EventKind, KeyRange, Revision, WatchMessage, WatchRequest};
+use waggle_store::{EventKind, KeyRange, KeyValue, Revision, WatchMessage, WatchRequest};
 
+use crate::handlers::read::supported_fields;
 use crate::objects::{Objects, decode, prefix, store_error};
 
 /// Buffered events per watcher before it is cut off (it then re-watches).
@@ -25,44 +26,70 @@ const FANOUT_BUFFER: usize = 4096;
 /// How long a consistent read waits for the cache before reading the store.
 const CATCH_UP: Duration = Duration::from_secs(3);
 
-/// An object as lists and watches serve it: decoded (for selectors and
-/// Tables) and its JSON, written once when the cache takes the object, so
-/// that lists and watch events are the bytes concatenated, never
-/// re-serialized per request or per watcher.
+/// An object as lists and watches serve it: its JSON (with its
+/// resourceVersion), written once when the cache takes the object, so that
+/// lists and watch events are the bytes concatenated, never re-serialized
+/// per request or per watcher; and beside it only what selectors read (its
+/// labels and the fields its kind can be selected by). The decoded object
+/// is not kept: it costs several times the bytes (every managedFields entry
+/// a tree of maps), and only Tables and deletes need it, decoded on demand.
 #[derive(Debug)]
 pub struct CachedObject {
-    value: Value,
-    json: OnceLock<Bytes>,
+    json: Bytes,
+    labels: BTreeMap<String, String>,
+    /// The selectable fields (`metadata.name`, `spec.nodeName`, …) that are not empty.
+    fields: Box<[(&'static str, Box<str>)]>,
 }
 
 impl CachedObject {
-    /// An object whose JSON is written on first use.
-    pub fn new(value: Value) -> Self {
-        Self { value, json: OnceLock::new() }
+    /// `obj` of type `r` (with its resourceVersion), serialized now.
+    pub fn new(r: &ResourceInfo, obj: &Value) -> Self {
+        let json = Bytes::from(serde_json::to_vec(obj).unwrap_or_default());
+        Self::with_json(r, obj, json)
     }
 
-    /// An object with its JSON written now (what the cache keeps).
-    fn serialized(value: Value) -> Self {
-        let obj = Self::new(value);
-        obj.json();
-        obj
+    fn with_json(r: &ResourceInfo, obj: &Value, json: Bytes) -> Self {
+        let fields = supported_fields(r)
+            .iter()
+            .filter_map(|&f| {
+                let v = waggle_api::selector::field_value(obj, f);
+                (!v.is_empty()).then(|| (f, v.into_boxed_str()))
+            })
+            .collect();
+        Self { json, labels: waggle_api::selector::labels_of(obj), fields }
     }
 
-    pub fn value(&self) -> &Value {
-        &self.value
+    /// A stored object of type `r`, with the key's mod_revision as its resourceVersion.
+    pub fn from_stored(r: &ResourceInfo, kv: &KeyValue) -> Result<Self, StatusError> {
+        Ok(Self::new(r, &decode(kv)?))
     }
 
     /// The object's JSON.
     pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.value).unwrap_or_default()))
+        &self.json
     }
-}
 
-impl std::ops::Deref for CachedObject {
-    type Target = Value;
+    /// The object decoded (for Tables and the like: lists and watches splice [`Self::json`]).
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
 
-    fn deref(&self) -> &Value {
-        &self.value
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+
+    /// A selectable field's value as a field selector compares it ("" when
+    /// absent, or when the kind cannot be selected by it).
+    pub fn field(&self, field: &str) -> &str {
+        self.fields.iter().find(|(f, _)| *f == field).map_or("", |(_, v)| v)
+    }
+
+    pub fn name(&self) -> &str {
+        self.field("metadata.name")
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        Some(self.field("metadata.namespace")).filter(|ns| !ns.is_empty())
     }
 }
 
@@ -76,12 +103,20 @@ pub struct CachedEvent {
     pub prev: Option<Arc<CachedObject>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     objects: BTreeMap<Vec<u8>, Arc<CachedObject>>,
+    /// Feeds the live watches. Replaced when the cache refills from a new
+    /// list: the old watches end (their receivers close) rather than miss
+    /// what changed while the cache had no store watch, as upstream's cacher
+    /// terminates its watchers when it re-lists.
+    events: broadcast::Sender<Arc<CachedEvent>>,
     history: VecDeque<Arc<CachedEvent>>,
     /// Revision the cache reflects.
     revision: Revision,
+    /// Revision of the last change to the objects (an event, or the fill):
+    /// the objects are those of every revision from here to `revision`.
+    changed: Revision,
     /// Oldest revision a watch may resume after.
     oldest: Revision,
 }
@@ -90,9 +125,16 @@ struct State {
 #[derive(Debug)]
 pub struct Cache {
     state: RwLock<State>,
-    events: broadcast::Sender<Arc<CachedEvent>>,
     revision: watch::Sender<Revision>,
     watch_id: Mutex<Option<i64>>,
+}
+
+/// A page of a list served by the cache.
+pub struct Page {
+    pub items: Vec<Arc<CachedObject>>,
+    pub revision: Revision,
+    /// The last key returned, when more keys follow.
+    pub next_key: Option<Vec<u8>>,
 }
 
 /// What a watch starts with, read atomically with its subscription.
@@ -121,12 +163,56 @@ impl Cache {
         (items, state.revision)
     }
 
+    /// One page of a list, as the objects were at revision `at` (0: the
+    /// cache's revision): up to `limit` objects of `prefix` after the key
+    /// `after` that `matches` accepts, the revision, and the last key when
+    /// more keys follow. `None` when the cache cannot show revision `at`
+    /// (something of the type changed since, or the cache is not there yet).
+    pub async fn page(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        at: Revision,
+        limit: usize,
+        matches: impl Fn(&CachedObject) -> bool,
+    ) -> Option<Page> {
+        use std::ops::Bound;
+        let state = self.state.read().await;
+        let at = if at == 0 { state.revision } else { at };
+        if at < state.changed || at > state.revision {
+            return None;
+        }
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut keys = state.objects.range((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(prefix));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (k, o) in keys.by_ref() {
+            if matches(o) {
+                items.push(o.clone());
+                if items.len() >= limit {
+                    last = Some(k.clone());
+                    break;
+                }
+            }
+        }
+        let next_key = last.filter(|_| keys.next().is_some());
+        Some(Page { items, revision: at, next_key })
+    }
+
+    /// The object at `key` as the cache has it (it may be behind the store).
+    pub async fn get_key(&self, key: &[u8]) -> Option<Arc<CachedObject>> {
+        self.state.read().await.objects.get(key).cloned()
+    }
+
     /// Subscribes and returns what happened after `after` (`None`: the
     /// current state as synthetic ADDED events). Err(Expired) when `after`
     /// is older than the kept window.
     pub async fn watch_from(&self, after: Option<Revision>) -> Result<WatchStart, StatusError> {
         let state = self.state.read().await;
-        let live = self.events.subscribe();
+        let live = state.events.subscribe();
         let initial = match after {
             None => state
                 .objects
@@ -138,7 +224,10 @@ impl Cache {
             Some(rv) if rv < state.oldest => {
                 return Err(StatusError::expired(format!("too old resource version: {rv} ({})", state.oldest)));
             }
-            Some(rv) => state.history.iter().filter(|e| e.revision > rv).cloned().collect(),
+            Some(rv) => {
+                let first = state.history.partition_point(|e| e.revision <= rv);
+                state.history.range(first..).cloned().collect()
+            }
         };
         Ok(WatchStart { initial, live, revision: state.revision })
     }
@@ -209,11 +298,16 @@ async fn start(
     history: usize,
     store_watches: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Arc<Cache>, StatusError> {
-    let (events, _) = broadcast::channel(FANOUT_BUFFER);
     let (revision_tx, _) = watch::channel(0);
     let cache = Arc::new(Cache {
-        state: RwLock::new(State::default()),
-        events,
+        state: RwLock::new(State {
+            objects: BTreeMap::new(),
+            events: broadcast::channel(FANOUT_BUFFER).0,
+            history: VecDeque::new(),
+            revision: 0,
+            changed: 0,
+            oldest: 0,
+        }),
         revision: revision_tx,
         watch_id: Mutex::new(None),
     });
@@ -235,21 +329,25 @@ async fn start(
 }
 
 async fn fill(objects: &Objects, r: &'static ResourceInfo, cache: &Cache) -> Result<(), StatusError> {
-    let page = objects.list(r, None, 0, 0, None).await?;
+    let resp = objects
+        .store()
+        .range(waggle_store::RangeRequest::new(KeyRange::prefix(prefix(r, None))))
+        .await
+        .map_err(store_error)?;
+    let mut filled = BTreeMap::new();
+    for kv in resp.kvs {
+        let obj = Arc::new(CachedObject::from_stored(r, &kv)?);
+        filled.insert(kv.key, obj);
+    }
     let mut state = cache.state.write().await;
-    state.objects = page
-        .items
-        .into_iter()
-        .map(|o| {
-            let key =
-                crate::objects::key(r, waggle_api::meta::namespace(&o), waggle_api::meta::name(&o).unwrap_or_default());
-            (key, Arc::new(CachedObject::serialized(o)))
-        })
-        .collect();
+    state.objects = filled;
+    // Watches that followed the old state end here (see `State::events`).
+    state.events = broadcast::channel(FANOUT_BUFFER).0;
     state.history.clear();
-    state.revision = page.revision;
-    state.oldest = page.revision;
-    cache.revision.send_replace(page.revision);
+    state.revision = resp.revision;
+    state.changed = resp.revision;
+    state.oldest = resp.revision;
+    cache.revision.send_replace(resp.revision);
     Ok(())
 }
 
@@ -271,27 +369,35 @@ async fn follow(objects: &Objects, r: &'static ResourceInfo, cache: &Cache, hist
     while let Some(msg) = watcher.next().await {
         match msg {
             WatchMessage::Events { revision, events } => {
+                // Decoded before the lock is taken: lists and new watches
+                // wait only for the objects to be swapped in.
+                let events = events
+                    .into_iter()
+                    .map(|ev| {
+                        let put = match ev.kind {
+                            EventKind::Put => Some(Arc::new(CachedObject::from_stored(r, &ev.kv)?)),
+                            EventKind::Delete => None,
+                        };
+                        Ok((ev, put))
+                    })
+                    .collect::<Result<Vec<_>, StatusError>>()?;
                 let mut state = cache.state.write().await;
-                for ev in events {
+                for (ev, put) in events {
                     let key = ev.kv.key.clone();
                     let prev = state.objects.get(&key).cloned();
-                    let cached = match ev.kind {
-                        EventKind::Put => {
-                            let obj = Arc::new(CachedObject::serialized(decode(&ev.kv)?));
+                    let cached = match put {
+                        Some(obj) => {
                             state.objects.insert(key, obj.clone());
                             CachedEvent { revision, kind: EventKind::Put, obj, prev }
                         }
-                        EventKind::Delete => {
+                        None => {
                             state.objects.remove(&key);
                             let Some(last) = prev.clone().or_else(|| {
-                                ev.prev_kv
-                                    .as_ref()
-                                    .and_then(|kv| decode(kv).ok())
-                                    .map(|o| Arc::new(CachedObject::new(o)))
+                                ev.prev_kv.as_ref().and_then(|kv| CachedObject::from_stored(r, kv).ok()).map(Arc::new)
                             }) else {
                                 continue;
                             };
-                            let mut obj = last.value().clone();
+                            let mut obj = last.value();
                             waggle_api::meta::set_meta(
                                 &mut obj,
                                 "resourceVersion",
@@ -300,7 +406,7 @@ async fn follow(objects: &Objects, r: &'static ResourceInfo, cache: &Cache, hist
                             CachedEvent {
                                 revision,
                                 kind: EventKind::Delete,
-                                obj: Arc::new(CachedObject::serialized(obj)),
+                                obj: Arc::new(CachedObject::new(r, &obj)),
                                 prev: Some(last),
                             }
                         }
@@ -313,9 +419,10 @@ async fn follow(objects: &Objects, r: &'static ResourceInfo, cache: &Cache, hist
                         state.oldest = old.revision;
                     }
                     // No receivers is fine: nobody is watching right now.
-                    let _ = cache.events.send(cached);
+                    let _ = state.events.send(cached);
                 }
                 state.revision = revision;
+                state.changed = revision;
                 drop(state);
                 cache.revision.send_replace(revision);
             }
@@ -333,4 +440,105 @@ async fn follow(objects: &Objects, r: &'static ResourceInfo, cache: &Cache, hist
         }
     }
     Err(StatusError::internal("the store ended the watch"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use waggle_api::registry::lookup;
+    use waggle_api::selector::{FieldSelector, LabelSelector};
+    use waggle_store::{MemStore, MemStoreConfig, PutRequest, Store};
+
+    use crate::handlers::read::Selectors;
+
+    fn pods() -> &'static ResourceInfo {
+        lookup("", "v1", "pods").expect("pods")
+    }
+
+    async fn put_pod(store: &MemStore, name: &str, node: &str) {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}});
+        let key = crate::objects::key(pods(), Some("default"), name);
+        store.put(PutRequest::new(key, serde_json::to_vec(&pod).expect("json"))).await.expect("put");
+    }
+
+    #[test]
+    fn a_cached_object_keeps_its_json_and_what_selectors_read() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "resourceVersion": "7", "labels": {"app": "web"},
+                "managedFields": [{"manager": "m", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n1", "hostNetwork": false}, "status": {"phase": "Running"}});
+        let cached = CachedObject::new(pods(), &pod);
+        assert_eq!(cached.value(), pod, "the JSON decodes back to the object");
+        assert_eq!((cached.name(), cached.namespace()), ("p", Some("ns")));
+        assert_eq!(cached.field("spec.hostNetwork"), "false");
+        let select = |labels: &str, fields: &str| Selectors {
+            label: LabelSelector::parse(labels).expect("labels"),
+            field: FieldSelector::parse(fields).expect("fields"),
+        };
+        for (labels, fields, want) in [
+            ("app=web", "spec.nodeName=n1,status.phase=Running", true),
+            ("app!=web", "", false),
+            ("", "spec.nodeName!=n1", false),
+            ("", "spec.schedulerName=", true),
+            ("", "metadata.namespace=ns,metadata.name=p", true),
+        ] {
+            let s = select(labels, fields);
+            assert_eq!(s.matches_cached(&cached), want, "{labels:?} {fields:?}");
+            assert_eq!(s.matches(&pod), want, "the decoded object agrees: {labels:?} {fields:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_come_from_the_cache_only_while_it_shows_their_revision() {
+        let store = MemStore::new(MemStoreConfig::default()).expect("store");
+        for name in ["a", "b", "c"] {
+            put_pod(&store, name, "n1").await;
+        }
+        let cache = start(Objects::new(Arc::new(store.clone())), pods(), 100, Arc::default()).await.expect("cache");
+        let prefix = prefix(pods(), Some("default"));
+        let first = cache.page(&prefix, None, 0, 2, |_| true).await.expect("first page");
+        let names = |p: &Page| p.items.iter().map(|o| o.name().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&first), ["a", "b"]);
+        let after = first.next_key.clone().expect("more keys follow");
+        let rest = cache.page(&prefix, Some(&after), first.revision, 2, |_| true).await.expect("second page");
+        assert_eq!((names(&rest), rest.next_key), (vec!["c".to_owned()], None));
+        // A change after the first page: its revision is the store's to serve.
+        put_pod(&store, "d", "n1").await;
+        assert!(cache.wait_for(store.current_revision().await.expect("rev"), Duration::from_secs(10)).await);
+        assert!(cache.page(&prefix, Some(&after), first.revision, 2, |_| true).await.is_none());
+        let filtered = cache.page(&prefix, None, 0, 1, |o| o.name() == "d").await.expect("page");
+        assert_eq!((names(&filtered), filtered.next_key), (vec!["d".to_owned()], None));
+    }
+
+    #[tokio::test]
+    async fn refilling_the_cache_ends_the_watches_that_followed_the_old_state() {
+        let store = MemStore::new(MemStoreConfig::default()).expect("store");
+        put_pod(&store, "a", "n1").await;
+        let objects = Objects::new(Arc::new(store.clone()));
+        let cache = start(objects.clone(), pods(), 100, Arc::default()).await.expect("cache");
+        let mut watch = cache.watch_from(None).await.expect("watch");
+        assert_eq!(watch.initial.len(), 1);
+        // What a refill after a lost store watch does: the watch must end
+        // (its client re-lists) rather than go on without what it missed.
+        fill(&objects, pods(), &cache).await.expect("refill");
+        put_pod(&store, "b", "n2").await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Err(e) = watch.live.recv().await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the old watch ends");
+        assert_eq!(ended, broadcast::error::RecvError::Closed);
+        // A new watch follows the refilled cache.
+        assert!(cache.wait_for(store.current_revision().await.expect("rev"), Duration::from_secs(10)).await);
+        let names: Vec<String> =
+            cache.watch_from(None).await.expect("watch").initial.iter().map(|e| e.obj.name().to_owned()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
 }

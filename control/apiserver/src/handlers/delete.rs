@@ -192,8 +192,7 @@ pub async fn delete_collection(app: &App, t: &Target, q: &Query, headers: &Heade
     let listed = list_objects(app, t, &Query::default(), &selectors).await?;
     let mut items = Vec::new();
     for obj in listed.items {
-        let name = meta::name(obj.value()).unwrap_or_default().to_owned();
-        match delete_one(app, r, meta::namespace(obj.value()), &name, &opts).await {
+        match delete_one(app, r, obj.namespace(), obj.name(), &opts).await {
             Ok((_, o)) => items.push(o),
             Err(e) if e.reason == Reason::NotFound => {}
             Err(e) => return Err(e.into()),

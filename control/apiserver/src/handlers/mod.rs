@@ -3,7 +3,7 @@
 mod delete;
 pub(crate) mod metrics;
 mod proxy;
-mod read;
+pub(crate) mod read;
 mod reviews;
 mod table;
 mod watch;

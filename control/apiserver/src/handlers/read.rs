@@ -37,11 +37,12 @@ pub async fn get(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiRe
     Ok(respond(StatusCode::OK, &obj))
 }
 
-/// Field selectors each kind supports, besides metadata.name/namespace.
-pub fn supported_fields(r: &ResourceInfo) -> Vec<&'static str> {
-    let mut f = vec!["metadata.name", "metadata.namespace"];
+/// Field selectors each kind supports (metadata.name and metadata.namespace first).
+pub fn supported_fields(r: &ResourceInfo) -> &'static [&'static str] {
     match (r.group, r.kind) {
-        ("", "Pod") => f.extend([
+        ("", "Pod") => &[
+            "metadata.name",
+            "metadata.namespace",
             "spec.nodeName",
             "spec.restartPolicy",
             "spec.schedulerName",
@@ -50,8 +51,10 @@ pub fn supported_fields(r: &ResourceInfo) -> Vec<&'static str> {
             "status.phase",
             "status.podIP",
             "status.nominatedNodeName",
-        ]),
-        ("", "Event") => f.extend([
+        ],
+        ("", "Event") => &[
+            "metadata.name",
+            "metadata.namespace",
             "involvedObject.kind",
             "involvedObject.namespace",
             "involvedObject.name",
@@ -63,15 +66,14 @@ pub fn supported_fields(r: &ResourceInfo) -> Vec<&'static str> {
             "reportingComponent",
             "source",
             "type",
-        ]),
-        ("", "Node") => f.push("spec.unschedulable"),
-        ("", "Secret") => f.push("type"),
-        ("", "Namespace") => f.push("status.phase"),
-        ("", "ReplicationController") => f.push("status.replicas"),
-        ("batch", "Job") => f.push("status.successful"),
-        _ => {}
+        ],
+        ("", "Node") => &["metadata.name", "metadata.namespace", "spec.unschedulable"],
+        ("", "Secret") => &["metadata.name", "metadata.namespace", "type"],
+        ("", "Namespace") => &["metadata.name", "metadata.namespace", "status.phase"],
+        ("", "ReplicationController") => &["metadata.name", "metadata.namespace", "status.replicas"],
+        ("batch", "Job") => &["metadata.name", "metadata.namespace", "status.successful"],
+        _ => &["metadata.name", "metadata.namespace"],
     }
-    f
 }
 
 /// Selectors of a list or watch.
@@ -87,12 +89,19 @@ impl Selectors {
             .map_err(|e| StatusError::bad_request(e.to_string()))?;
         let field = FieldSelector::parse(q.get("fieldSelector").unwrap_or_default())
             .map_err(|e| StatusError::bad_request(e.to_string()))?;
-        field.check_supported(&supported_fields(r)).map_err(StatusError::bad_request)?;
+        field.check_supported(supported_fields(r)).map_err(StatusError::bad_request)?;
         Ok(Self { label, field })
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
         self.label.matches_object(obj) && self.field.matches_object(obj)
+    }
+
+    /// Matches a cached object by the labels and fields it keeps (every
+    /// field a selector may name: [`Selectors::parse`] rejects the others).
+    pub fn matches_cached(&self, obj: &CachedObject) -> bool {
+        (self.label.is_empty() || self.label.matches(obj.labels()))
+            && self.field.terms.iter().all(|t| (obj.field(&t.field) == t.value) != t.negated)
     }
 }
 
@@ -163,8 +172,27 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
         };
         if let Some(cache) = cache {
             let (objects, revision) = cache.list_prefix(&crate::objects::prefix(t.resource, ns)).await;
-            let items = objects.into_iter().filter(|o| selectors.matches(o)).collect();
+            let items = objects.into_iter().filter(|o| selectors.matches_cached(o)).collect();
             return Ok(Listed { items, revision, continue_token: None });
+        }
+    }
+    // Pages come from the watch cache as long as it can show the revision
+    // the list is read at: a first page (resourceVersion "") once the cache
+    // has caught up with the store, the next ones while nothing of the type
+    // has changed since the first. Otherwise the store serves them.
+    let exact = after.is_none() && revision != 0;
+    if limit > 0 && !exact && (after.is_some() || q.get("resourceVersion").unwrap_or_default().is_empty()) {
+        let cache = match after {
+            Some(_) => Some(app.caches.get(t.resource).await?),
+            None => app.caches.consistent(t.resource).await?,
+        };
+        let prefix = crate::objects::prefix(t.resource, ns);
+        if let Some(cache) = cache
+            && let Some(page) =
+                cache.page(&prefix, after.as_deref(), revision, limit as usize, |o| selectors.matches_cached(o)).await
+        {
+            let token = page.next_key.map(|k| encode_continue(page.revision, &k));
+            return Ok(Listed { items: page.items, revision: page.revision, continue_token: token });
         }
     }
     // `metadata.name=x` reads one key.
@@ -174,8 +202,11 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
     {
         let found = app.objects.try_get(t.resource, ns, name).await?;
         let revision = app.objects.current_revision().await?;
-        let items =
-            found.into_iter().filter(|o| selectors.matches(o)).map(|o| Arc::new(CachedObject::new(o))).collect();
+        let items = found
+            .into_iter()
+            .filter(|o| selectors.matches(o))
+            .map(|o| Arc::new(CachedObject::new(t.resource, &o)))
+            .collect();
         return Ok(Listed { items, revision, continue_token: None });
     }
     let mut items = Vec::new();
@@ -193,7 +224,7 @@ pub async fn list_objects(app: &App, t: &Target, q: &Query, selectors: &Selector
                 waggle_api::meta::namespace(&obj),
                 waggle_api::meta::name(&obj).unwrap_or_default(),
             );
-            items.push(Arc::new(CachedObject::new(obj)));
+            items.push(Arc::new(CachedObject::new(t.resource, &obj)));
             if limit > 0 && items.len() as i64 == limit {
                 let more = i + 1 < count || page.next_key.is_some();
                 let token = more.then(|| encode_continue(revision, &key));

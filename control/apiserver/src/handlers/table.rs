@@ -39,18 +39,18 @@ fn row(r: &ResourceInfo, obj: &Value, include: Include, version: &str, now: i64)
     if object.is_null() { json!({"cells": cells}) } else { json!({"cells": cells, "object": object}) }
 }
 
-/// A Table of `items`; `with_columns` false omits the column definitions
+/// A Table of `items` (borrowed, or decoded one at a time by the iterator); `with_columns` false omits the column definitions
 /// (watch events after the first).
-pub fn table<'a>(
+pub fn table(
     r: &ResourceInfo,
-    items: impl IntoIterator<Item = &'a Value>,
+    items: impl IntoIterator<Item = impl std::borrow::Borrow<Value>>,
     list_meta: Value,
     include: Include,
     version: &str,
     with_columns: bool,
 ) -> Value {
     let now = now_unix();
-    let rows: Vec<Value> = items.into_iter().map(|o| row(r, o, include, version, now)).collect();
+    let rows: Vec<Value> = items.into_iter().map(|o| row(r, o.borrow(), include, version, now)).collect();
     let mut t = json!({
         "kind": "Table",
         "apiVersion": format!("meta.k8s.io/{version}"),

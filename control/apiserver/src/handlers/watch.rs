@@ -39,7 +39,7 @@ impl Rendering {
     /// An object's event: its cached JSON spliced in, or a Table row.
     fn object_event(&mut self, ty: &str, obj: &CachedObject) -> Bytes {
         if self.table.is_some() {
-            return self.event(ty, obj.value());
+            return self.event(ty, &obj.value());
         }
         let json = obj.json();
         let mut line = Vec::with_capacity(json.len() + 32);
@@ -114,8 +114,7 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
         },
     };
     let namespace = target.namespace.clone();
-    let in_scope =
-        move |obj: &Value| namespace.as_deref().is_none_or(|ns| waggle_api::meta::namespace(obj) == Some(ns));
+    let in_scope = move |obj: &CachedObject| namespace.as_deref().is_none_or(|ns| obj.namespace() == Some(ns));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let resource = t.resource;
     app.metrics.watches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -142,8 +141,10 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
                 return;
             }
         }
-        // Live events at or below this revision are already reflected above.
-        let mut last = start.revision.max(after.unwrap_or(0));
+        // The subscription was taken atomically with the snapshot above, so
+        // every live event is newer than it; `passed` is the revision up to
+        // which this watch has sent (or filtered out) every event.
+        let mut passed = start.revision.max(after.unwrap_or(0));
         let mut live = start.live;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
@@ -155,7 +156,8 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
                 _ = tx.closed() => break,
                 _ = ticker.tick() => {
                     if bookmarks {
-                        let obj = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": cache.revision().max(last).to_string()}});
+                        let rv = bookmark_revision(cache.revision(), passed, &live);
+                        let obj = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
                         if tx.send(Ok(render.event("BOOKMARK", &obj))).await.is_err() {
                             break;
                         }
@@ -164,14 +166,12 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
                 }
                 ev = live.recv() => match ev {
                     Ok(ev) => ev,
-                    // Too slow: end the watch; the client re-watches from its last resourceVersion.
+                    // Too slow (or the cache refilled): end the watch; the
+                    // client re-watches from its last resourceVersion.
                     Err(_) => break,
                 },
             };
-            if ev.revision <= last {
-                continue;
-            }
-            last = ev.revision;
+            passed = passed.max(ev.revision);
             if !in_scope(&ev.obj) {
                 continue;
             }
@@ -191,17 +191,45 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
     Ok(resp)
 }
 
+/// The resourceVersion a bookmark may carry: one this watch has passed.
+/// The cache's revision only when nothing is still queued for this watch
+/// (`cache_revision` read first: the cache publishes a revision after
+/// queueing its events), otherwise a client resuming from the bookmark
+/// after the watch ends (a slow watcher is cut off) would skip the events
+/// still queued. A closed queue (the cache refilled) may have missed events.
+fn bookmark_revision<T: Clone>(cache_revision: i64, passed: i64, queue: &tokio::sync::broadcast::Receiver<T>) -> i64 {
+    if queue.is_empty() && !queue.is_closed() { cache_revision.max(passed) } else { passed }
+}
+
 /// One cached event as a watch event, with upstream's selector semantics:
 /// an object that starts matching is ADDED, one that stops matching is DELETED.
 fn convert<'a>(selectors: &Selectors, ev: &'a CachedEvent) -> Option<(&'static str, &'a CachedObject)> {
-    let prev_matched = ev.prev.as_deref().is_some_and(|p| selectors.matches(p));
+    let prev_matched = ev.prev.as_deref().is_some_and(|p| selectors.matches_cached(p));
     match ev.kind {
-        EventKind::Put => match (prev_matched, selectors.matches(&ev.obj)) {
+        EventKind::Put => match (prev_matched, selectors.matches_cached(&ev.obj)) {
             (false, true) => Some(("ADDED", &ev.obj)),
             (true, true) => Some(("MODIFIED", &ev.obj)),
             (true, false) => Some(("DELETED", &ev.obj)),
             (false, false) => None,
         },
         EventKind::Delete => prev_matched.then_some(("DELETED", &ev.obj)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bookmark_never_passes_events_still_queued_for_the_watch() {
+        let (tx, rx) = tokio::sync::broadcast::channel::<i64>(8);
+        assert_eq!(bookmark_revision(10, 5, &rx), 10, "nothing queued: the cache's revision");
+        assert_eq!(bookmark_revision(3, 5, &rx), 5, "never behind what the watch sent");
+        tx.send(7).expect("send");
+        assert_eq!(bookmark_revision(10, 5, &rx), 5, "an event is queued: only what the watch passed");
+        drop(tx);
+        let (tx, rx) = tokio::sync::broadcast::channel::<i64>(8);
+        drop(tx);
+        assert_eq!(bookmark_revision(10, 5, &rx), 5, "a closed queue may have missed events");
     }
 }

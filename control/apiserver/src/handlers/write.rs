@@ -132,8 +132,15 @@ fn check_namespace(r: &ResourceInfo, obj: &mut Value, ns: Option<&str>) -> Resul
 }
 
 /// The namespace must exist and not be terminating for creates in it.
+/// Read from the watch cache, as upstream's NamespaceLifecycle admission
+/// reads its informer; what the cache does not show as open (it may be
+/// behind: a namespace created a moment ago) is read from the store.
 async fn check_namespace_open(app: &App, ns: &str) -> Result<(), StatusError> {
     let Some(namespaces) = lookup("", "v1", "namespaces") else { return Ok(()) };
+    let cached = app.caches.get(namespaces).await?.get_key(&crate::objects::key(namespaces, None, ns)).await;
+    if cached.is_some_and(|n| n.field("status.phase") != "Terminating") {
+        return Ok(());
+    }
     match app.objects.try_get(namespaces, None, ns).await? {
         None => Err(StatusError::not_found(namespaces, ns)),
         Some(n) if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") => Err(StatusError::new(
@@ -207,10 +214,7 @@ pub async fn create_object(
         owners::record_update(r, None, &mut obj, writer, None)?;
     }
     if r.group.is_empty() && r.kind == "Pod" {
-        let classes = match lookup("scheduling.k8s.io", "v1", "priorityclasses") {
-            Some(pc) => app.objects.list(pc, None, 0, 0, None).await?.items,
-            None => Vec::new(),
-        };
+        let classes = priority_classes(app, &obj).await?;
         crate::admission::resolve_pod_priority(&mut obj, &classes)?;
     }
     if let Some(ns) = ns.as_deref().filter(|_| r.namespaced()) {
@@ -237,6 +241,23 @@ pub async fn create_object(
         app.allocator.release(h).await;
     }
     result
+}
+
+/// The PriorityClasses a new pod's priority is resolved from: the watch
+/// cache's, as upstream's Priority admission reads its informer, plus the
+/// class the pod names when the cache does not have it yet (read from the store).
+async fn priority_classes(app: &App, pod: &Value) -> Result<Vec<Value>, StatusError> {
+    let Some(pc) = lookup("scheduling.k8s.io", "v1", "priorityclasses") else { return Ok(Vec::new()) };
+    let (cached, _) = app.caches.get(pc).await?.list_prefix(&crate::objects::prefix(pc, None)).await;
+    let wanted = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or_default();
+    let mut classes: Vec<Value> = cached.iter().map(|c| c.value()).collect();
+    if !wanted.is_empty()
+        && !cached.iter().any(|c| c.name() == wanted)
+        && let Some(class) = app.objects.try_get(pc, None, wanted).await?
+    {
+        classes.push(class);
+    }
+    Ok(classes)
 }
 
 async fn load_allocator(app: &App) -> Result<(), StatusError> {

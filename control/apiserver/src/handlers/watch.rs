@@ -3,6 +3,7 @@
 //!
 //! Served from the watch cache: N watches of a type share one store watch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,8 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use waggle_api::{ResourceInfo, StatusError};
-use waggle_store::EventKind;
+use waggle_store::{EventKind, Revision};
 
 use super::read::Selectors;
 use super::table::{Include, table};
@@ -155,7 +157,8 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
                 _ = tx.closed() => break,
                 _ = ticker.tick() => {
                     if bookmarks {
-                        let obj = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": cache.revision().max(last).to_string()}});
+                        let rv = bookmark_revision(cache.revision(), &live, last);
+                        let obj = json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
                         if tx.send(Ok(render.event("BOOKMARK", &obj))).await.is_err() {
                             break;
                         }
@@ -191,6 +194,22 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
     Ok(resp)
 }
 
+/// The resourceVersion a bookmark may tell: a client resumes from it, so
+/// it must not pass an event this watch has yet to send. The cache
+/// publishes its revision after handing that revision's events to the
+/// watchers, so `cache_revision` (read before this call) is safe once
+/// `live` holds nothing more; a watch still behind tells the last
+/// revision it took (claiming the cache's revision there made a client
+/// whose slow watch was then cut off resume past the events it had not
+/// been sent, and lose them).
+fn bookmark_revision(
+    cache_revision: Revision,
+    live: &broadcast::Receiver<Arc<CachedEvent>>,
+    last: Revision,
+) -> Revision {
+    if live.is_empty() { cache_revision.max(last) } else { last }
+}
+
 /// One cached event as a watch event, with upstream's selector semantics:
 /// an object that starts matching is ADDED, one that stops matching is DELETED.
 fn convert<'a>(selectors: &Selectors, ev: &'a CachedEvent) -> Option<(&'static str, &'a CachedObject)> {
@@ -203,5 +222,31 @@ fn convert<'a>(selectors: &Selectors, ev: &'a CachedEvent) -> Option<(&'static s
             (false, false) => None,
         },
         EventKind::Delete => prev_matched.then_some(("DELETED", &ev.obj)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(revision: Revision) -> Arc<CachedEvent> {
+        let obj =
+            Arc::new(CachedObject::new(json!({"metadata": {"name": "p", "resourceVersion": revision.to_string()}})));
+        Arc::new(CachedEvent { revision, kind: EventKind::Put, obj, prev: None })
+    }
+
+    #[test]
+    fn a_bookmark_never_passes_events_the_watch_has_not_sent() {
+        let (tx, mut live) = broadcast::channel(16);
+        for rv in [5, 6, 7] {
+            tx.send(event(rv)).expect("a receiver");
+        }
+        // The watch has sent revision 5; 6 and 7 wait in its queue while the cache is at 7.
+        let last = live.try_recv().expect("an event").revision;
+        assert_eq!(bookmark_revision(7, &live, last), 5);
+        while live.try_recv().is_ok() {}
+        assert_eq!(bookmark_revision(7, &live, 7), 7);
+        // Writes to other types move the cache's revision with nothing to send.
+        assert_eq!(bookmark_revision(9, &live, 7), 9);
     }
 }

@@ -168,7 +168,10 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
                 ev = live.recv() => match ev {
                     Ok(ev) => ev,
                     // Too slow: end the watch; the client re-watches from its last resourceVersion.
-                    Err(_) => break,
+                    Err(e) => {
+                        tracing::info!(resource = resource.plural, last, error = %e, "watch fell behind the cache; closed");
+                        break;
+                    }
                 },
             };
             if ev.revision <= last {

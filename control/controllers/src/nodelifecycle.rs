@@ -74,12 +74,36 @@ pub async fn run(client: Client, informers: &Informers, config: NodeLifecycleCon
     }
 }
 
-fn ready_status(node: &Node) -> (&str, Option<Timestamp>) {
+/// How the controller sees a node on one tick.
+#[derive(Debug, PartialEq)]
+enum Health<'a> {
+    /// No Ready condition posted yet, and not silent for the grace period
+    /// since it was created (or since this controller started): a kubelet
+    /// still registering (it creates the Node, then posts its status), as
+    /// upstream's nodeStartupGracePeriod. Left alone: tainting it
+    /// unreachable for one tick kept the scheduler off a fresh node.
+    Registering,
+    /// The Ready condition's status, and whether the node went silent.
+    Reported { ready: &'a str, silent: bool },
+}
+
+fn health<'a>(
+    node: &'a Node,
+    lease: Option<Timestamp>,
+    started: Timestamp,
+    now: Timestamp,
+    grace: Duration,
+) -> Health<'a> {
     let c =
         node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let heartbeat = c.and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0);
+    let created = node.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let last = [heartbeat, lease, created, Some(started)].into_iter().flatten().max().unwrap_or(started);
+    let silent = now.as_millisecond() - last.as_millisecond() > grace.as_millis() as i64;
     match c {
-        Some(c) => (c.status.as_str(), c.last_heartbeat_time.as_ref().map(|t| t.0)),
-        None => ("Unknown", None),
+        Some(c) => Health::Reported { ready: c.status.as_str(), silent },
+        None if !silent => Health::Registering,
+        None => Health::Reported { ready: "Unknown", silent },
     }
 }
 
@@ -94,13 +118,13 @@ async fn monitor(
     let mut unhealthy: BTreeMap<String, Vec<Taint>> = BTreeMap::new();
     for node in caches.nodes.state() {
         let name = node.name_any();
-        let (mut ready, heartbeat) = ready_status(&node);
         let lease = caches
             .leases
             .get(&ObjectRef::new(&name).within(LEASE_NAMESPACE))
             .and_then(|l| l.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0));
-        let last = [heartbeat, lease, Some(started)].into_iter().flatten().max().unwrap_or(started);
-        let silent = now.as_millisecond() - last.as_millisecond() > config.grace_period.as_millis() as i64;
+        let Health::Reported { mut ready, silent } = health(&node, lease, started, now, config.grace_period) else {
+            continue;
+        };
         if silent && ready != "Unknown" {
             mark_unknown(&nodes_api, &name).await?;
             ready = "Unknown";
@@ -238,6 +262,23 @@ mod tests {
         assert_eq!(keys, [("other", "NoSchedule"), (UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")]);
         let back = wanted_taints("True", &t, Timestamp::UNIX_EPOCH);
         assert_eq!(back, vec![taint("other", "NoSchedule")]);
+    }
+
+    #[test]
+    fn a_node_that_has_not_posted_its_status_yet_is_left_alone_until_the_grace_period_ends() {
+        let grace = Duration::from_secs(40);
+        let now = Timestamp::from_second(1_000_000).expect("a timestamp");
+        let ago = |s: i64| Time(now - k8s_openapi::jiff::SignedDuration::from_secs(s));
+        let mut node = Node::default();
+        node.metadata.creation_timestamp = Some(ago(1));
+        let long_ago = ago(3600).0;
+        assert_eq!(health(&node, None, long_ago, now, grace), Health::Registering);
+        node.metadata.creation_timestamp = Some(ago(41));
+        assert_eq!(health(&node, None, long_ago, now, grace), Health::Reported { ready: "Unknown", silent: true });
+        let ready =
+            serde_json::json!({"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": ago(2)}]});
+        node.status = Some(serde_json::from_value(ready).expect("a status"));
+        assert_eq!(health(&node, None, long_ago, now, grace), Health::Reported { ready: "True", silent: false });
     }
 
     #[test]

@@ -93,18 +93,28 @@ impl SchedulingQueue {
         self.notify.notify_one();
     }
 
+    /// Takes every active pod, if any.
+    pub fn try_pop_all(&self) -> Vec<String> {
+        let Ok(mut q) = self.inner.lock() else { return Vec::new() };
+        q.queued.clear();
+        q.active.drain(..).collect()
+    }
+
     /// Waits for work, then takes every active pod.
     pub async fn pop_all(&self) -> Vec<String> {
         loop {
             let notified = self.notify.notified();
-            if let Ok(mut q) = self.inner.lock()
-                && !q.active.is_empty()
-            {
-                q.queued.clear();
-                return q.active.drain(..).collect();
+            let popped = self.try_pop_all();
+            if !popped.is_empty() {
+                return popped;
             }
             notified.await;
         }
+    }
+
+    /// (active, unschedulable) pods, for the scheduler's progress log.
+    pub fn lengths(&self) -> (usize, usize) {
+        self.inner.lock().map(|q| (q.active.len(), q.unschedulable.len())).unwrap_or_default()
     }
 }
 

@@ -7,6 +7,7 @@
 //! for a cluster change.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,21 +40,60 @@ fn key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
-fn responsible(profile: &Profile, pod: &Pod) -> bool {
+fn responsible(scheduler_name: &str, pod: &Pod) -> bool {
     let name = pod
         .spec
         .as_ref()
         .and_then(|s| s.scheduler_name.as_deref())
         .filter(|n| !n.is_empty())
         .unwrap_or(DEFAULT_SCHEDULER_NAME);
-    name == profile.scheduler_name
+    name == scheduler_name
 }
 
-/// Unbound, alive and ours.
-fn needs_scheduling(profile: &Profile, pod: &Pod) -> bool {
+/// Unbound, alive and for the scheduler named `scheduler_name`.
+fn needs_scheduling(scheduler_name: &str, pod: &Pod) -> bool {
     let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
     let finished = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-    !bound && !finished && pod.metadata.deletion_timestamp.is_none() && responsible(profile, pod)
+    !bound && !finished && pod.metadata.deletion_timestamp.is_none() && responsible(scheduler_name, pod)
+}
+
+/// What one pod watch event (already applied to the reflector's store)
+/// means for the queue. Handlers only enqueue.
+///
+/// A relist (the watch expired, e.g. a 410 after the scheduler fell behind
+/// the API server's window) fills the reflector's buffer and swaps it into
+/// the store only at `InitDone`. A pod enqueued at `InitApply` could be
+/// popped before the store has it and dropped as gone, with no later event
+/// to bring it back: so the listed pods are enqueued at `InitDone`, from
+/// the store.
+fn on_pod_event(scheduler_name: &str, queue: &SchedulingQueue, pods: &Store<Pod>, ev: &watcher::Event<Pod>) {
+    match ev {
+        watcher::Event::Apply(pod) => on_pod(scheduler_name, queue, pod),
+        watcher::Event::Delete(pod) => {
+            queue.forget(&key(pod));
+            queue.move_all_to_active();
+        }
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        watcher::Event::InitDone => {
+            let pods = pods.state();
+            tracing::info!(pods = pods.len(), "pod list (re)loaded");
+            for pod in &pods {
+                on_pod(scheduler_name, queue, pod);
+            }
+            queue.move_all_to_active();
+        }
+    }
+}
+
+/// The popped keys' pods that still need scheduling, as the store has them now.
+fn pending(scheduler_name: &str, pods: &Store<Pod>, keys: Vec<String>) -> Vec<(String, Arc<Pod>)> {
+    keys.into_iter()
+        .filter_map(|k| {
+            let (ns, name) = k.split_once('/').unwrap_or_default();
+            let pod = pods.get(&ObjectRef::new(name).within(ns))?;
+            needs_scheduling(scheduler_name, &pod).then_some((k, pod))
+        })
+        .collect()
 }
 
 /// Pods placed by this scheduler whose binding the watch has not shown yet.
@@ -71,6 +111,9 @@ struct Shared {
     listers: StoreListers,
     assumed: Mutex<Assumed>,
     binds: Arc<Semaphore>,
+    /// Bindings that succeeded, and that failed (for the progress log).
+    bound: AtomicU64,
+    bind_failures: AtomicU64,
 }
 
 /// The plugins' look-ups, from the scheduler's reflectors.
@@ -159,6 +202,8 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
         listers: StoreListers { namespaces, services, replica_sets, stateful_sets },
         assumed: Mutex::new(Assumed::default()),
         binds: Arc::new(Semaphore::new(BIND_CONCURRENCY)),
+        bound: AtomicU64::new(0),
+        bind_failures: AtomicU64::new(0),
     });
 
     // Handlers only enqueue.
@@ -170,13 +215,7 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
             let s = s.clone();
             async move {
                 match ev {
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => on_pod(&s, &pod),
-                    Ok(watcher::Event::Delete(pod)) => {
-                        s.queue.forget(&key(&pod));
-                        s.queue.move_all_to_active();
-                    }
-                    Ok(watcher::Event::InitDone) => s.queue.move_all_to_active(),
-                    Ok(watcher::Event::Init) => {}
+                    Ok(ev) => on_pod_event(&s.profile.scheduler_name, &s.queue, &s.pods, &ev),
                     Err(e) => tracing::warn!(error = %e, "pod watch"),
                 }
             }
@@ -203,9 +242,24 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
         });
     let s = shared.clone();
     let flush = async move {
+        let mut last = None;
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             s.queue.flush_older_than(config.unschedulable_retry);
+            let (active, unschedulable) = s.queue.lengths();
+            let assumed = s.assumed.lock().map(|a| a.pods.len()).unwrap_or_default();
+            let now = (
+                active,
+                unschedulable,
+                assumed,
+                s.bound.load(Ordering::Relaxed),
+                s.bind_failures.load(Ordering::Relaxed),
+            );
+            if last != Some(now) {
+                let (_, _, _, bound, bind_failures) = now;
+                tracing::info!(active, unschedulable, assumed, bound, bind_failures, "scheduling queue");
+                last = Some(now);
+            }
         }
     };
     tokio::select! {
@@ -217,14 +271,14 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
     }
 }
 
-fn on_pod(s: &Shared, pod: &Pod) {
-    if needs_scheduling(&s.profile, pod) {
-        s.queue.add(&key(pod));
+fn on_pod(scheduler_name: &str, queue: &SchedulingQueue, pod: &Pod) {
+    if needs_scheduling(scheduler_name, pod) {
+        queue.add(&key(pod));
     } else {
-        s.queue.forget(&key(pod));
+        queue.forget(&key(pod));
         // A finished pod frees its node's resources.
         if matches!(pod.status.as_ref().and_then(|st| st.phase.as_deref()), Some("Succeeded" | "Failed")) {
-            s.queue.move_all_to_active();
+            queue.move_all_to_active();
         }
     }
 }
@@ -244,7 +298,7 @@ fn snapshot(s: &Shared) -> Cluster {
     let mut nominated: HashMap<usize, Vec<Arc<Pod>>> = HashMap::new();
     for pod in s.pods.state() {
         let Some(node) = pod.spec.as_ref().and_then(|sp| sp.node_name.as_deref()).filter(|n| !n.is_empty()) else {
-            if needs_scheduling(&s.profile, &pod)
+            if needs_scheduling(&s.profile.scheduler_name, &pod)
                 && let Some(n) = pod.status.as_ref().and_then(|st| st.nominated_node_name.as_deref())
                 && let Some(&i) = index.get(n)
             {
@@ -281,14 +335,10 @@ fn snapshot(s: &Shared) -> Cluster {
 async fn schedule_loop(s: Arc<Shared>) -> Result<(), Error> {
     let mut cursor = CycleCursor::default();
     loop {
-        let keys = s.queue.pop_all().await;
+        let batch = pending(&s.profile.scheduler_name, &s.pods, s.queue.pop_all().await);
         let Cluster { mut nodes, mut nominated } = snapshot(&s);
-        for k in keys {
+        for (k, pod) in batch {
             let (ns, name) = k.split_once('/').unwrap_or_default();
-            let Some(pod) = s.pods.get(&ObjectRef::new(name).within(ns)) else { continue };
-            if !needs_scheduling(&s.profile, &pod) {
-                continue;
-            }
             if s.assumed.lock().map(|a| a.pods.contains_key(&k)).unwrap_or(false) {
                 continue;
             }
@@ -380,6 +430,7 @@ async fn bind(s: &Shared, key: &str, pod: &Pod, node: &str) {
         ),
     };
     if status.is_success() {
+        s.bound.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(pod = key, node, "bound");
         // The event is not on the binding's path (nor holding its permit).
         let (client, pod, message) = (s.client.clone(), pod.clone(), format!("Successfully assigned {key} to {node}"));
@@ -390,6 +441,7 @@ async fn bind(s: &Shared, key: &str, pod: &Pod, node: &str) {
         });
         return;
     }
+    s.bind_failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(pod = key, node, reasons = ?status.reasons, "binding failed; retrying");
     if let Ok(mut a) = s.assumed.lock() {
         a.pods.remove(key);
@@ -452,4 +504,74 @@ async fn event(client: &Client, pod: &Pod, type_: &str, reason: &str, message: &
         ..Default::default()
     };
     Api::<Event>::namespaced(client.clone(), &ns).create(&PostParams::default(), &ev).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+        }))
+        .expect("a valid pod")
+    }
+
+    /// Feeds one event through the reflector and the handler, as the pod
+    /// watch does, and lets the scheduling loop take a batch right after.
+    fn step(
+        writer: &mut reflector::store::Writer<Pod>,
+        store: &Store<Pod>,
+        queue: &SchedulingQueue,
+        ev: watcher::Event<Pod>,
+    ) -> Vec<String> {
+        writer.apply_watcher_event(&ev);
+        on_pod_event(DEFAULT_SCHEDULER_NAME, queue, store, &ev);
+        pending(DEFAULT_SCHEDULER_NAME, store, queue.try_pop_all()).into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn pods_seen_first_in_a_relist_are_scheduled_even_when_the_loop_pops_mid_relist() {
+        let (store, mut writer) = reflector::store();
+        let queue = SchedulingQueue::default();
+        let mut scheduled = Vec::new();
+        for ev in [watcher::Event::Init, watcher::Event::InitDone, watcher::Event::Apply(pod("a"))] {
+            scheduled.extend(step(&mut writer, &store, &queue, ev));
+        }
+        assert_eq!(scheduled, ["default/a"]);
+        // The watch expired; "b" was created meanwhile and shows up only in the relist.
+        scheduled.clear();
+        for ev in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(pod("a")),
+            watcher::Event::InitApply(pod("b")),
+            watcher::Event::InitDone,
+        ] {
+            scheduled.extend(step(&mut writer, &store, &queue, ev));
+        }
+        scheduled.sort();
+        assert_eq!(scheduled, ["default/a", "default/b"]);
+    }
+
+    #[test]
+    fn bound_and_other_schedulers_pods_are_not_queued_by_a_relist() {
+        let (store, mut writer) = reflector::store();
+        let queue = SchedulingQueue::default();
+        let mut bound = pod("bound");
+        bound.spec.as_mut().expect("spec").node_name = Some("n1".into());
+        let mut other = pod("other");
+        other.spec.as_mut().expect("spec").scheduler_name = Some("someone-else".into());
+        let mut scheduled = Vec::new();
+        for ev in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(bound),
+            watcher::Event::InitApply(other),
+            watcher::Event::InitApply(pod("c")),
+            watcher::Event::InitDone,
+        ] {
+            scheduled.extend(step(&mut writer, &store, &queue, ev));
+        }
+        assert_eq!(scheduled, ["default/c"]);
+    }
 }

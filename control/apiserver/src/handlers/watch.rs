@@ -3,6 +3,7 @@
 //!
 //! Served from the watch cache: N watches of a type share one store watch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,8 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
+use tokio::sync::broadcast;
 use waggle_api::{ResourceInfo, StatusError};
-use waggle_store::EventKind;
+use waggle_store::{EventKind, Revision};
 
 use super::read::Selectors;
 use super::table::{Include, table};
@@ -168,7 +170,10 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
                     Ok(ev) => ev,
                     // Too slow (or the cache refilled): end the watch; the
                     // client re-watches from its last resourceVersion.
-                    Err(_) => break,
+                    Err(e) => {
+                        tracing::info!(resource = resource.plural, passed, error = %e, "watch fell behind the cache or the cache refilled; closed");
+                        break;
+                    }
                 },
             };
             passed = passed.max(ev.revision);

@@ -3,7 +3,6 @@
 //!
 //! Served from the watch cache: N watches of a type share one store watch.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,9 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 use waggle_api::{ResourceInfo, StatusError};
-use waggle_store::{EventKind, Revision};
+use waggle_store::EventKind;
 
 use super::read::Selectors;
 use super::table::{Include, table};

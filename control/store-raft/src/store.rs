@@ -25,7 +25,6 @@ use openraft::{ChangeMembers, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{debug, info, warn};
 use waggle_store::{
     DeleteRequest, DeleteResponse, LeaseGrant, LeaseId, LeaseTimeToLive, MemStore, MemStoreConfig, PutRequest,
@@ -181,7 +180,11 @@ impl RaftStore {
         let server = tokio::spawn(async move {
             let serve = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(peer_listener));
+                // Without TCP_NODELAY an append reply waits behind the
+                // leader's delayed ACK (40 ms) under Nagle.
+                .serve_with_incoming(
+                    tonic::transport::server::TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
+                );
             if let Err(e) = serve.await {
                 warn!(error = %e, "the peer server stopped");
             }

@@ -1,7 +1,8 @@
 //! A durable single-node disk for waggle's store, on RocksDB.
 //!
-//! [`RocksDisk`] implements [`Durability`]: every commit of the store is one
-//! synced (`fsync`) RocksDB write batch before it is acknowledged. The
+//! [`RocksDisk`] implements [`Durability`]: every commit of the store is in
+//! a synced (`fsync`) RocksDB write batch before it is acknowledged;
+//! concurrent commits share one ([`Durability::write_group`]). The
 //! layout follows etcd's backend, keyed by revision:
 //!
 //! - column family `kv`: `revision (8 bytes BE) ‖ sub (4 bytes BE)` →
@@ -154,11 +155,22 @@ impl RocksDisk {
         })
     }
 
-    fn write_batch(&self, batch: &Batch) -> Result<(), RocksError> {
+    /// Writes the commits as one synced RocksDB write batch.
+    fn write_batches(&self, batches: &[Batch]) -> Result<(), RocksError> {
+        let mut wb = WriteBatch::default();
+        for batch in batches {
+            self.add(&mut wb, batch)?;
+        }
+        let mut opts = WriteOptions::default();
+        // Acknowledge only what survives a crash.
+        opts.set_sync(true);
+        self.db.write_opt(wb, &opts).map_err(self.read_err())
+    }
+
+    fn add(&self, wb: &mut WriteBatch, batch: &Batch) -> Result<(), RocksError> {
         let kv = self.cf(CF_KV)?;
         let lease = self.cf(CF_LEASE)?;
         let meta = self.cf(CF_META)?;
-        let mut wb = WriteBatch::default();
         for e in &batch.entries {
             let kind = match e.kind {
                 EventKind::Put => mvccpb::event::EventType::Put,
@@ -180,18 +192,23 @@ impl RocksDisk {
             wb.put_cf(meta, META_COMPACT, revision.to_be_bytes());
         }
         wb.put_cf(meta, META_REVISION, batch.revision.to_be_bytes());
-        let mut opts = WriteOptions::default();
-        // Acknowledge only what survives a crash.
-        opts.set_sync(true);
-        self.db.write_opt(wb, &opts).map_err(self.read_err())
+        Ok(())
     }
 }
 
 impl Durability for RocksDisk {
     fn write(&self, batch: &Batch) -> waggle_store::Result<()> {
-        self.write_batch(batch).map_err(|e| StoreError::Internal {
-            op: "writing a commit to RocksDB",
-            reason: format!("revision {}: {e}", batch.revision),
+        self.write_group(std::slice::from_ref(batch))
+    }
+
+    fn write_group(&self, batches: &[Batch]) -> waggle_store::Result<()> {
+        let (first, last) = match (batches.first(), batches.last()) {
+            (Some(f), Some(l)) => (f.revision, l.revision),
+            _ => return Ok(()),
+        };
+        self.write_batches(batches).map_err(|e| StoreError::Internal {
+            op: "writing commits to RocksDB",
+            reason: format!("revisions {first}..={last}: {e}"),
         })
     }
 }

@@ -227,10 +227,7 @@ impl MemStore {
             std::thread::Builder::new()
                 .name("store-sync".to_owned())
                 .spawn(move || sync_loop(&weak, &woken, &synced, &handle))
-                .map_err(|e| StoreError::Internal {
-                    op: "starting the store's disk thread",
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| StoreError::Internal { op: "starting the store's disk thread", reason: e.to_string() })?;
         }
         if expire {
             handle.spawn(expire_leases(Arc::downgrade(&inner)));
@@ -360,8 +357,13 @@ fn sync_loop(
             (std::mem::take(&mut state.unsynced), state.durability.clone())
         };
         let (Some(last), Some(durability)) = (group.last().map(|u| u.seq), durability) else { continue };
-        let (batches, events): (Vec<Batch>, Vec<(Revision, Vec<Event>)>) =
-            group.into_iter().map(|u| { let r = u.batch.revision; (u.batch, (r, u.events)) }).unzip();
+        let (batches, events): (Vec<Batch>, Vec<(Revision, Vec<Event>)>) = group
+            .into_iter()
+            .map(|u| {
+                let r = u.batch.revision;
+                (u.batch, (r, u.events))
+            })
+            .unzip();
         let result = durability.write_group(&batches);
         drop(durability);
         let failed = {
@@ -669,8 +671,10 @@ impl State {
             .map(|(e, sub)| Entry { revision: pending.revision, sub, kind: e.kind, kv: e.kv.clone() })
             .collect();
         self.head = revision;
-        let behind =
-            self.persist(Batch { revision, entries, revoked: revoked.into_iter().collect(), ..Batch::default() }, pending.events);
+        let behind = self.persist(
+            Batch { revision, entries, revoked: revoked.into_iter().collect(), ..Batch::default() },
+            pending.events,
+        );
         (revision, behind)
     }
 

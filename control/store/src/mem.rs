@@ -97,7 +97,7 @@ struct Inner {
     state: Mutex<State>,
     config: MemStoreConfig,
     /// Wakes the disk thread (with a disk only).
-    wake_syncer: Option<Mutex<std_mpsc::Sender<()>>>,
+    wake_syncer: Option<std_mpsc::Sender<()>>,
     /// How far the disk thread got.
     synced: Arc<watch::Sender<Synced>>,
 }
@@ -214,7 +214,7 @@ impl MemStore {
         let expire = config.expire_leases;
         let (wake_syncer, woken) = if durable {
             let (tx, rx) = std_mpsc::channel();
-            (Some(Mutex::new(tx)), Some(rx))
+            (Some(tx), Some(rx))
         } else {
             (None, None)
         };
@@ -278,9 +278,7 @@ impl Inner {
 
     /// Tells the disk thread that a commit is queued.
     fn wake_syncer(&self) {
-        if let Some(tx) = &self.wake_syncer
-            && let Ok(tx) = tx.lock()
-        {
+        if let Some(tx) = &self.wake_syncer {
             let _ = tx.send(());
         }
     }

@@ -18,6 +18,15 @@ pub fn percentiles(samples: &mut [Duration]) -> Value {
     serde_json::json!({"n": samples.len(), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0)})
 }
 
+/// The machine's 1-minute load average (`/proc/loadavg`): the box is shared,
+/// so a figure means little without it.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// Writes `report` to `path`, creating its directory.
 pub fn write(path: &Path, report: &Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {

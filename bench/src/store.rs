@@ -134,9 +134,11 @@ async fn measure(bin: &Path, size: usize, args: &Args) -> anyhow::Result<Value> 
     let value = Arc::new(vec![b'v'; 256]);
     let mut out = json!({});
     for clients in CLIENT_COUNTS {
-        let stats = puts(&endpoint, clients, args.seconds, Arc::clone(&value)).await?;
+        let load_before = report::load_average();
+        let mut stats = puts(&endpoint, clients, args.seconds, Arc::clone(&value)).await?;
+        stats["load_average"] = json!([load_before, report::load_average()]);
         println!(
-            "  {} {size} member(s), {clients:>2} clients: {:>8.0} puts/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+            "  {} {size} member(s), {clients:>2} clients: {:>8.0} puts/s  p50 {:>6.2} ms  p99 {:>6.2} ms  (load {load_before:.1})",
             bin.display(),
             stats["puts_per_s"].as_f64().unwrap_or(0.0),
             stats["p50_ms"].as_f64().unwrap_or(0.0),
@@ -186,9 +188,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!("(ratio: how many times better waggle is; > 1 is better)");
-    let puts64 = ratios["members_1"]["put_64_clients"]["puts_per_s"].as_f64().unwrap_or(0.0);
-    let p99 = ratios["members_1"]["put_64_clients"]["p99_ms"].as_f64().unwrap_or(0.0);
-    println!("goal, 1 member at 64 clients: puts/s ≥ 2× etcd ({puts64:.2}×), p99 no worse ({p99:.2}×)");
+    for size in SIZES {
+        let puts64 = ratios[format!("members_{size}")]["put_64_clients"]["puts_per_s"].as_f64().unwrap_or(0.0);
+        let p99 = ratios[format!("members_{size}")]["put_64_clients"]["p99_ms"].as_f64().unwrap_or(0.0);
+        println!("goal, {size} member(s) at 64 clients: puts/s ≥ 2× etcd ({puts64:.2}×), p99 no worse ({p99:.2}×)");
+    }
+    println!("load average now: {:.1} (2 cores, shared)", report::load_average());
     let report = json!({
         "benchmark": "store",
         "seconds_per_measure": args.seconds,

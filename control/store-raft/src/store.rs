@@ -25,7 +25,6 @@ use openraft::{ChangeMembers, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{debug, info, warn};
 use waggle_store::{
     DeleteRequest, DeleteResponse, LeaseGrant, LeaseId, LeaseTimeToLive, MemStore, MemStoreConfig, PutRequest,
@@ -193,7 +192,12 @@ impl RaftStore {
             // to this stopped member; without one, connections outlive it.
             let serve = tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), std::future::pending());
+                // Without TCP_NODELAY an append reply waits behind the
+                // leader's delayed ACK (40 ms) under Nagle.
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
+                    std::future::pending(),
+                );
             if let Err(e) = serve.await {
                 warn!(error = %e, "the peer server stopped");
             }

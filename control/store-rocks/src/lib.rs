@@ -1,7 +1,8 @@
 //! A durable single-node disk for waggle's store, on RocksDB.
 //!
-//! [`RocksDisk`] implements [`Durability`]: every commit of the store is one
-//! synced (`fsync`) RocksDB write batch before it is acknowledged. The
+//! [`RocksDisk`] implements [`Durability`]: every commit of the store is in
+//! a synced (`fsync`) RocksDB write batch before it is acknowledged;
+//! concurrent commits share one ([`Durability::write_group`]). The
 //! layout follows etcd's backend, keyed by revision (see [`layout`]: column
 //! families `kv`, `lease` and `meta`, which also holds the format marker).
 //!
@@ -122,9 +123,13 @@ impl RocksDisk {
         })
     }
 
-    fn write_batch(&self, batch: &Batch) -> Result<(), RocksError> {
+    /// Writes the commits as one synced RocksDB write batch.
+    fn write_batches(&self, batches: &[Batch]) -> Result<(), RocksError> {
         let mut wb = WriteBatch::default();
-        self.layout()?.put_batch(&mut wb, batch);
+        let layout = self.layout()?;
+        for batch in batches {
+            layout.put_batch(&mut wb, batch);
+        }
         let mut opts = WriteOptions::default();
         // Acknowledge only what survives a crash.
         opts.set_sync(true);
@@ -134,9 +139,17 @@ impl RocksDisk {
 
 impl Durability for RocksDisk {
     fn write(&self, batch: &Batch) -> waggle_store::Result<()> {
-        self.write_batch(batch).map_err(|e| StoreError::Internal {
-            op: "writing a commit to RocksDB",
-            reason: format!("revision {}: {e}", batch.revision),
+        self.write_group(std::slice::from_ref(batch))
+    }
+
+    fn write_group(&self, batches: &[Batch]) -> waggle_store::Result<()> {
+        let (first, last) = match (batches.first(), batches.last()) {
+            (Some(f), Some(l)) => (f.revision, l.revision),
+            _ => return Ok(()),
+        };
+        self.write_batches(batches).map_err(|e| StoreError::Internal {
+            op: "writing commits to RocksDB",
+            reason: format!("revisions {first}..={last}: {e}"),
         })
     }
 }

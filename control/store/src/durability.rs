@@ -44,9 +44,16 @@ pub struct Recovered {
     pub leases: Vec<(LeaseId, i64)>,
 }
 
-/// Makes committed batches durable. `write` returns only once the batch
-/// would survive a crash (fsync). It runs under the store's lock, so
-/// batches reach it in commit order.
+/// Makes committed batches durable. Both methods return only once the
+/// batches would survive a crash (fsync). One thread calls them, with
+/// batches in commit order.
 pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     fn write(&self, batch: &Batch) -> Result<()>;
+
+    /// Makes several consecutive commits durable at once (group commit);
+    /// a disk should write them as one synced write. Either all of them
+    /// are durable on return or the call fails.
+    fn write_group(&self, batches: &[Batch]) -> Result<()> {
+        batches.iter().try_for_each(|b| self.write(b))
+    }
 }

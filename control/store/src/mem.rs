@@ -3,12 +3,23 @@
 //! All state sits behind one mutex that is never held across an `.await`;
 //! watchers are fed by `try_send` under it, and fall back to catch-up tasks
 //! (see [`crate::watch`]) so that a slow reader never stalls a writer.
+//!
+//! With a disk ([`MemStore::durable`]) commits are grouped, as etcd's
+//! backend batches them: a write is applied in memory under the lock and
+//! queued; a disk thread makes everything queued since its last round
+//! durable with one synced write ([`Durability::write_group`]), then
+//! publishes those revisions in order (readers' revision, watchers) and
+//! wakes their writers. Later writes build on queued ones (a queued commit
+//! that fails to reach the disk stops the store), but nothing is
+//! acknowledged, read or watched before it is durable: reads are served at
+//! the durable revision from the MVCC history.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::durability::{Batch, Durability, Entry, Recovered};
@@ -61,7 +72,15 @@ impl Default for MemStoreConfig {
 #[derive(Debug)]
 struct State {
     index: Index,
+    /// The revision readers and watchers see: the newest durable one.
     revision: Revision,
+    /// The newest revision applied in memory, which writes build on. Ahead
+    /// of `revision` only while commits wait for the disk.
+    head: Revision,
+    /// Commits applied in memory and waiting for the disk, in order.
+    unsynced: Vec<Unsynced>,
+    /// Sequence number of the last commit queued for the disk.
+    queued: u64,
     compact_revision: Revision,
     leases: Leases,
     hub: Hub,
@@ -77,6 +96,27 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     config: MemStoreConfig,
+    /// Wakes the disk thread (with a disk only).
+    wake_syncer: Option<std_mpsc::Sender<()>>,
+    /// How far the disk thread got.
+    synced: Arc<watch::Sender<Synced>>,
+}
+
+/// A commit applied in memory, waiting for the disk.
+#[derive(Debug)]
+struct Unsynced {
+    seq: u64,
+    batch: Batch,
+    /// What the watchers hear once it is durable (empty: no new revision).
+    events: Vec<Event>,
+}
+
+/// The disk thread's progress: every commit up to `seq` is durable, or a
+/// disk write failed.
+#[derive(Clone, Debug, Default)]
+struct Synced {
+    seq: u64,
+    failed: Option<String>,
 }
 
 /// The in-memory store. Cheap to clone; clones share the data.
@@ -148,6 +188,7 @@ impl MemStore {
             reason: format!("no tokio runtime: {e}"),
         })?;
         let now = Instant::now();
+        let durable = durability.is_some();
         let mut lease_table = Leases::new(config.min_lease_ttl, config.id_seed);
         for l in &leases {
             lease_table.grant(l.id, l.granted_ttl, now);
@@ -160,6 +201,9 @@ impl MemStore {
         let state = State {
             index,
             revision,
+            head: revision,
+            unsynced: Vec::new(),
+            queued: 0,
             compact_revision,
             leases: lease_table,
             hub: Hub::new(config.watch_channel_capacity),
@@ -168,7 +212,23 @@ impl MemStore {
             failed: None,
         };
         let expire = config.expire_leases;
-        let inner = Arc::new(Inner { state: Mutex::new(state), config });
+        let (wake_syncer, woken) = if durable {
+            let (tx, rx) = std_mpsc::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let synced = Arc::new(watch::Sender::new(Synced::default()));
+        let inner = Arc::new(Inner { state: Mutex::new(state), config, wake_syncer, synced });
+        if let Some(woken) = woken {
+            let weak = Arc::downgrade(&inner);
+            let synced = Arc::clone(&inner.synced);
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name("store-sync".to_owned())
+                .spawn(move || sync_loop(&weak, &woken, &synced, &handle))
+                .map_err(|e| StoreError::Internal { op: "starting the store's disk thread", reason: e.to_string() })?;
+        }
         if expire {
             handle.spawn(expire_leases(Arc::downgrade(&inner)));
         }
@@ -198,6 +258,31 @@ impl MemStore {
 }
 
 impl Inner {
+    /// Waits until the commit with sequence number `seq` (and every one
+    /// before it) is durable. Without a disk there is nothing to wait for.
+    async fn durable(&self, op: &'static str, seq: u64) -> Result<()> {
+        if seq == 0 || self.synced.borrow().seq >= seq {
+            return Ok(());
+        }
+        let mut rx = self.synced.subscribe();
+        let synced = rx
+            .wait_for(|s| s.seq >= seq || s.failed.is_some())
+            .await
+            .map_err(|_| StoreError::Internal { op, reason: "the store's disk thread stopped".to_owned() })?;
+        if synced.seq >= seq {
+            return Ok(());
+        }
+        let reason = synced.failed.clone().unwrap_or_default();
+        Err(StoreError::Internal { op, reason: format!("the store stopped after a failed disk write: {reason}") })
+    }
+
+    /// Tells the disk thread that a commit is queued.
+    fn wake_syncer(&self) {
+        if let Some(tx) = &self.wake_syncer {
+            let _ = tx.send(());
+        }
+    }
+
     fn lock(&self, op: &'static str) -> Result<MutexGuard<'_, State>> {
         let state = self
             .state
@@ -230,6 +315,8 @@ async fn expire_leases(inner: Weak<Inner>) {
                 }
             }
         }
+        drop(state);
+        inner.wake_syncer();
     }
 }
 
@@ -247,6 +334,66 @@ async fn notify_progress(inner: Weak<Inner>) {
 fn spawn_catch_ups(inner: &Arc<Inner>, ids: Vec<WatchId>) {
     for id in ids {
         tokio::spawn(catch_up(Arc::downgrade(inner), id));
+    }
+}
+
+/// The disk thread: each round makes every commit queued since the last
+/// one durable with one synced write, then publishes them in order. It
+/// holds the store only while it works, so the store (and its database)
+/// closes when its last user drops it.
+fn sync_loop(
+    inner: &Weak<Inner>,
+    woken: &std_mpsc::Receiver<()>,
+    synced: &watch::Sender<Synced>,
+    handle: &tokio::runtime::Handle,
+) {
+    while woken.recv().is_ok() {
+        while woken.try_recv().is_ok() {}
+        let Some(store) = inner.upgrade() else { return };
+        let (group, durability) = {
+            let Ok(mut state) = store.state.lock() else { return };
+            (std::mem::take(&mut state.unsynced), state.durability.clone())
+        };
+        let (Some(last), Some(durability)) = (group.last().map(|u| u.seq), durability) else { continue };
+        let (batches, events): (Vec<Batch>, Vec<(Revision, Vec<Event>)>) = group
+            .into_iter()
+            .map(|u| {
+                let r = u.batch.revision;
+                (u.batch, (r, u.events))
+            })
+            .unzip();
+        let result = durability.write_group(&batches);
+        drop(durability);
+        let failed = {
+            let Ok(mut state) = store.state.lock() else { return };
+            match result {
+                Ok(()) => {
+                    let mut behind = Vec::new();
+                    for (revision, events) in &events {
+                        behind.extend(state.publish(*revision, events));
+                    }
+                    drop(state);
+                    let _guard = handle.enter();
+                    spawn_catch_ups(&store, behind);
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, revision = batches[0].revision, "a disk write failed; the store stops serving");
+                    state.failed = Some(e.to_string());
+                    Some(e.to_string())
+                }
+            }
+        };
+        drop(store);
+        match failed {
+            None => {
+                synced.send_modify(|s| s.seq = last);
+            }
+            Some(reason) => {
+                synced.send_modify(|s| s.failed = Some(reason));
+                return;
+            }
+        }
     }
 }
 
@@ -283,12 +430,13 @@ async fn catch_up(inner: Weak<Inner>, id: WatchId) {
 
 impl State {
     /// The revision a read at `requested` (0 = now) is served at, if still readable.
-    fn read_revision(&self, op: &'static str, requested: Revision) -> Result<Revision> {
+    /// Reads see `current`: the durable revision, or the head inside a transaction.
+    fn read_revision(&self, op: &'static str, requested: Revision, current: Revision) -> Result<Revision> {
         if requested <= 0 {
-            return Ok(self.revision);
+            return Ok(current);
         }
-        if requested > self.revision {
-            return Err(StoreError::FutureRevision { op, requested, current: self.revision });
+        if requested > current {
+            return Err(StoreError::FutureRevision { op, requested, current });
         }
         if requested < self.compact_revision {
             return Err(StoreError::Compacted { op, requested, compact_revision: self.compact_revision });
@@ -302,7 +450,7 @@ impl State {
         if req.range.key.is_empty() {
             return Err(StoreError::EmptyKey { op: "ranging" });
         }
-        let at = if req.revision > 0 { self.read_revision("ranging", req.revision)? } else { now };
+        let at = if req.revision > 0 { self.read_revision("ranging", req.revision, now)? } else { now };
         let keep = |kv: &KeyValue| {
             (req.min_mod_revision <= 0 || kv.mod_revision >= req.min_mod_revision)
                 && (req.max_mod_revision <= 0 || kv.mod_revision <= req.max_mod_revision)
@@ -343,7 +491,7 @@ impl State {
                 kv.value.clear();
             }
         }
-        Ok(RangeResponse { revision: self.revision, kvs, more, count })
+        Ok(RangeResponse { revision: now, kvs, more, count })
     }
 
     fn put(&mut self, req: &PutRequest, pending: &mut Pending) -> PutResponse {
@@ -394,7 +542,7 @@ impl State {
 
     fn compare(&self, c: &Compare) -> bool {
         let mut kvs = Vec::new();
-        self.index.range_at(&c.range, self.revision, |kv| {
+        self.index.range_at(&c.range, self.head, |kv| {
             kvs.push(kv);
             true
         });
@@ -441,7 +589,7 @@ impl State {
                         return Err(StoreError::EmptyKey { op: "ranging" });
                     }
                     if r.revision > 0 {
-                        self.read_revision("ranging", r.revision)?;
+                        self.read_revision("ranging", r.revision, self.head)?;
                     }
                 }
                 TxnOp::Put(p) => {
@@ -472,7 +620,7 @@ impl State {
         if p.key.is_empty() {
             return Err(StoreError::EmptyKey { op: "putting" });
         }
-        if (p.ignore_value || p.ignore_lease) && self.index.get(&p.key, self.revision).is_none() {
+        if (p.ignore_value || p.ignore_lease) && self.index.get(&p.key, self.head).is_none() {
             return Err(StoreError::KeyNotFound { key: String::from_utf8_lossy(&p.key).into_owned() });
         }
         if p.lease != 0 && !p.ignore_lease && !self.leases.contains(p.lease) {
@@ -507,40 +655,52 @@ impl State {
 
     /// Makes the pending writes the new revision and tells the watchers.
     /// Returns the watchers that need a catch-up task.
-    fn commit(&mut self, pending: Pending, revoked: Option<LeaseId>) -> Result<(Revision, Vec<WatchId>)> {
+    /// Makes the pending writes the new head revision and hands them to the
+    /// disk. Returns the head revision and the watchers that need a catch-up task.
+    fn commit(&mut self, pending: Pending, revoked: Option<LeaseId>) -> (Revision, Vec<WatchId>) {
         if pending.events.is_empty() && revoked.is_none() {
-            return Ok((self.revision, Vec::new()));
+            return (self.head, Vec::new());
         }
-        let revision = if pending.events.is_empty() { self.revision } else { pending.revision };
+        let revision = if pending.events.is_empty() { self.head } else { pending.revision };
         let entries = pending
             .events
             .iter()
             .zip(0u32..)
             .map(|(e, sub)| Entry { revision: pending.revision, sub, kind: e.kind, kv: e.kv.clone() })
             .collect();
-        self.persist(&Batch { revision, entries, revoked: revoked.into_iter().collect(), ..Batch::default() })?;
-        self.applied_index += 1;
-        if pending.events.is_empty() {
-            return Ok((self.revision, Vec::new()));
-        }
-        self.revision = pending.revision;
-        let behind = self.hub.notify(pending.revision, &pending.events);
-        Ok((self.revision, behind))
+        self.head = revision;
+        let behind = self.persist(
+            Batch { revision, entries, revoked: revoked.into_iter().collect(), ..Batch::default() },
+            pending.events,
+        );
+        (revision, behind)
     }
 
-    /// Hands a batch to the disk, if there is one; a failure stops the store.
-    fn persist(&mut self, batch: &Batch) -> Result<()> {
-        let Some(durability) = &self.durability else { return Ok(()) };
-        if let Err(e) = durability.write(batch) {
-            tracing::error!(error = %e, revision = batch.revision, "a disk write failed; the store stops serving");
-            self.failed = Some(e.to_string());
-            return Err(e);
+    /// Commits a batch: without a disk it is published at once; with one it
+    /// is queued for the disk thread, which publishes it once durable (the
+    /// caller then waits for `self.queued`). Returns the watchers that need
+    /// a catch-up task.
+    fn persist(&mut self, batch: Batch, events: Vec<Event>) -> Vec<WatchId> {
+        self.applied_index += 1;
+        if self.durability.is_none() {
+            return self.publish(batch.revision, &events);
         }
-        Ok(())
+        self.queued += 1;
+        self.unsynced.push(Unsynced { seq: self.queued, batch, events });
+        Vec::new()
+    }
+
+    /// Shows a durable revision to readers and watchers.
+    fn publish(&mut self, revision: Revision, events: &[Event]) -> Vec<WatchId> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        self.revision = revision;
+        self.hub.notify(revision, events)
     }
 
     fn pending(&self) -> Pending {
-        Pending { revision: self.revision + 1, sub: 0, events: Vec::new() }
+        Pending { revision: self.head + 1, sub: 0, events: Vec::new() }
     }
 
     fn txn(&mut self, req: &TxnRequest, max_ops: usize) -> Result<(TxnResponse, Vec<WatchId>)> {
@@ -553,7 +713,7 @@ impl State {
         self.validate(branch, max_ops, &mut HashSet::new(), &mut Vec::new())?;
         let mut pending = self.pending();
         let mut responses = self.apply(branch, &mut pending)?;
-        let (revision, behind) = self.commit(pending, None)?;
+        let (revision, behind) = self.commit(pending, None);
         fix_revisions(&mut responses, revision);
         Ok((TxnResponse { revision, succeeded, responses }, behind))
     }
@@ -565,7 +725,7 @@ impl State {
         for key in keys {
             self.delete(&KeyRange::key(key), false, &mut pending);
         }
-        Ok(self.commit(pending, Some(id))?.1)
+        Ok(self.commit(pending, Some(id)).1)
     }
 }
 
@@ -597,57 +757,19 @@ fn sort(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
     }
 }
 
-#[async_trait]
-impl Store for MemStore {
-    async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.inner.lock("reading the revision")?.revision)
-    }
-
-    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
-        let state = self.inner.lock("ranging")?;
-        let now = state.revision;
-        state.range(&req, now)
-    }
-
-    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
-        let (resp, behind) = {
-            let mut state = self.inner.lock("putting")?;
-            state.validate_put(&req)?;
-            let mut pending = state.pending();
-            let resp = state.put(&req, &mut pending);
-            let (_, behind) = state.commit(pending, None)?;
-            (resp, behind)
-        };
+impl MemStore {
+    /// Starts the catch-ups a commit needs, wakes the disk thread, and
+    /// waits until commit `seq` is durable.
+    async fn settle(&self, op: &'static str, behind: Vec<WatchId>, seq: u64) -> Result<()> {
         spawn_catch_ups(&self.inner, behind);
-        Ok(resp)
-    }
-
-    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
-        if req.range.key.is_empty() {
-            return Err(StoreError::EmptyKey { op: "deleting" });
+        if seq == 0 {
+            return Ok(());
         }
-        let (mut resp, revision, behind) = {
-            let mut state = self.inner.lock("deleting")?;
-            let mut pending = state.pending();
-            let resp = state.delete(&req.range, req.prev_kv, &mut pending);
-            let (revision, behind) = state.commit(pending, None)?;
-            (resp, revision, behind)
-        };
-        resp.revision = revision;
-        spawn_catch_ups(&self.inner, behind);
-        Ok(resp)
+        self.inner.wake_syncer();
+        self.inner.durable(op, seq).await
     }
 
-    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
-        let (resp, behind) = {
-            let mut state = self.inner.lock("running a transaction")?;
-            state.txn(&req, self.inner.config.max_txn_ops)?
-        };
-        spawn_catch_ups(&self.inner, behind);
-        Ok(resp)
-    }
-
-    async fn compact(&self, revision: Revision) -> Result<Revision> {
+    fn compact_now(&self, revision: Revision) -> Result<(Revision, u64)> {
         let mut state = self.inner.lock("compacting")?;
         if revision > state.revision {
             return Err(StoreError::FutureRevision { op: "compacting", requested: revision, current: state.revision });
@@ -660,15 +782,14 @@ impl Store for MemStore {
             });
         }
         let dropped = state.index.compact(revision);
-        let current = state.revision;
-        state.persist(&Batch { revision: current, compacted: Some((revision, dropped)), ..Batch::default() })?;
+        let head = state.head;
+        state.persist(Batch { revision: head, compacted: Some((revision, dropped)), ..Batch::default() }, Vec::new());
         state.compact_revision = revision;
-        state.applied_index += 1;
         debug!(revision, "compacted");
-        Ok(state.revision)
+        Ok((state.revision, state.queued))
     }
 
-    async fn watch(&self, req: WatchRequest) -> Result<Watcher> {
+    fn watch_now(&self, req: WatchRequest) -> Result<Watcher> {
         let (id, rx, needs_catch_up) = {
             let mut state = self.inner.lock("starting a watch")?;
             let current = state.revision;
@@ -689,6 +810,85 @@ impl Store for MemStore {
         Ok(Watcher::new(id, rx, cancel))
     }
 
+    fn lease_grant_now(&self, id: LeaseId, ttl: i64) -> Result<(LeaseGrant, u64)> {
+        if ttl > MAX_LEASE_TTL {
+            return Err(StoreError::LeaseTtlTooLarge { ttl, max: MAX_LEASE_TTL });
+        }
+        let mut state = self.inner.lock("granting a lease")?;
+        let id = match id {
+            0 => state.leases.fresh_id(),
+            id if state.leases.contains(id) => return Err(StoreError::LeaseExists { id }),
+            id => id,
+        };
+        let ttl = state.leases.grant(id, ttl, Instant::now());
+        let head = state.head;
+        state.persist(Batch { revision: head, granted: vec![(id, ttl)], ..Batch::default() }, Vec::new());
+        Ok((LeaseGrant { id, ttl, revision: head }, state.queued))
+    }
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn current_revision(&self) -> Result<Revision> {
+        Ok(self.inner.lock("reading the revision")?.revision)
+    }
+
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        let state = self.inner.lock("ranging")?;
+        let now = state.revision;
+        state.range(&req, now)
+    }
+
+    async fn put(&self, req: PutRequest) -> Result<PutResponse> {
+        let (resp, behind, seq) = {
+            let mut state = self.inner.lock("putting")?;
+            state.validate_put(&req)?;
+            let mut pending = state.pending();
+            let resp = state.put(&req, &mut pending);
+            let (_, behind) = state.commit(pending, None);
+            (resp, behind, state.queued)
+        };
+        self.settle("putting", behind, seq).await?;
+        Ok(resp)
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        if req.range.key.is_empty() {
+            return Err(StoreError::EmptyKey { op: "deleting" });
+        }
+        let (mut resp, revision, behind, seq) = {
+            let mut state = self.inner.lock("deleting")?;
+            let mut pending = state.pending();
+            let resp = state.delete(&req.range, req.prev_kv, &mut pending);
+            let (revision, behind) = state.commit(pending, None);
+            (resp, revision, behind, state.queued)
+        };
+        resp.revision = revision;
+        self.settle("deleting", behind, seq).await?;
+        Ok(resp)
+    }
+
+    async fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        // A read-only transaction still waits for the commits it read.
+        let (resp, behind, seq) = {
+            let mut state = self.inner.lock("running a transaction")?;
+            let (resp, behind) = state.txn(&req, self.inner.config.max_txn_ops)?;
+            (resp, behind, state.queued)
+        };
+        self.settle("running a transaction", behind, seq).await?;
+        Ok(resp)
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<Revision> {
+        let (current, seq) = self.compact_now(revision)?;
+        self.settle("compacting", Vec::new(), seq).await?;
+        Ok(current)
+    }
+
+    async fn watch(&self, req: WatchRequest) -> Result<Watcher> {
+        self.watch_now(req)
+    }
+
     async fn request_progress(&self, id: WatchId) -> Result<()> {
         let behind = {
             let mut state = self.inner.lock("requesting watch progress")?;
@@ -705,32 +905,21 @@ impl Store for MemStore {
     }
 
     async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<LeaseGrant> {
-        if ttl > MAX_LEASE_TTL {
-            return Err(StoreError::LeaseTtlTooLarge { ttl, max: MAX_LEASE_TTL });
-        }
-        let mut state = self.inner.lock("granting a lease")?;
-        let id = match id {
-            0 => state.leases.fresh_id(),
-            id if state.leases.contains(id) => return Err(StoreError::LeaseExists { id }),
-            id => id,
-        };
-        let ttl = state.leases.grant(id, ttl, Instant::now());
-        let current = state.revision;
-        state.persist(&Batch { revision: current, granted: vec![(id, ttl)], ..Batch::default() })?;
-        state.applied_index += 1;
-        Ok(LeaseGrant { id, ttl, revision: state.revision })
+        let (grant, seq) = self.lease_grant_now(id, ttl)?;
+        self.settle("granting a lease", Vec::new(), seq).await?;
+        Ok(grant)
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<Revision> {
-        let (revision, behind) = {
+        let (revision, behind, seq) = {
             let mut state = self.inner.lock("revoking a lease")?;
             if !state.leases.contains(id) {
                 return Err(StoreError::LeaseNotFound { op: "revoking a lease", id });
             }
             let behind = state.revoke(id)?;
-            (state.revision, behind)
+            (state.head, behind, state.queued)
         };
-        spawn_catch_ups(&self.inner, behind);
+        self.settle("revoking a lease", behind, seq).await?;
         Ok(revision)
     }
 
@@ -768,7 +957,7 @@ impl Store for MemStore {
             Image {
                 revision: state.revision,
                 compact_revision: state.revision,
-                kvs: state.index.all_live(),
+                kvs: state.index.all_live_at(state.revision),
                 leases: state
                     .leases
                     .export(Instant::now())

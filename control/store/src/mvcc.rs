@@ -242,9 +242,14 @@ impl Index {
         grouped
     }
 
-    /// Every live key at the newest revision, for snapshots.
+    /// Every live key at the newest revision.
     pub(crate) fn all_live(&self) -> Vec<KeyValue> {
         self.keys.iter().filter_map(|(k, h)| h.latest_live(k)).collect()
+    }
+
+    /// Every live key at revision `at`, for snapshots.
+    pub(crate) fn all_live_at(&self, at: Revision) -> Vec<KeyValue> {
+        self.keys.iter().filter_map(|(k, h)| h.live_at(k, at)).collect()
     }
 
     /// Loads a key as it was at a snapshot: a single version.

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::proto::etcdserverpb::{
     ResponseHeader, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
@@ -212,7 +211,10 @@ impl EtcdServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        self.router().serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
+        // Small replies must leave at once: without TCP_NODELAY, Nagle holds a
+        // reply behind the client's delayed ACK (40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        self.router().serve_with_incoming_shutdown(incoming, shutdown).await
     }
 
     /// Binds `addr` and serves until `shutdown` resolves; returns the bound

@@ -64,7 +64,7 @@ pub fn to_backend(ctx: &SockAddrContext) -> ReasonV1 {
     };
     let rkey = SockRevNatKeyV1 { cookie, backend_addr_be: backend.addr_be, backend_port_be: backend.port_be, _pad: 0 };
     let frontend = RevNatV1 { addr_be, port_be, _pad: 0 };
-    if SOCK_REV_NAT.insert(&rkey, &frontend, 0).is_err() {
+    if SOCK_REV_NAT.insert(rkey, frontend, 0).is_err() {
         // Without the entry the socket would report the backend as its peer;
         // the packet path can still balance it.
         return ReasonV1::MapUpdateFailed;
@@ -84,7 +84,7 @@ pub fn to_frontend(ctx: &SockAddrContext) -> ReasonV1 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let rkey = SockRevNatKeyV1 { cookie, backend_addr_be: sa.user_ip4, backend_port_be: sa.user_port as u16, _pad: 0 };
     // SAFETY: copied out at once.
-    let Some(frontend) = (unsafe { SOCK_REV_NAT.get(&rkey) }).copied() else {
+    let Some(frontend) = (unsafe { SOCK_REV_NAT.get(rkey) }).copied() else {
         return ReasonV1::NoService;
     };
     sa.user_ip4 = frontend.addr_be;

@@ -148,6 +148,12 @@ impl StoreProcs {
         if self.children[i].is_some() {
             bail!("member {} is already running", self.members[i].name);
         }
+        self.spawn(i, more)?;
+        self.wait_listening(i, Duration::from_secs(20))
+    }
+
+    /// Spawns member `i` (logging to its log file) without waiting for it.
+    fn spawn(&mut self, i: usize, more: &[&str]) -> anyhow::Result<()> {
         let log = OpenOptions::new().create(true).append(true).open(self.log_path(i))?;
         let child = self
             .command(i)
@@ -159,22 +165,13 @@ impl StoreProcs {
             .spawn()
             .with_context(|| format!("starting {}", self.bin.display()))?;
         self.children[i] = Some(child);
-        self.wait_listening(i, Duration::from_secs(20))
+        Ok(())
     }
 
     pub fn start_all(&mut self) -> anyhow::Result<()> {
         // Spawn every member before waiting, so they find each other.
         for i in 0..self.members.len() {
-            let log = OpenOptions::new().create(true).append(true).open(self.log_path(i))?;
-            let child = self
-                .command(i)
-                .env("RUST_LOG", std::env::var("STORE_LOG").unwrap_or_else(|_| "info".to_owned()))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", self.bin.display()))?;
-            self.children[i] = Some(child);
+            self.spawn(i, &[])?;
         }
         for i in 0..self.members.len() {
             self.wait_listening(i, Duration::from_secs(20))?;

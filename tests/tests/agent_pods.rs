@@ -1221,3 +1221,133 @@ async fn a_registry_that_wants_basic_auth_is_pulled_from_with_the_pods_image_pul
     }
     Ok(())
 }
+
+/// The status of one named container.
+fn container_status(p: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == name).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_hooks_and_a_startup_probe_run_as_upstream_and_a_container_ignoring_sigterm_is_killed()
+-> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, 25).await?;
+    let client = server.kube_client().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let hooks_dir = node.dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks_dir)?;
+    // An HTTP server in the node's namespace answers the httpGet preStop hook
+    // (sent to the bridge's gateway address from the pod's namespace).
+    let listener = node.host.run(|| std::net::TcpListener::bind("0.0.0.0:0"))??;
+    let hook_port = listener.local_addr()?.port();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = seen_tx.send(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned());
+        }
+    });
+    let gateway = node.pod_cidr.replace(".0/24", ".1");
+    let mount = json!([{"name": "hooks", "mountPath": "/hooks"}]);
+    let polite = json!({
+        "name": "polite",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "trap 'echo sigterm >> /hooks/log; exit 0' TERM; while true; do sleep 0.2; done"],
+        "lifecycle": {
+            "postStart": {"exec": {"command": ["sh", "-c", "echo poststart >> /hooks/log"]}},
+            "preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /hooks/log"]}},
+        },
+        "volumeMounts": mount,
+    });
+    let stubborn = json!({
+        "name": "stubborn",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"],
+        "lifecycle": {"preStop": {"httpGet": {"host": gateway, "port": hook_port, "path": "/pre-stop"}}},
+    });
+    let hooked = names::unique("hooks");
+    let extra = json!({
+        "containers": [polite, stubborn],
+        "terminationGracePeriodSeconds": 3,
+        "volumes": [{"name": "hooks", "hostPath": {"path": hooks_dir}}],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&hooked, &node.name, json!({}), extra)?).await?;
+
+    // A postStart hook that fails kills its container, which restarts.
+    let bad_hook = names::unique("badhook");
+    let failing = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sleep", "600"],
+        "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo no >&2; exit 7"]}}},
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&bad_hook, &node.name, failing, json!({}))?).await?;
+
+    // A startup probe holds liveness and readiness back until it succeeds.
+    let slow = names::unique("startup");
+    let starting = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sleep", "600"],
+        "startupProbe": {"exec": {"command": ["cat", "/tmp/started"]}, "periodSeconds": 1, "failureThreshold": 600},
+        "livenessProbe": {"exec": {"command": ["cat", "/tmp/started"]}, "periodSeconds": 1, "failureThreshold": 1},
+        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&slow, &node.name, starting, json!({}))?).await?;
+
+    wait_for(&pods, &hooked, &node, Duration::from_secs(60), "Running and Ready", |p| {
+        phase(p) == "Running" && is_ready(p)
+    })
+    .await?;
+    let log = || std::fs::read_to_string(hooks_dir.join("log")).unwrap_or_default();
+    assert_eq!(log(), "poststart\n", "the postStart hook ran once");
+
+    let p = wait_for(&pods, &bad_hook, &node, Duration::from_secs(60), "a restart", |p| restart_count(p) >= 1).await?;
+    let events = events_of(&client, &bad_hook).await?;
+    assert!(
+        events.iter().any(|e| e.starts_with("FailedPostStartHook") && e.contains("exited with 7")),
+        "events: {events:?}\nstatus: {:?}",
+        p.status
+    );
+
+    let p = wait_for(&pods, &slow, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = pods.get(&slow).await.map_or(p, |now| now);
+    let cs = container_status(&p, "c").context("status of c")?;
+    assert_eq!(cs.started, Some(false), "not started before its startup probe succeeds: {cs:?}");
+    assert!(!cs.ready && !is_ready(&p), "not ready before it started: {cs:?}");
+    assert_eq!(cs.restart_count, 0, "liveness waits for the startup probe: {cs:?}");
+    server.kubectl(33).ok(&["exec", &slow, "--", "touch", "/tmp/started"])?;
+    let p = wait_for(&pods, &slow, &node, Duration::from_secs(30), "started and Ready", |p| {
+        is_ready(p) && container_status(p, "c").is_some_and(|c| c.started == Some(true))
+    })
+    .await?;
+    assert_eq!(restart_count(&p), 0);
+
+    // Deleting: preStop hooks first, then SIGTERM; the container that ignores
+    // SIGTERM is killed when the 3 s grace period ends.
+    pods.delete(&hooked, &DeleteParams::default()).await?;
+    let start = Instant::now();
+    while pods.get_opt(&hooked).await?.is_some() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the pod is not gone\nagent log:\n{}", node.agent_log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(log(), "poststart\nprestop\nsigterm\n", "hooks and signal in upstream's order");
+    let seen: Vec<String> = seen_rx.try_iter().collect();
+    assert_eq!(seen, ["GET /pre-stop HTTP/1.1"], "the httpGet preStop hook was sent once");
+    let agent_log = node.agent_log();
+    assert!(
+        agent_log.lines().any(|l| l.contains("outlived its grace period") && l.contains("stubborn")),
+        "the container ignoring SIGTERM was killed:\n{agent_log}"
+    );
+    for name in [&bad_hook, &slow] {
+        pods.delete(name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}

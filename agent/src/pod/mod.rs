@@ -5,6 +5,7 @@
 pub mod decide;
 pub mod env;
 pub mod images;
+pub mod lifecycle;
 pub mod probe;
 pub mod pull_secrets;
 pub mod status;

@@ -39,7 +39,7 @@ fn secs(v: Option<i32>, default: u64) -> Duration {
     Duration::from_secs(v.map(|v| v.max(0) as u64).unwrap_or(default))
 }
 
-fn resolve_port(c: &Container, port: &IntOrString) -> Option<u16> {
+pub(crate) fn resolve_port(c: &Container, port: &IntOrString) -> Option<u16> {
     match port {
         IntOrString::Int(p) => u16::try_from(*p).ok(),
         IntOrString::String(name) => c
@@ -67,7 +67,11 @@ pub async fn run_once(probe: &Probe, target: &Target, runtime: &dyn ContainerRun
         let headers: Vec<(String, String)> =
             http.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
         let addr = SocketAddr::new(host, port);
-        return enter_and_run(&target.netns, move || http_get(addr, &path, &headers, timeout)).await.unwrap_or(false);
+        return enter_and_run(&target.netns, move || http_get(addr, &path, &headers, timeout))
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|code| (200..400).contains(&code));
     }
     if let Some(tcp) = &probe.tcp_socket {
         let Some(port) = resolve_port(&target.container, &tcp.port) else { return false };
@@ -81,9 +85,10 @@ pub async fn run_once(probe: &Probe, target: &Target, runtime: &dyn ContainerRun
     false
 }
 
-/// An HTTP/1.1 GET; 200–399 is success, as upstream.
-fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)], timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else { return false };
+/// An HTTP/1.1 GET: the response's status code, None when no response came
+/// (probes count 200–399 as success, as upstream).
+pub(crate) fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)], timeout: Duration) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n");
@@ -91,9 +96,7 @@ fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)], timeout:
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("Connection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
+    s.write_all(req.as_bytes()).ok()?;
     let mut buf = [0u8; 64];
     let mut got = Vec::new();
     while !got.contains(&b'\n') && got.len() < 64 {
@@ -103,7 +106,7 @@ fn http_get(addr: SocketAddr, path: &str, headers: &[(String, String)], timeout:
         }
     }
     let line = String::from_utf8_lossy(&got);
-    line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).is_some_and(|c| (200..400).contains(&c))
+    line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok())
 }
 
 /// Runs the container's probes until aborted, recording results in `view`

@@ -16,7 +16,7 @@ use super::decide::{Action, Context, decide};
 use super::env::ConfigSource;
 use super::images::{PullBackoff, PullPolicy};
 use super::status::{StatusInput, build};
-use super::{ProbeView, Waiting, attempts, pod_key, probe, volumes};
+use super::{ProbeView, Waiting, attempts, lifecycle, pod_key, probe, volumes};
 use crate::cri::{ContainerRecord, ContainerRuntime, ContainerSpec, ContainerState};
 use crate::network::{PodNetwork, SandboxId, SandboxNet};
 
@@ -297,7 +297,7 @@ impl Worker {
                             "Killing",
                             format!("Container {name} failed liveness probe, will be restarted"),
                         );
-                        self.spawn_stop(id.clone(), grace_of(pod));
+                        self.spawn_stop(id.clone(), container_of(pod, name), grace_of(pod));
                     }
                 }
                 Action::Finish => {
@@ -369,6 +369,9 @@ impl Worker {
                     self.event(None, "Normal", "Created", format!("Created container: {name}"));
                     self.event(None, "Normal", "Started", format!("Started container {name}"));
                     self.errors.remove(name);
+                    if !init {
+                        self.post_start(pod, &c, &cs.id, net).await;
+                    }
                     true
                 }
                 Err(e) => {
@@ -393,6 +396,25 @@ impl Worker {
                 self.errors.insert(name.to_owned(), w);
                 false
             }
+        }
+    }
+
+    /// Runs the container's postStart hook, as upstream before it reports the
+    /// container started; a failed hook kills the container (its restart
+    /// policy decides what follows).
+    async fn post_start(&mut self, pod: &Pod, c: &Container, id: &str, net: &SandboxNet) {
+        let target = probe::Target {
+            container_id: id.to_owned(),
+            container: c.clone(),
+            netns: net.netns.clone(),
+            pod_ip: net.ips.first().copied(),
+        };
+        let Some(hook) = lifecycle::post_start(&target) else { return };
+        if let Err(msg) = lifecycle::run(hook, &target, self.shared.runtime.as_ref(), HOOK_TIMEOUT).await {
+            warn!(container = %c.name, error = %msg, "the postStart hook failed; killing the container");
+            self.event(None, "Warning", "FailedPostStartHook", msg);
+            self.killing.insert(id.to_owned());
+            self.spawn_stop(id.to_owned(), Some(c.clone()), grace_of(pod));
         }
     }
 
@@ -591,9 +613,9 @@ impl Worker {
     }
 
     /// SIGTERM, then SIGKILL after `grace`, in the background.
-    fn spawn_stop(&self, id: String, grace: Duration) {
-        let runtime = self.shared.runtime.clone();
-        tokio::spawn(async move { stop_container(runtime.as_ref(), &id, grace).await });
+    fn spawn_stop(&self, id: String, container: Option<Container>, grace: Duration) {
+        let (shared, key) = (self.shared.clone(), self.key.clone());
+        tokio::spawn(async move { stop_gracefully(&shared, &key, &id, container.as_ref(), grace).await });
     }
 
     /// The pod has finished: stop what runs, release the address. True when
@@ -603,7 +625,7 @@ impl Worker {
             records.iter().filter(|r| matches!(r.state, ContainerState::Running { .. })).collect();
         for r in &running {
             if self.killing.insert(r.id.clone()) {
-                self.spawn_stop(r.id.clone(), grace_of(pod));
+                self.spawn_stop(r.id.clone(), container_of(pod, &r.name), grace_of(pod));
             }
         }
         if running.is_empty() && self.shared.network.get(&self.key.uid).await?.is_some() {
@@ -633,25 +655,10 @@ impl Worker {
                 self.event(None, "Normal", "Killing", format!("Stopping container {}", r.name));
             }
         }
-        let deadline = Instant::now() + grace;
         let stops = running.iter().map(|r| {
-            let runtime = s.runtime.clone();
-            let pre_stop = pod
-                .and_then(|p| p.spec.as_ref())
-                .and_then(|sp| sp.containers.iter().find(|c| c.name == r.name))
-                .and_then(|c| c.lifecycle.as_ref())
-                .and_then(|l| l.pre_stop.as_ref())
-                .and_then(|h| h.exec.as_ref())
-                .and_then(|e| e.command.clone());
-            let id = r.id.clone();
-            async move {
-                if let Some(cmd) = pre_stop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let _ = runtime.exec(&id, &cmd, left).await;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                stop_container(runtime.as_ref(), &id, left).await;
-            }
+            let container = pod.and_then(|p| container_of(p, &r.name));
+            let (s, key) = (s.clone(), self.key.clone());
+            async move { stop_gracefully(&s, &key, &r.id, container.as_ref(), grace).await }
         });
         futures::future::join_all(stops).await;
         for (_, tasks) in self.probe_tasks.drain() {
@@ -683,6 +690,37 @@ impl Worker {
 fn grace_of(pod: &Pod) -> Duration {
     let secs = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
     Duration::from_secs(secs.max(0) as u64)
+}
+
+/// How long a postStart hook may run (upstream sets no limit; a hook that
+/// never ends must not hold the pod's worker for good).
+const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A regular container of the pod by name.
+fn container_of(pod: &Pod, name: &str) -> Option<Container> {
+    pod.spec.as_ref()?.containers.iter().find(|c| c.name == name).cloned()
+}
+
+/// The container's preStop hook, then SIGTERM and SIGKILL, all within
+/// `grace`; a failed hook is reported as upstream's FailedPreStopHook event.
+async fn stop_gracefully(shared: &Shared, key: &PodKey, id: &str, container: Option<&Container>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    if let Some(c) = container.filter(|c| c.lifecycle.as_ref().is_some_and(|l| l.pre_stop.is_some())) {
+        let net = shared.network.get(&key.uid).await.ok().flatten();
+        let target = probe::Target {
+            container_id: id.to_owned(),
+            container: c.clone(),
+            netns: net.as_ref().map(|n| n.netns.clone()).unwrap_or_default(),
+            pod_ip: net.as_ref().and_then(|n| n.ips.first().copied()),
+        };
+        if let Some(hook) = lifecycle::pre_stop(&target)
+            && let Err(msg) = lifecycle::run(hook, &target, shared.runtime.as_ref(), grace).await
+        {
+            warn!(container = %c.name, error = %msg, "the preStop hook failed");
+            shared.api.event(key, &shared.node, "Warning", "FailedPreStopHook", &msg).await;
+        }
+    }
+    stop_container(shared.runtime.as_ref(), id, deadline.saturating_duration_since(Instant::now())).await;
 }
 
 /// SIGTERM, wait up to `grace`, SIGKILL, wait.

@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub containerd_namespace: String,
     /// runc's state directory (default: the shim's, under /run/containerd).
     pub runc_root: Option<PathBuf>,
+    /// Registries pulled from over plain HTTP besides loopback ones
+    /// (`host` or `host:port`).
+    pub insecure_registries: Vec<String>,
     pub cni: CniConfig,
     /// The podCIDR to use when the control plane has not set one on the Node.
     pub pod_cidr: Option<ipnet::IpNet>,
@@ -72,6 +75,7 @@ impl AgentConfig {
             containerd,
             containerd_namespace: "waggle".into(),
             runc_root: None,
+            insecure_registries: Vec::new(),
             cni,
             pod_cidr: None,
             node_ip: None,

@@ -55,6 +55,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     if let Some(root) = &cfg.runc_root {
         runtime = runtime.with_runc_root(root);
     }
+    runtime = runtime.with_insecure_registries(&cfg.insecure_registries);
     let scratch = cfg.root_dir.join("tmp");
     std::fs::create_dir_all(&scratch).map_err(Error::io(format!("creating {}", scratch.display())))?;
     let exec_runtime = runtime.clone();

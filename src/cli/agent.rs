@@ -42,6 +42,8 @@ pub struct AgentArgs {
     /// runc's state directory (default: the shim's).
     #[arg(long)]
     pub runc_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub registries: super::images::RegistryFlags,
     /// Pods' directories (logs, volumes), sandbox state, IPAM state.
     #[arg(long, default_value = "/var/lib/waggle/agent")]
     pub root_dir: PathBuf,
@@ -122,6 +124,7 @@ fn config(args: &AgentArgs, kubeconfig: &kube::config::Kubeconfig) -> anyhow::Re
     let mut c = AgentConfig::new(node_name, args.root_dir.clone(), containerd, cni);
     c.containerd_namespace = args.containerd_namespace.clone();
     c.runc_root = args.runc_root.clone();
+    c.insecure_registries = args.registries.insecure_registry.clone();
     c.pod_cidr = args.pod_cidr;
     c.node_ip = args.node_ip;
     c.listen = if args.listen == "none" {

@@ -11,7 +11,7 @@ pub enum ImagesCommand {
     /// Import the images of an OCI layout tarball and unpack them.
     Import(ImportArgs),
     /// Pull an image from its OCI registry (plain HTTP for registries on
-    /// localhost) and unpack it.
+    /// localhost and those named by --insecure-registry) and unpack it.
     Pull(PullArgs),
 }
 
@@ -34,7 +34,18 @@ pub struct PullArgs {
     #[arg(long, env = "WAGGLE_REGISTRY_PASSWORD", requires = "username")]
     pub password: Option<String>,
     #[command(flatten)]
+    pub registries: RegistryFlags,
+    #[command(flatten)]
     pub containerd: ContainerdArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryFlags {
+    /// A registry to pull from over plain HTTP (`host:port`, or `host` for
+    /// all its ports), as containerd's hosts.toml allows; repeat or separate
+    /// with commas. Registries on loopback always are.
+    #[arg(long, value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -62,7 +73,7 @@ async fn connect(args: &ContainerdArgs) -> anyhow::Result<Runtime> {
 }
 
 async fn pull(args: PullArgs) -> anyhow::Result<()> {
-    let runtime = connect(&args.containerd).await?;
+    let runtime = connect(&args.containerd).await?.with_insecure_registries(&args.registries.insecure_registry);
     let credentials = match (args.username, args.password) {
         (Some(username), Some(password)) => Some(waggle_runtime::Credentials { username, password }),
         _ => None,

@@ -81,6 +81,8 @@ pub struct ServerArgs {
     pub disable_proxy: bool,
     #[command(flatten)]
     pub proxy: super::proxy::ProxyFlags,
+    #[command(flatten)]
+    pub registries: super::images::RegistryFlags,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -253,6 +255,7 @@ fn agent_config(
     let bridge = cni.bridge.clone();
     let mut config = waggle_agent::AgentConfig::new(&node_name, root, containerd, cni);
     config.pod_cidr = Some(args.pod_cidr);
+    config.insecure_registries = args.registries.insecure_registry.clone();
     config.listen = match args.agent_listen.as_str() {
         "none" => None,
         addr => Some(addr.parse().with_context(|| format!("--agent-listen {addr:?} is not an address:port"))?),

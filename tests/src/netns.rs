@@ -110,3 +110,35 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     }
     Ok(out)
 }
+
+/// A veth pair in the test process's own (host) namespace (this kernel has no
+/// dummy links), one end holding an address of 198.18.0.0/15 (set aside for
+/// tests), for a service that must be reached on an address other than
+/// loopback; deleted on drop.
+#[derive(Debug)]
+pub struct HostLink {
+    pub name: String,
+    pub ip: std::net::Ipv4Addr,
+}
+
+impl HostLink {
+    pub fn new() -> anyhow::Result<Self> {
+        let name = names::unique_ifname("wgh");
+        let n = u32::from_str_radix(&names::unique_suffix(), 16)?;
+        let ip = std::net::Ipv4Addr::new(198, 18 + (n >> 16 & 1) as u8, (n >> 8) as u8, (n as u8).clamp(1, 254));
+        let peer = format!("{name}p");
+        run(Command::new("ip").args(["link", "add", &name, "type", "veth", "peer", "name", &peer]))?;
+        let link = Self { name, ip };
+        run(Command::new("ip").args(["addr", "add", &format!("{ip}/32"), "dev", &link.name]))?;
+        run(Command::new("ip").args(["link", "set", &link.name, "up"]))?;
+        Ok(link)
+    }
+}
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        if let Err(err) = run(Command::new("ip").args(["link", "del", &self.name])) {
+            eprintln!("cleanup: deleting veth {}: {err:#}", self.name);
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! A private OCI registry for pull tests: Debian's `docker-registry`
-//! (distribution 2.8) on 127.0.0.1 with a free port and its own storage
+//! (distribution 2.8) on 127.0.0.1 (or a given address) with a free port and its own storage
 //! directory, filled with `skopeo copy` from the OCI archives the `image`
 //! module builds. The process is killed and its directory removed on drop,
 //! also when a test fails.
@@ -16,6 +16,7 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 #[derive(Debug)]
 pub struct Registry {
     dir: tempfile::TempDir,
+    ip: std::net::IpAddr,
     port: u16,
     child: Option<Child>,
     /// Basic-auth user and password the registry requires, if any.
@@ -25,20 +26,26 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(None)
+        Self::start_with(None, std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Starts a registry listening on `ip` (an address of this namespace).
+    pub fn start_on(ip: std::net::IpAddr) -> anyhow::Result<Self> {
+        Self::start_with(None, ip)
     }
 
     /// Starts a registry that wants HTTP basic auth as `user`.
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
-        Self::start_with(Some((user.to_owned(), password.to_owned())))
+        Self::start_with(Some((user.to_owned(), password.to_owned())), std::net::Ipv4Addr::LOCALHOST.into())
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> anyhow::Result<Self> {
+    fn start_with(credentials: Option<(String, String)>, ip: std::net::IpAddr) -> anyhow::Result<Self> {
         anyhow::ensure!(Path::new(REGISTRY_BIN).exists(), "{REGISTRY_BIN} is missing: apt-get install docker-registry");
         let dir = tempfile::Builder::new().prefix("wgt-registry-").tempdir_in("/var/tmp")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind((ip, 0))?.local_addr()?.port();
+        let addr = std::net::SocketAddr::new(ip, port);
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("storage").display()
         );
         if let Some((user, password)) = &credentials {
@@ -59,7 +66,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("spawning docker-registry")?;
-        let mut registry = Self { dir, port, child: Some(child), credentials };
+        let mut registry = Self { dir, ip, port, child: Some(child), credentials };
         registry.wait_ready()?;
         Ok(registry)
     }
@@ -94,9 +101,9 @@ impl Registry {
         cmd
     }
 
-    /// `127.0.0.1:<port>`: the registry part of image names.
+    /// `<ip>:<port>`: the registry part of image names.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        std::net::SocketAddr::new(self.ip, self.port).to_string()
     }
 
     pub fn log(&self) -> String {

@@ -1351,3 +1351,38 @@ async fn lifecycle_hooks_and_a_startup_probe_run_as_upstream_and_a_container_ign
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_off_loopback_is_pulled_from_over_plain_http_only_when_named_insecure() -> anyhow::Result<()> {
+    assert!(is_root(), "this test runs containerd and adds a link: run it as root");
+    let containerd = Containerd::start()?;
+    let dir = tempfile::Builder::new().prefix("wgt-insecure-").tempdir_in("/var/tmp")?;
+    let tarball = dir.path().join("busybox.tar");
+    image::build_busybox(&tarball)?;
+    let link = waggle_tests::netns::HostLink::new()?;
+    let registry = waggle_tests::registry::Registry::start_on(link.ip.into())?;
+    registry.push_oci_archive(&tarball, "waggle", "lan/busybox", "v1")?;
+    let image = format!("{}/lan/busybox:v1", registry.host());
+    let namespace = names::unique("wgt");
+    let pull = |extra: &[String]| -> anyhow::Result<std::process::Output> {
+        Ok(Command::new(target_dir()?.join("waggle"))
+            .args(["images", "pull", "--namespace", &namespace])
+            .arg("--address")
+            .arg(containerd.socket())
+            .args(extra)
+            .arg(&image)
+            .output()?)
+    };
+
+    // Not named: HTTPS, which a plain-HTTP registry does not speak.
+    let refused = pull(&[])?;
+    assert!(!refused.status.success(), "an address off loopback is spoken to over HTTPS: {refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(&registry.host()), "the error names it: {refused:?}");
+
+    let pulled = pull(&[format!("--insecure-registry={}", link.ip)])?;
+    assert!(pulled.status.success(), "{pulled:?}\nregistry log:\n{}", registry.log());
+    assert!(String::from_utf8_lossy(&pulled.stdout).starts_with(&format!("{image}\tsha256:")), "{pulled:?}");
+    let runtime = Runtime::connect(containerd.socket(), &namespace).await?;
+    runtime.image_target(&image).await.context("the pulled image is present")?;
+    Ok(())
+}

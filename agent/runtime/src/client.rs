@@ -16,6 +16,9 @@ pub struct Runtime {
     namespace: MetadataValue<tonic::metadata::Ascii>,
     /// runc's state directory for this node's containers (default: the shim's).
     pub(crate) runc_root: Option<PathBuf>,
+    /// Registries spoken to over plain HTTP besides those on loopback
+    /// (`host` or `host:port`), as containerd's hosts.toml allows.
+    pub(crate) insecure_registries: std::sync::Arc<[String]>,
 }
 
 impl Runtime {
@@ -26,7 +29,7 @@ impl Runtime {
             .await
             .map_err(|source| Error::Connect { socket: socket.display().to_string(), source })?;
         let namespace = namespace.parse().map_err(|_| Error::Metadata { what: format!("namespace {namespace:?}") })?;
-        Ok(Self { channel, namespace, runc_root: None })
+        Ok(Self { channel, namespace, runc_root: None, insecure_registries: std::sync::Arc::new([]) })
     }
 
     /// Keeps runc's container state under `root` instead of the shim's default
@@ -34,6 +37,12 @@ impl Runtime {
     /// one machine never share it.
     pub fn with_runc_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.runc_root = Some(root.into());
+        self
+    }
+
+    /// Pulls from these registries (`host` or `host:port`) over plain HTTP.
+    pub fn with_insecure_registries(mut self, registries: &[String]) -> Self {
+        self.insecure_registries = registries.iter().map(|r| r.trim().to_owned()).collect();
         self
     }
 

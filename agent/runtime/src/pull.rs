@@ -58,13 +58,13 @@ struct RawManifest {
 }
 
 impl Registry {
-    fn new(name: &str, credentials: Option<&Credentials>) -> Result<Self, Error> {
+    fn new(name: &str, credentials: Option<&Credentials>, insecure: &[String]) -> Result<Self, Error> {
         let reference = parse(name)?;
         // rustls needs a process-wide crypto provider; the rest of waggle
         // uses ring too (a provider installed already is fine).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::new(ClientConfig {
-            protocol: protocol_for(reference.resolve_registry()),
+            protocol: protocol_for(reference.resolve_registry(), insecure),
             platform_resolver: None,
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(60)),
@@ -181,14 +181,18 @@ fn this_architecture() -> &'static str {
 }
 
 /// Registries on the loopback interface are spoken to over plain HTTP, as
-/// containerd allows for localhost; every other one over HTTPS.
-fn protocol_for(registry: &str) -> ClientProtocol {
+/// containerd allows for localhost, and so are those named insecure (by
+/// `host:port`, or by `host` for any of its ports); every other one over HTTPS.
+fn protocol_for(registry: &str, insecure: &[String]) -> ClientProtocol {
     let host = match registry.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
     };
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback { ClientProtocol::Http } else { ClientProtocol::Https }
+    let named = insecure
+        .iter()
+        .any(|i| i.eq_ignore_ascii_case(registry) || i.trim_matches(['[', ']']).eq_ignore_ascii_case(host));
+    if loopback || named { ClientProtocol::Http } else { ClientProtocol::Https }
 }
 
 /// Every error in a chain, outermost first: what reqwest says at the top
@@ -212,7 +216,7 @@ impl Runtime {
     /// normalised name. Blobs and snapshots already present are reused, so
     /// pulling an unchanged image again only fetches its manifest.
     pub async fn pull_image(&self, name: &str, credentials: Option<&Credentials>) -> Result<PulledImage, Error> {
-        let registry = Registry::new(name, credentials)?;
+        let registry = Registry::new(name, credentials, &self.insecure_registries)?;
         let raw = registry.resolve_manifest().await?;
         let manifest: crate::archive::Manifest = serde_json::from_slice(&raw.bytes)
             .map_err(|e| registry.failed(format!("the manifest is not valid: {e}")))?;
@@ -259,12 +263,18 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_registries_are_spoken_to_over_plain_http() {
-        assert_eq!(protocol_for("127.0.0.1:5000"), ClientProtocol::Http);
-        assert_eq!(protocol_for("localhost:5000"), ClientProtocol::Http);
-        assert_eq!(protocol_for("localhost"), ClientProtocol::Http);
-        assert_eq!(protocol_for("[::1]:5000"), ClientProtocol::Http);
-        assert_eq!(protocol_for("index.docker.io"), ClientProtocol::Https);
-        assert_eq!(protocol_for("10.0.0.1:5000"), ClientProtocol::Https);
+    fn loopback_and_named_insecure_registries_are_spoken_to_over_plain_http() {
+        assert_eq!(protocol_for("127.0.0.1:5000", &[]), ClientProtocol::Http);
+        assert_eq!(protocol_for("localhost:5000", &[]), ClientProtocol::Http);
+        assert_eq!(protocol_for("localhost", &[]), ClientProtocol::Http);
+        assert_eq!(protocol_for("[::1]:5000", &[]), ClientProtocol::Http);
+        assert_eq!(protocol_for("index.docker.io", &[]), ClientProtocol::Https);
+        assert_eq!(protocol_for("10.0.0.1:5000", &[]), ClientProtocol::Https);
+        let insecure = ["10.0.0.1:5000".to_owned(), "registry.lan".to_owned(), "[fd00::1]".to_owned()];
+        assert_eq!(protocol_for("10.0.0.1:5000", &insecure), ClientProtocol::Http);
+        assert_eq!(protocol_for("10.0.0.1:5001", &insecure), ClientProtocol::Https, "another port");
+        assert_eq!(protocol_for("registry.lan:8080", &insecure), ClientProtocol::Http, "any port of a host");
+        assert_eq!(protocol_for("[fd00::1]:5000", &insecure), ClientProtocol::Http);
+        assert_eq!(protocol_for("registry.lan.example", &insecure), ClientProtocol::Https);
     }
 }

@@ -43,6 +43,7 @@ pub struct AgentConfig {
     /// Registries pulled from over plain HTTP besides loopback ones
     /// (`host` or `host:port`).
     pub insecure_registries: Vec<String>,
+    pub image_gc: crate::image_gc::ImageGcPolicy,
     pub cni: CniConfig,
     /// The podCIDR to use when the control plane has not set one on the Node.
     pub pod_cidr: Option<ipnet::IpNet>,
@@ -76,6 +77,7 @@ impl AgentConfig {
             containerd_namespace: "waggle".into(),
             runc_root: None,
             insecure_registries: Vec::new(),
+            image_gc: crate::image_gc::ImageGcPolicy::default(),
             cni,
             pod_cidr: None,
             node_ip: None,

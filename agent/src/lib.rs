@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod cri;
 mod error;
 pub mod exec;
+pub mod image_gc;
 pub mod lease;
 pub mod logs;
 pub mod machine;
@@ -59,6 +60,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     let scratch = cfg.root_dir.join("tmp");
     std::fs::create_dir_all(&scratch).map_err(Error::io(format!("creating {}", scratch.display())))?;
     let exec_runtime = runtime.clone();
+    let image_gc = tokio::spawn(image_gc::run(runtime.clone(), cfg.image_gc.clone()));
     let runtime: Arc<dyn cri::ContainerRuntime> = Arc::new(cri::Containerd::new(runtime, scratch));
 
     // 2. The agent API's port, bound now so the Node can advertise it.
@@ -175,6 +177,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     };
     heartbeat.abort();
     sampler.abort();
+    image_gc.abort();
     result
 }
 

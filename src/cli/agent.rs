@@ -44,6 +44,8 @@ pub struct AgentArgs {
     pub runc_root: Option<PathBuf>,
     #[command(flatten)]
     pub registries: super::images::RegistryFlags,
+    #[command(flatten)]
+    pub image_gc: ImageGcFlags,
     /// Pods' directories (logs, volumes), sandbox state, IPAM state.
     #[arg(long, default_value = "/var/lib/waggle/agent")]
     pub root_dir: PathBuf,
@@ -125,6 +127,7 @@ fn config(args: &AgentArgs, kubeconfig: &kube::config::Kubeconfig) -> anyhow::Re
     c.containerd_namespace = args.containerd_namespace.clone();
     c.runc_root = args.runc_root.clone();
     c.insecure_registries = args.registries.insecure_registry.clone();
+    c.image_gc = args.image_gc.policy()?;
     c.pod_cidr = args.pod_cidr;
     c.node_ip = args.node_ip;
     c.listen = if args.listen == "none" {
@@ -223,4 +226,41 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Image garbage collection, with the kubelet's flag names and defaults.
+#[derive(Debug, Args)]
+pub struct ImageGcFlags {
+    /// Disk usage (percent of the image filesystem) at which unused images
+    /// are removed; 100 turns image garbage collection off.
+    #[arg(long, default_value_t = 85)]
+    pub image_gc_high_threshold: u8,
+    /// Disk usage the removal brings the image filesystem back to.
+    #[arg(long, default_value_t = 80)]
+    pub image_gc_low_threshold: u8,
+    /// How long an unused image is kept at least (e.g. 2m, 90s, 0s).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub minimum_image_ttl_duration: std::time::Duration,
+    /// How often image garbage collection runs (the kubelet's is 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub image_gc_period: std::time::Duration,
+    /// The filesystem of containerd's images (default: containerd's content
+    /// root, as its Introspection service says).
+    #[arg(long)]
+    pub image_fs: Option<PathBuf>,
+}
+
+impl ImageGcFlags {
+    pub fn policy(&self) -> anyhow::Result<waggle_agent::image_gc::ImageGcPolicy> {
+        anyhow::ensure!(!self.image_gc_period.is_zero(), "--image-gc-period must be more than 0");
+        let p = waggle_agent::image_gc::ImageGcPolicy {
+            high_threshold_percent: self.image_gc_high_threshold,
+            low_threshold_percent: self.image_gc_low_threshold,
+            min_age: self.minimum_image_ttl_duration,
+            period: self.image_gc_period,
+            image_fs: self.image_fs.clone(),
+        };
+        p.validate().map_err(anyhow::Error::msg)?;
+        Ok(p)
+    }
 }

@@ -83,6 +83,8 @@ pub struct ServerArgs {
     pub proxy: super::proxy::ProxyFlags,
     #[command(flatten)]
     pub registries: super::images::RegistryFlags,
+    #[command(flatten)]
+    pub image_gc: super::agent::ImageGcFlags,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -256,6 +258,7 @@ fn agent_config(
     let mut config = waggle_agent::AgentConfig::new(&node_name, root, containerd, cni);
     config.pod_cidr = Some(args.pod_cidr);
     config.insecure_registries = args.registries.insecure_registry.clone();
+    config.image_gc = args.image_gc.policy()?;
     config.listen = match args.agent_listen.as_str() {
         "none" => None,
         addr => Some(addr.parse().with_context(|| format!("--agent-listen {addr:?} is not an address:port"))?),

@@ -49,10 +49,18 @@ struct Node {
     port: u16,
     kubeconfig: PathBuf,
     agent: Option<Child>,
+    /// More `waggle agent` flags.
+    extra_args: Vec<String>,
 }
 
 impl Node {
+    /// A node whose image GC is off: a full shared disk must not take a
+    /// test's image away between two of its pods.
     async fn start(server: &TestServer, third_octet: u8) -> anyhow::Result<Self> {
+        Self::start_with(server, third_octet, &["--image-gc-high-threshold=100"]).await
+    }
+
+    async fn start_with(server: &TestServer, third_octet: u8, extra_args: &[&str]) -> anyhow::Result<Self> {
         assert!(is_root(), "this test runs containerd and creates namespaces: run it as root");
         let containerd = Containerd::start()?;
         let dir = tempfile::Builder::new().prefix("wgt-agent-").tempdir_in("/var/tmp")?;
@@ -69,6 +77,7 @@ impl Node {
             port: free_port()?,
             kubeconfig,
             agent: None,
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         let tarball = node.dir.path().join("busybox.tar");
         image::build_busybox(&tarball)?;
@@ -117,6 +126,7 @@ impl Node {
             .args(["--node-ip", "127.0.0.1"])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--backoff-seconds", "1"])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info,waggle_agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -1384,5 +1394,45 @@ async fn a_registry_off_loopback_is_pulled_from_over_plain_http_only_when_named_
     assert!(String::from_utf8_lossy(&pulled.stdout).starts_with(&format!("{image}\tsha256:")), "{pulled:?}");
     let runtime = Runtime::connect(containerd.socket(), &namespace).await?;
     runtime.image_target(&image).await.context("the pulled image is present")?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_garbage_collection_removes_unused_images_and_keeps_those_in_use() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    // Thresholds any disk is over (1 %, down to 0 %): every unused image older
+    // than 20 s goes; the pod below starts well within those 20 s.
+    let gc = ["--image-gc-high-threshold=1", "--image-gc-low-threshold=0", "--minimum-image-ttl-duration=20s"];
+    let node = Node::start_with(&server, 26, &[&gc[..], &["--image-gc-period=1s"]].concat()).await?;
+    let spare = "docker.io/library/busybox:waggle-spare";
+    let tarball = node.dir.path().join("spare.tar");
+    image::build_busybox_image(&tarball, spare, &["true"])?;
+    let runtime = node.runtime().await?;
+    runtime.import_archive(&tarball).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let name = names::unique("inuse");
+    let container =
+        json!({"name": "c", "image": image::BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "600"]});
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
+    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+
+    let gone = |image: &'static str| {
+        let runtime = runtime.clone();
+        async move {
+            let start = Instant::now();
+            while runtime.has_image(image).await? {
+                anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "{image} is still present");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            anyhow::Ok(())
+        }
+    };
+    gone(spare).await.with_context(|| node.agent_log())?;
+    assert!(runtime.has_image(image::BUSYBOX_IMAGE).await?, "the running pod's image is kept");
+    assert!(node.agent_log().contains("removed an unused image"), "{}", node.agent_log());
+
+    // Once the pod and its containers are gone, its image is unused too.
+    pods.delete(&name, &DeleteParams::default()).await?;
+    gone(image::BUSYBOX_IMAGE).await.with_context(|| node.agent_log())?;
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::pin::Pin;
 
 use containerd_client::services::v1::{
-    AbortRequest, CreateImageRequest, GetImageRequest, Image, InfoRequest, UpdateImageRequest, WriteAction,
-    WriteContentRequest,
+    AbortRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, InfoRequest, ListImagesRequest,
+    UpdateImageRequest, WriteAction, WriteContentRequest,
     content_client::ContentClient,
     images_client::ImagesClient,
     leases_client::LeasesClient,
@@ -349,6 +349,81 @@ impl Runtime {
         image
             .and_then(|i| i.target)
             .ok_or_else(|| Error::Image { image: name.to_owned(), reason: "has no target".into() })
+    }
+}
+
+/// An image record of the namespace with the bytes its blobs take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub name: String,
+    /// The digest the name points at (a manifest, or an index).
+    pub digest: String,
+    /// Manifest, config and (compressed) layers, as the registry counts an
+    /// image's size; an index counts only itself.
+    pub size: u64,
+}
+
+impl Runtime {
+    /// Every image of the namespace.
+    pub async fn list_images(&self) -> Result<Vec<ImageSummary>, Error> {
+        let images = ImagesClient::new(self.channel.clone())
+            .list(self.request(ListImagesRequest { filters: Vec::new() }))
+            .await
+            .map_err(Error::rpc("Images.List", "images"))?
+            .into_inner()
+            .images;
+        let mut sizes: HashMap<String, u64> = HashMap::new();
+        let mut out = Vec::with_capacity(images.len());
+        for image in images {
+            let Some(target) = image.target else { continue };
+            let size = match sizes.get(&target.digest) {
+                Some(s) => *s,
+                None => {
+                    let size = self.manifest_size(&target).await;
+                    sizes.insert(target.digest.clone(), size);
+                    size
+                }
+            };
+            out.push(ImageSummary { name: image.name, digest: target.digest, size });
+        }
+        Ok(out)
+    }
+
+    async fn manifest_size(&self, target: &containerd_client::types::Descriptor) -> u64 {
+        let own = target.size.max(0) as u64;
+        match self.read_json::<Manifest>(&target.digest).await {
+            Ok(m) => own + m.config.size.max(0) as u64 + m.layers.iter().map(|l| l.size.max(0) as u64).sum::<u64>(),
+            Err(_) => own,
+        }
+    }
+
+    /// Where containerd keeps its content blobs (the content plugin's root,
+    /// from the Introspection service): the image filesystem.
+    pub async fn content_root(&self) -> Result<std::path::PathBuf, Error> {
+        use containerd_client::services::v1::{PluginsRequest, introspection_client::IntrospectionClient};
+        let plugins = IntrospectionClient::new(self.channel.clone())
+            .plugins(
+                self.request(PluginsRequest { filters: vec!["type==io.containerd.content.v1,id==content".into()] }),
+            )
+            .await
+            .map_err(Error::rpc("Introspection.Plugins", "content"))?
+            .into_inner()
+            .plugins;
+        plugins
+            .into_iter()
+            .find_map(|p| p.exports.get("root").cloned())
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| Error::Image { image: String::new(), reason: "containerd names no content root".into() })
+    }
+
+    /// Removes an image record and lets containerd collect, before it
+    /// answers, the blobs and snapshots nothing else refers to.
+    pub async fn delete_image(&self, name: &str) -> Result<(), Error> {
+        ImagesClient::new(self.channel.clone())
+            .delete(self.request(DeleteImageRequest { name: name.to_owned(), sync: true, ..Default::default() }))
+            .await
+            .map_err(Error::rpc("Images.Delete", name))?;
+        Ok(())
     }
 }
 

@@ -18,7 +18,7 @@ mod tasks;
 pub use client::Runtime;
 pub use containers::{ContainerConfig, ExitStatus};
 pub use error::Error;
-pub use images::ImportedImage;
+pub use images::{ImageSummary, ImportedImage};
 pub use pull::{Credentials, PulledImage, normalize_image};
 pub use spec::BindMount;
 pub use tasks::{ContainerInfo, ExecIo, ExecOutcome, TaskStatus};

@@ -86,6 +86,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
         port,
         runtime_version: "containerd://1.6",
         since: started,
+        images: exec_runtime.list_images().await.map(|l| node::images_of(&l)).unwrap_or_default(),
     };
     let (registered, pod_cidr) = node::register(&client, &info).await?;
     let pod_cidr = pod_cidr.ok_or_else(|| {
@@ -119,6 +120,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
     // 6. Heartbeats: the Lease, and the Node status now and then.
     let heartbeat = tokio::spawn(heartbeat(
         client.clone(),
+        exec_runtime.clone(),
         cfg.clone(),
         machine.clone(),
         ip,
@@ -213,8 +215,10 @@ fn short_hash(s: &str) -> String {
     format!("{h:08x}")
 }
 
+#[expect(clippy::too_many_arguments, reason = "one call site: the pieces the heartbeat reports")]
 async fn heartbeat(
     client: kube::Client,
+    runtime: waggle_runtime::Runtime,
     cfg: AgentConfig,
     machine: Machine,
     ip: std::net::IpAddr,
@@ -239,6 +243,13 @@ async fn heartbeat(
                 port,
                 runtime_version: "containerd://1.6",
                 since: started,
+                images: match runtime.list_images().await {
+                    Ok(l) => node::images_of(&l),
+                    Err(e) => {
+                        warn!(error = %e, "listing the node's images failed");
+                        Vec::new()
+                    }
+                },
             };
             match node::write_status(&client, &info).await {
                 Ok(_) => last_status = tokio::time::Instant::now(),

@@ -32,6 +32,40 @@ pub struct NodeInfo<'a> {
     /// When the agent started: the conditions' lastTransitionTime, so that
     /// heartbeats do not look like transitions.
     pub since: std::time::SystemTime,
+    /// The node's images, as `status.images` lists them.
+    pub images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
+}
+
+/// Upstream's nodeStatusMaxImages.
+const MAX_IMAGES: usize = 50;
+
+/// `status.images`: one entry per image digest with its tags and
+/// `repository@digest` names, largest first, at most 50 (as the kubelet).
+pub fn images_of(list: &[waggle_runtime::ImageSummary]) -> Vec<k8s_openapi::api::core::v1::ContainerImage> {
+    let mut by_digest: BTreeMap<&str, (Vec<String>, u64)> = BTreeMap::new();
+    for i in list {
+        let e = by_digest.entry(i.digest.as_str()).or_insert_with(|| (Vec::new(), i.size));
+        let repo = i.name.split('@').next().unwrap_or(&i.name);
+        let repo = match repo.rsplit_once(':') {
+            Some((r, tag)) if !tag.contains('/') => r,
+            _ => repo,
+        };
+        for name in [i.name.clone(), format!("{repo}@{}", i.digest)] {
+            if !e.0.contains(&name) {
+                e.0.push(name);
+            }
+        }
+    }
+    let mut out: Vec<_> = by_digest
+        .into_values()
+        .map(|(names, size)| k8s_openapi::api::core::v1::ContainerImage {
+            names: Some(names),
+            size_bytes: Some(size as i64),
+        })
+        .collect();
+    out.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
+    out.truncate(MAX_IMAGES);
+    out
 }
 
 fn capacity(m: &Machine) -> BTreeMap<String, Quantity> {
@@ -82,6 +116,7 @@ fn status(n: &NodeInfo<'_>) -> NodeStatus {
             boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned(),
             ..Default::default()
         }),
+        images: (!n.images.is_empty()).then(|| n.images.clone()),
         ..Default::default()
     }
 }
@@ -143,4 +178,37 @@ pub async fn write_status(client: &kube::Client, n: &NodeInfo<'_>) -> Result<Nod
     api.patch_status(n.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::kube(format!("writing the status of node {}", n.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str, digest: &str, size: u64) -> waggle_runtime::ImageSummary {
+        waggle_runtime::ImageSummary { name: name.into(), digest: digest.into(), size }
+    }
+
+    #[test]
+    fn status_images_group_names_by_digest_largest_first_with_repository_digests() {
+        let got = images_of(&[
+            image("docker.io/library/busybox:1", "sha256:b", 10),
+            image("127.0.0.1:5000/app:v1", "sha256:a", 99),
+            image("docker.io/library/busybox:latest", "sha256:b", 10),
+        ]);
+        let names: Vec<Vec<String>> = got.iter().map(|i| i.names.clone().unwrap_or_default()).collect();
+        assert_eq!(
+            names,
+            [
+                vec!["127.0.0.1:5000/app:v1".to_owned(), "127.0.0.1:5000/app@sha256:a".to_owned()],
+                vec![
+                    "docker.io/library/busybox:1".to_owned(),
+                    "docker.io/library/busybox@sha256:b".to_owned(),
+                    "docker.io/library/busybox:latest".to_owned(),
+                ],
+            ]
+        );
+        assert_eq!(got[0].size_bytes, Some(99));
+        let many: Vec<_> = (0..60).map(|i| image(&format!("x:{i}"), &format!("sha256:{i}"), i)).collect();
+        assert_eq!(images_of(&many).len(), 50, "at most 50, as the kubelet");
+    }
 }

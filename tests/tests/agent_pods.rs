@@ -336,6 +336,11 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     assert!(ready, "the node reports Ready");
+    let images = registered.status.as_ref().and_then(|s| s.images.clone()).unwrap_or_default();
+    assert!(
+        images.iter().any(|i| i.names.iter().flatten().any(|n| n == image::BUSYBOX_IMAGE) && i.size_bytes > Some(0)),
+        "status.images lists the imported image: {images:?}"
+    );
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let start = Instant::now();
     while leases.get_opt(&node.name).await?.is_none() {

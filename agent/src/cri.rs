@@ -23,6 +23,7 @@ pub const LABEL_INIT: &str = "io.waggle.container.init";
 pub const LABEL_LOG: &str = "io.waggle.container.log";
 pub const LABEL_STDIN: &str = "io.waggle.container.stdin";
 pub const LABEL_STDIN_ONCE: &str = "io.waggle.container.stdin-once";
+pub const LABEL_TTY: &str = "io.waggle.container.tty";
 /// The digest of the image's manifest when the container was created.
 pub const LABEL_IMAGE_DIGEST: &str = "io.waggle.image.digest";
 
@@ -98,6 +99,8 @@ pub struct ContainerRecord {
     /// The stdin FIFO of a container started with `stdin: true`.
     pub stdin: Option<PathBuf>,
     pub stdin_once: bool,
+    /// Started with a terminal: its output is logged with partial lines.
+    pub tty: bool,
     pub state: ContainerState,
 }
 
@@ -216,6 +219,7 @@ impl Containerd {
                 Self::stdin_fifo(spec).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
             ),
             (LABEL_STDIN_ONCE.to_owned(), spec.stdin_once.to_string()),
+            (LABEL_TTY.to_owned(), spec.tty.to_string()),
         ])
     }
 
@@ -259,7 +263,7 @@ impl ContainerRuntime for Containerd {
         let (out, _) = crate::logs::fifos(&record.log_path);
         if matches!(record.state, ContainerState::Running { .. }) && out.exists() {
             match self.open_output(&record.id, &record.log_path) {
-                Ok(Some(output)) => self.copy_output(&record.id, output, &record.log_path, false),
+                Ok(Some(output)) => self.copy_output(&record.id, output, &record.log_path, record.tty),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(container = %record.id, error = %e, "taking over the container's output failed")
@@ -354,6 +358,7 @@ impl ContainerRuntime for Containerd {
                 log_path: PathBuf::from(label(LABEL_LOG)),
                 stdin: Some(label(LABEL_STDIN)).filter(|p| !p.is_empty()).map(PathBuf::from),
                 stdin_once: label(LABEL_STDIN_ONCE) == "true",
+                tty: label(LABEL_TTY) == "true",
                 state,
             });
         }
@@ -536,6 +541,7 @@ impl ContainerRuntime for FakeRuntime {
                 log_path: c.log_path.clone(),
                 stdin: c.stdin.then(|| c.log_path.with_extension("stdin")),
                 stdin_once: c.stdin_once,
+                tty: c.tty,
                 state: *state,
             })
             .collect())

@@ -1064,7 +1064,7 @@ async fn images_are_pulled_from_a_registry_as_their_pull_policy_says_and_failure
 async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kubectl_1_33_and_1_29() -> anyhow::Result<()>
 {
     let server = TestServer::start().await?;
-    let node = Node::start(&server, 23).await?;
+    let mut node = Node::start(&server, 23).await?;
     let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
     let name = names::unique("tty");
     let container = json!({
@@ -1176,6 +1176,35 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
         );
         pods.delete(&run, &DeleteParams::default()).await?;
     }
+
+    // A terminal container the agent re-adopts after a restart still has its
+    // prompt (an unfinished line) shown.
+    let prompt = names::unique("adopted");
+    let container = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "stdin": true,
+        "tty": true,
+        "command": ["sh", "-c", "while read x; do printf \"again-$x> \"; done"],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&prompt, &node.name, container, json!({}))?).await?;
+    wait_for(&pods, &prompt, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    node.kill_agent();
+    node.spawn_agent()?;
+    let kubectl = server.kubectl(33);
+    let (mut outs, mut shown) = (Vec::new(), false);
+    for attempt in 0..5 {
+        let out = kubectl.output_in_pty(&["attach", "-it", &prompt], 24, 80, &format!("try{attempt}\n"), 8)?;
+        shown = String::from_utf8_lossy(&out.stdout).contains(&format!("again-try{attempt}> "));
+        outs.push(out);
+        if shown {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(shown, "a re-adopted terminal shows its prompt: {outs:?}\nagent log:\n{}", node.agent_log());
+    pods.delete(&prompt, &DeleteParams::default()).await?;
     pods.delete(&name, &DeleteParams::default()).await?;
     pods.delete(&on_tty, &DeleteParams::default()).await?;
     Ok(())

@@ -259,6 +259,7 @@ pub(crate) mod tests {
             log_path: PathBuf::from("/x"),
             stdin: None,
             stdin_once: false,
+            tty: false,
             state,
         }
     }

@@ -270,6 +270,27 @@ async fn wait_for(
     )
 }
 
+/// Every test's start: a server, one node on it (its pod CIDR's third octet
+/// given) and the default namespace's pods.
+async fn start_node(third_octet: u8) -> anyhow::Result<(TestServer, Node, Api<Pod>)> {
+    let server = TestServer::start().await?;
+    let node = Node::start(&server, third_octet).await?;
+    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    Ok((server, node, pods))
+}
+
+/// Creates the pod and waits until it runs.
+async fn run_pod(
+    pods: &Api<Pod>,
+    node: &Node,
+    name: &str,
+    container: serde_json::Value,
+    extra: serde_json::Value,
+) -> anyhow::Result<Pod> {
+    pods.create(&PostParams::default(), &pod_manifest(name, &node.name, container, extra)?).await?;
+    wait_for(pods, name, node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await
+}
+
 fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -440,9 +461,7 @@ async fn a_busybox_httpd_pod_runs_with_an_address_answers_from_the_node_and_is_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_liveness_probe_restarts_the_container_and_a_failing_readiness_probe_keeps_it_not_ready()
 -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 12).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (_server, node, pods) = start_node(12).await?;
     let name = names::unique("live");
     let container = json!({
         "name": "c",
@@ -463,9 +482,7 @@ async fn a_failing_liveness_probe_restarts_the_container_and_a_failing_readiness
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 13).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (server, node, pods) = start_node(13).await?;
     let name = names::unique("crash");
     let container = json!({
         "name": "c",
@@ -502,9 +519,7 @@ async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_that_is_not_present_with_pull_policy_never_waits_with_err_image_never_pull() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 14).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (_server, node, pods) = start_node(14).await?;
     let name = names::unique("noimg");
     let container = json!({"name": "c", "image": "example.invalid/none:1", "imagePullPolicy": "Never"});
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
@@ -523,9 +538,7 @@ async fn an_image_that_is_not_present_with_pull_policy_never_waits_with_err_imag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_agent_re_adopts_its_pod_without_restarting_or_duplicating_it() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let mut node = Node::start(&server, 15).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (server, mut node, pods) = start_node(15).await?;
     let name = names::unique("adopt");
     // A second container writes a numbered line every 200 ms, also while
     // no agent reads its output.
@@ -629,8 +642,7 @@ async fn init_containers_volumes_and_env_from_config_maps_and_secrets_reach_the_
             {"name": "info", "downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
         ],
     });
-    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, extra)?).await?;
-    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    let p = run_pod(&pods, &node, &name, container, extra).await?;
     let init = p.status.as_ref().and_then(|s| s.init_container_statuses.clone()).context("init statuses")?;
     let done = init[0].state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
     assert_eq!(done, Some(0), "the init container completed");
@@ -650,9 +662,7 @@ async fn init_containers_volumes_and_env_from_config_maps_and_secrets_reach_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_over_its_memory_limit_is_reported_oom_killed() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 17).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (_server, node, pods) = start_node(17).await?;
     let name = names::unique("oom");
     let container = json!({
         "name": "hog",
@@ -679,9 +689,7 @@ async fn a_container_over_its_memory_limit_is_reported_oom_killed() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_pods_started_together_get_distinct_addresses_that_each_answer_and_are_all_released() -> anyhow::Result<()>
 {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 18).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (_server, node, pods) = start_node(18).await?;
     let names: Vec<String> = (0..3).map(|i| names::unique(&format!("web{i}"))).collect();
     for name in &names {
         pods.create(&PostParams::default(), &pod_manifest(name, &node.name, httpd(8080), json!({}))?).await?;
@@ -762,9 +770,7 @@ fn http_get_local(port: u16, path: &str) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_port_forward_work_over_websocket_and_spdy_with_kubectl_1_33_and_1_29() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 19).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (server, node, pods) = start_node(19).await?;
     let name = names::unique("pf");
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, httpd(8080), json!({}))?).await?;
     wait_for(&pods, &name, &node, Duration::from_secs(60), "Running and Ready", |p| {
@@ -813,9 +819,7 @@ async fn exec_and_port_forward_work_over_websocket_and_spdy_with_kubectl_1_33_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_sends_stdin_to_the_container_and_streams_its_output_with_kubectl_1_33_and_1_29() -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 20).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (server, node, pods) = start_node(20).await?;
     for minor in [33, 29] {
         let name = names::unique("attach");
         let container = json!({
@@ -852,9 +856,7 @@ async fn attach_sends_stdin_to_the_container_and_streams_its_output_with_kubectl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_with_kubectl_1_33_and_1_29()
 -> anyhow::Result<()> {
-    let server = TestServer::start().await?;
-    let node = Node::start(&server, 21).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (server, node, pods) = start_node(21).await?;
     let name = names::unique("logs");
     let container = json!({
         "name": "talk",
@@ -864,8 +866,7 @@ async fn logs_carry_the_time_of_each_line_for_timestamps_since_and_limit_bytes_w
         // are): lines written at once on both may land in either order.
         "command": ["sh", "-c", "echo one; sleep 2; echo two; sleep 1; echo three >&2; exec sleep 600"],
     });
-    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
-    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    run_pod(&pods, &node, &name, container, json!({})).await?;
     let kubectl = server.kubectl(33);
     support::eventually(Duration::from_secs(20), || async {
         let logs = kubectl.ok(&["logs", &name])?;
@@ -1063,9 +1064,7 @@ async fn images_are_pulled_from_a_registry_as_their_pull_policy_says_and_failure
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kubectl_1_33_and_1_29() -> anyhow::Result<()>
 {
-    let server = TestServer::start().await?;
-    let mut node = Node::start(&server, 23).await?;
-    let pods: Api<Pod> = Api::namespaced(server.kube_client().await?, "default");
+    let (server, mut node, pods) = start_node(23).await?;
     let name = names::unique("tty");
     let container = json!({
         "name": "c",
@@ -1073,8 +1072,7 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
         "imagePullPolicy": "Never",
         "command": ["sleep", "3600"],
     });
-    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
-    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    run_pod(&pods, &node, &name, container, json!({})).await?;
     // A container on a terminal whose size it keeps printing.
     let on_tty = names::unique("ttyc");
     let container = json!({
@@ -1085,8 +1083,7 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
         "tty": true,
         "command": ["sh", "-c", "while true; do echo \"size $(stty size)\"; sleep 0.3; done"],
     });
-    pods.create(&PostParams::default(), &pod_manifest(&on_tty, &node.name, container, json!({}))?).await?;
-    wait_for(&pods, &on_tty, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    run_pod(&pods, &node, &on_tty, container, json!({})).await?;
 
     for (minor, rows, cols) in [(33u32, 33u16, 111u16), (29, 29, 99)] {
         let kubectl = server.kubectl(minor);
@@ -1134,8 +1131,7 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
             "tty": true,
             "command": ["sh", "-c", "read x; printf \"prompt-$x> \"; sleep 3600"],
         });
-        pods.create(&PostParams::default(), &pod_manifest(&prompt, &node.name, container, json!({}))?).await?;
-        wait_for(&pods, &prompt, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+        run_pod(&pods, &node, &prompt, container, json!({})).await?;
         let out = kubectl.output_in_pty(&["attach", "-it", &prompt], rows, cols, "abc\n", 8)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("prompt-abc> "), "1.{minor} attach -it, prompt: {out:?}");
@@ -1188,8 +1184,7 @@ async fn exec_and_attach_with_a_terminal_get_a_pty_of_the_clients_size_with_kube
         "tty": true,
         "command": ["sh", "-c", "while read x; do printf \"again-$x> \"; done"],
     });
-    pods.create(&PostParams::default(), &pod_manifest(&prompt, &node.name, container, json!({}))?).await?;
-    wait_for(&pods, &prompt, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    run_pod(&pods, &node, &prompt, container, json!({})).await?;
     node.kill_agent();
     node.spawn_agent()?;
     let kubectl = server.kubectl(33);
@@ -1447,8 +1442,7 @@ async fn image_garbage_collection_removes_unused_images_and_keeps_those_in_use()
     let name = names::unique("inuse");
     let container =
         json!({"name": "c", "image": image::BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "600"]});
-    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
-    wait_for(&pods, &name, &node, Duration::from_secs(60), "Running", |p| phase(p) == "Running").await?;
+    run_pod(&pods, &node, &name, container, json!({})).await?;
 
     let gone = |image: &'static str| {
         let runtime = runtime.clone();

@@ -63,6 +63,7 @@ pub struct ContainerSpec {
     pub binds: Vec<BindMount>,
     pub memory_limit: Option<i64>,
     pub cpu_limit_millis: Option<i64>,
+    pub cpu_request_millis: Option<i64>,
 }
 
 /// Where a container is in its life.
@@ -303,6 +304,7 @@ impl ContainerRuntime for Containerd {
             binds: spec.binds.clone(),
             memory_limit: spec.memory_limit,
             cpu_limit_millis: spec.cpu_limit_millis,
+            cpu_request_millis: spec.cpu_request_millis,
             tty: spec.tty,
         };
         self.runtime.create_container(&cfg).await?;

@@ -661,8 +661,25 @@ async fn init_containers_volumes_and_env_from_config_maps_and_secrets_reach_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_container_over_its_memory_limit_is_reported_oom_killed() -> anyhow::Result<()> {
-    let (_server, node, pods) = start_node(17).await?;
+async fn a_container_over_its_memory_limit_is_reported_oom_killed_and_its_cgroups_hold_its_resources()
+-> anyhow::Result<()> {
+    let (server, node, pods) = start_node(17).await?;
+    // CPU request → shares (1024 per core), limit → CFS quota, memory limit;
+    // the container sees its own cgroups, read-only, as under containerd's CRI.
+    let sized = names::unique("sized");
+    let reader = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "cat /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes; touch /sys/fs/cgroup/cpu/x 2>/dev/null || echo read-only"],
+        "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "32Mi"}},
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&sized, &node.name, reader, json!({"restartPolicy": "Never"}))?)
+        .await?;
+    wait_for(&pods, &sized, &node, Duration::from_secs(60), "Succeeded", |p| phase(p) == "Succeeded").await?;
+    let logs = server.kubectl(33).ok(&["logs", &sized])?;
+    assert_eq!(logs, "256\n50000\n33554432\nread-only\n", "agent log:\n{}", node.agent_log());
+
     let name = names::unique("oom");
     let container = json!({
         "name": "hog",

@@ -44,6 +44,7 @@ pub struct ContainerConfig {
     pub binds: Vec<crate::spec::BindMount>,
     pub memory_limit: Option<i64>,
     pub cpu_limit_millis: Option<i64>,
+    pub cpu_request_millis: Option<i64>,
     /// Run with a terminal (`tty: true`): the shim's pty carries stdin and
     /// stdout (which then holds stderr too).
     pub tty: bool,
@@ -93,6 +94,7 @@ impl Runtime {
             binds: &cfg.binds,
             memory_limit: cfg.memory_limit,
             cpu_limit_millis: cfg.cpu_limit_millis,
+            cpu_request_millis: cfg.cpu_request_millis,
             terminal: cfg.tty,
         });
         let spec = serde_json::to_vec(&spec).map_err(|source| Error::Spec { container: cfg.id.clone(), source })?;

@@ -42,6 +42,9 @@ pub struct SpecInput<'a> {
     pub memory_limit: Option<i64>,
     /// CPU limit in millicores (CFS quota over a 100 ms period).
     pub cpu_limit_millis: Option<i64>,
+    /// CPU request in millicores (cgroup cpu.shares, as the kubelet computes
+    /// them: 1024 per core, at least 2; none is the minimum).
+    pub cpu_request_millis: Option<i64>,
     /// The process gets a terminal (the shim's pty) instead of pipes.
     pub terminal: bool,
 }
@@ -52,6 +55,16 @@ pub struct BindMount {
     pub source: String,
     pub destination: String,
     pub read_only: bool,
+}
+
+/// The kubelet's MilliCPUToShares: 1024 shares per core, between 2 and 262144.
+pub fn cpu_shares(millis: Option<i64>) -> u64 {
+    const MIN: u64 = 2;
+    const MAX: u64 = 262_144;
+    match millis {
+        Some(m) if m > 0 => (m as u64 * 1024 / 1000).clamp(MIN, MAX),
+        _ => MIN,
+    }
 }
 
 /// Builds the spec. No rlimits and no oomScoreAdj: root here lacks
@@ -66,6 +79,9 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        // The container's own cgroups, read-only, as containerd's default
+        // spec has them (runtimes read their limits there).
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
     ];
     for b in input.binds {
         let mode = if b.read_only { "ro" } else { "rw" };
@@ -75,8 +91,10 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
     if let Some(limit) = input.memory_limit {
         resources["memory"] = json!({"limit": limit});
     }
+    resources["cpu"] = json!({"shares": cpu_shares(input.cpu_request_millis.or(input.cpu_limit_millis))});
     if let Some(millis) = input.cpu_limit_millis {
-        resources["cpu"] = json!({"quota": (millis * 100).max(1000), "period": 100_000});
+        resources["cpu"]["quota"] = json!((millis * 100).max(1000));
+        resources["cpu"]["period"] = json!(100_000);
     }
     namespaces.push(match input.netns {
         Some(path) => json!({"type": "network", "path": path}),
@@ -118,6 +136,27 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_shares_follow_the_kubelets_formula() {
+        assert_eq!(cpu_shares(None), 2, "no request: the minimum");
+        assert_eq!(cpu_shares(Some(0)), 2);
+        assert_eq!(cpu_shares(Some(1)), 2);
+        assert_eq!(cpu_shares(Some(250)), 256);
+        assert_eq!(cpu_shares(Some(1000)), 1024);
+        assert_eq!(cpu_shares(Some(10_000_000)), 262_144, "capped");
+        let spec = runtime_spec(&SpecInput {
+            id: "c",
+            cpu_request_millis: Some(500),
+            cpu_limit_millis: Some(2000),
+            ..Default::default()
+        });
+        let cpu = &spec["linux"]["resources"]["cpu"];
+        assert_eq!(
+            (cpu["shares"].as_u64(), cpu["quota"].as_i64(), cpu["period"].as_u64()),
+            (Some(512), Some(200_000), Some(100_000))
+        );
+    }
 
     #[test]
     fn joins_the_given_network_namespace() {

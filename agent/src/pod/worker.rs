@@ -516,6 +516,7 @@ impl Worker {
             message: format!("{}: {e}", log_dir.display()),
         })?;
         let limits = c.resources.as_ref().and_then(|r| r.limits.clone()).unwrap_or_default();
+        let requests = c.resources.as_ref().and_then(|r| r.requests.clone()).unwrap_or_default();
         Ok(ContainerSpec {
             id: format!("{}-{}{}-{attempt}", self.key.uid, if init { "init-" } else { "" }, c.name),
             node: s.node.clone(),
@@ -537,9 +538,8 @@ impl Worker {
             hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.key.name.clone()),
             binds,
             memory_limit: limits.get("memory").and_then(|q| waggle_api::quantity::parse(&q.0)).map(|v| v as i64),
-            cpu_limit_millis: limits
-                .get("cpu")
-                .and_then(|q| waggle_api::quantity::parse(&q.0).map(|v| (v * 1000.0) as i64)),
+            cpu_limit_millis: millicores(&limits),
+            cpu_request_millis: millicores(&requests),
         })
     }
 
@@ -695,6 +695,13 @@ fn grace_of(pod: &Pod) -> Duration {
 /// How long a postStart hook may run (upstream sets no limit; a hook that
 /// never ends must not hold the pod's worker for good).
 const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `cpu` of a resource list in millicores.
+fn millicores(
+    list: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Option<i64> {
+    list.get("cpu").and_then(|q| waggle_api::quantity::parse(&q.0)).map(|v| (v * 1000.0).round() as i64)
+}
 
 /// A regular container of the pod by name.
 fn container_of(pod: &Pod, name: &str) -> Option<Container> {

@@ -64,6 +64,9 @@ pub struct ContainerSpec {
     pub memory_limit: Option<i64>,
     pub cpu_limit_millis: Option<i64>,
     pub cpu_request_millis: Option<i64>,
+    /// `workingDir`; empty: the image's.
+    pub working_dir: String,
+    pub security: waggle_runtime::SecurityRequest,
 }
 
 /// Where a container is in its life.
@@ -305,6 +308,8 @@ impl ContainerRuntime for Containerd {
             memory_limit: spec.memory_limit,
             cpu_limit_millis: spec.cpu_limit_millis,
             cpu_request_millis: spec.cpu_request_millis,
+            working_dir: spec.working_dir.clone(),
+            security: spec.security.clone(),
             tty: spec.tty,
         };
         self.runtime.create_container(&cfg).await?;

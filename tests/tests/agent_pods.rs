@@ -1481,3 +1481,69 @@ async fn image_garbage_collection_removes_unused_images_and_keeps_those_in_use()
     gone(image::BUSYBOX_IMAGE).await.with_context(|| node.agent_log())?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_working_dir_and_the_managed_etc_files_reach_the_containers() -> anyhow::Result<()> {
+    let (server, node, pods) = start_node(27).await?;
+    let name = names::unique("secure");
+    let who = json!({
+        "name": "who",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "workingDir": "/tmp",
+        "command": ["sh", "-c", "pwd; id; touch /not-here 2>/dev/null || echo read-only-root; cat /etc/hostname /etc/hosts /etc/resolv.conf"],
+        "securityContext": {"runAsUser": 1234, "runAsGroup": 5678, "readOnlyRootFilesystem": true},
+    });
+    let caps = json!({
+        "name": "caps",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["grep", "CapEff", "/proc/self/status"],
+        "securityContext": {"capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}},
+    });
+    let extra = json!({
+        "containers": [who, caps],
+        "restartPolicy": "Never",
+        "hostname": "front",
+        "securityContext": {"supplementalGroups": [42]},
+        "hostAliases": [{"ip": "10.9.9.9", "hostnames": ["db.internal"]}],
+        "dnsConfig": {"options": [{"name": "ndots", "value": "3"}]},
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, json!({}), extra)?).await?;
+    let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "Succeeded", |p| phase(p) == "Succeeded").await?;
+    let ip = p.status.and_then(|s| s.pod_ip).context("podIP")?;
+    let kubectl = server.kubectl(33);
+    let out = kubectl.ok(&["logs", &name, "-c", "who"])?;
+    let context = || format!("{out}\nagent log:\n{}", node.agent_log());
+    assert!(out.starts_with("/tmp\nuid=1234 gid=5678 groups=42"), "{}", context());
+    assert!(out.contains("read-only-root\n"), "{}", context());
+    assert!(out.contains("\nfront\n# Kubernetes-managed hosts file.\n"), "{}", context());
+    assert!(out.contains(&format!("{ip}\tfront\n")), "{}", context());
+    assert!(out.contains("10.9.9.9\tdb.internal\n"), "{}", context());
+    assert!(out.contains("ndots:3"), "{}", context());
+    let caps = kubectl.ok(&["logs", &name, "-c", "caps"])?;
+    assert_eq!(caps.split_whitespace().collect::<Vec<_>>(), ["CapEff:", "0000000000000400"], "only NET_BIND_SERVICE");
+
+    // runAsNonRoot with an image that runs as root: the container never starts.
+    let rooted = names::unique("nonroot");
+    let container = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sleep", "600"],
+        "securityContext": {"runAsNonRoot": true},
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&rooted, &node.name, container, json!({}))?).await?;
+    let p = wait_for(&pods, &rooted, &node, Duration::from_secs(60), "CreateContainerConfigError", |p| {
+        waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
+    })
+    .await?;
+    let message = container_status(&p, "c").and_then(|c| c.state?.waiting?.message).unwrap_or_default();
+    assert!(message.contains("container has runAsNonRoot and image will run as root"), "{message}");
+    assert!(
+        node.runtime().await?.list_containers(&[]).await?.iter().all(|c| !c.id.contains("-c-")),
+        "no container made"
+    );
+    pods.delete(&rooted, &DeleteParams::default()).await?;
+    Ok(())
+}

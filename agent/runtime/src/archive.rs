@@ -67,6 +67,9 @@ pub struct RunConfig {
     pub cmd: Option<Vec<String>>,
     #[serde(default)]
     pub working_dir: String,
+    /// `uid[:gid]` or a user name; empty is root.
+    #[serde(default)]
+    pub user: String,
 }
 
 /// Annotation naming the image in an archive made by containerd or waggle.

@@ -15,7 +15,7 @@ use containerd_client::services::v1::{
 use prost_types::Any;
 
 use crate::archive::{ImageConfig, Manifest, chain_ids};
-use crate::spec::{SPEC_TYPE_URL, SpecInput, runtime_spec};
+use crate::spec::{SPEC_TYPE_URL, Security, SpecInput, runtime_spec};
 use crate::{Error, RUNC_RUNTIME, Runtime, SNAPSHOTTER};
 
 /// What to run.
@@ -45,6 +45,9 @@ pub struct ContainerConfig {
     pub memory_limit: Option<i64>,
     pub cpu_limit_millis: Option<i64>,
     pub cpu_request_millis: Option<i64>,
+    /// The process's directory; empty: the image's.
+    pub working_dir: String,
+    pub security: SecurityRequest,
     /// Run with a terminal (`tty: true`): the shim's pty carries stdin and
     /// stdout (which then holds stderr too).
     pub tty: bool,
@@ -54,6 +57,66 @@ pub struct ContainerConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
     pub code: u32,
+}
+
+/// A container's securityContext (over its pod's) as the pod gives it; the
+/// user is resolved against the image's `User` when the container is made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecurityRequest {
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub run_as_non_root: bool,
+    pub supplemental_groups: Vec<u32>,
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    pub read_only_root: bool,
+    pub allow_privilege_escalation: Option<bool>,
+    pub privileged: bool,
+}
+
+impl SecurityRequest {
+    /// The identity and privileges the process gets, with the image's `User`
+    /// (`uid[:gid]`, `root` or empty); runAsNonRoot is checked as the
+    /// kubelet checks it, with its messages.
+    pub fn resolve(&self, image_user: &str, container: &str) -> Result<Security, Error> {
+        let (user, group) = image_user.split_once(':').unwrap_or((image_user, ""));
+        let image_uid = match user {
+            "" | "root" => Some(0),
+            u => u.parse::<u32>().ok(),
+        };
+        let uid = match (self.run_as_user, image_uid) {
+            (Some(u), _) => u,
+            (None, Some(u)) => u,
+            (None, None) => {
+                return Err(Error::Config(format!(
+                    "container {container}: the image's user {user:?} is a name; give securityContext.runAsUser"
+                )));
+            }
+        };
+        if self.run_as_non_root {
+            if self.run_as_user == Some(0) {
+                return Err(Error::Config(format!(
+                    "container's runAsUser breaks non-root policy (container: {container})"
+                )));
+            }
+            if uid == 0 {
+                return Err(Error::Config(format!(
+                    "container has runAsNonRoot and image will run as root (container: {container})"
+                )));
+            }
+        }
+        let gid = self.run_as_group.or_else(|| group.parse().ok()).unwrap_or(0);
+        Ok(Security {
+            uid,
+            gid,
+            additional_gids: self.supplemental_groups.clone(),
+            capabilities_add: self.capabilities_add.clone(),
+            capabilities_drop: self.capabilities_drop.clone(),
+            read_only_root: self.read_only_root,
+            no_new_privileges: self.allow_privilege_escalation == Some(false) && !self.privileged,
+            privileged: self.privileged,
+        })
+    }
 }
 
 impl Runtime {
@@ -79,6 +142,7 @@ impl Runtime {
                 reason: "no command given and the image has none".into(),
             });
         }
+        let security = cfg.security.resolve(&config.config.user, &cfg.id)?;
         let mut env = config.config.env.clone();
         env.extend(cfg.env.iter().cloned());
         let netns = cfg.netns.as_ref().map(|p| p.to_string_lossy().into_owned());
@@ -87,7 +151,7 @@ impl Runtime {
             id: &cfg.id,
             args: &args,
             env: &env,
-            cwd: &config.config.working_dir,
+            cwd: if cfg.working_dir.is_empty() { &config.config.working_dir } else { &cfg.working_dir },
             hostname: if cfg.hostname.is_empty() { &cfg.id } else { &cfg.hostname },
             netns: netns.as_deref(),
             cgroups_path: &cgroups_path,
@@ -96,6 +160,7 @@ impl Runtime {
             cpu_limit_millis: cfg.cpu_limit_millis,
             cpu_request_millis: cfg.cpu_request_millis,
             terminal: cfg.tty,
+            security,
         });
         let spec = serde_json::to_vec(&spec).map_err(|source| Error::Spec { container: cfg.id.clone(), source })?;
 

@@ -33,6 +33,10 @@ pub enum Error {
     Timeout { what: String, after: std::time::Duration },
     #[error("{what} contains bytes that are not valid in gRPC metadata")]
     Metadata { what: String },
+    /// The container's configuration cannot be honoured (upstream's
+    /// CreateContainerConfigError), e.g. runAsNonRoot with a root image.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl Error {

@@ -16,11 +16,11 @@ pub mod spec;
 mod tasks;
 
 pub use client::Runtime;
-pub use containers::{ContainerConfig, ExitStatus};
+pub use containers::{ContainerConfig, ExitStatus, SecurityRequest};
 pub use error::Error;
 pub use images::{ImageSummary, ImportedImage};
 pub use pull::{Credentials, PulledImage, normalize_image};
-pub use spec::BindMount;
+pub use spec::{BindMount, Security};
 pub use tasks::{ContainerInfo, ExecIo, ExecOutcome, TaskStatus};
 
 /// The snapshotter waggle uses (works on this kernel with cgroup v1 + runc).

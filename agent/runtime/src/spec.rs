@@ -24,6 +24,99 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// Every capability Linux 6.x knows (what `privileged` and `add: [ALL]` give).
+pub const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The process's identity and privileges: a container's securityContext
+/// once its user is resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// Capability names as Kubernetes gives them (`NET_ADMIN`, `CAP_NET_ADMIN`
+    /// or `ALL`).
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
+    pub read_only_root: bool,
+    pub no_new_privileges: bool,
+    /// Every capability and device, no masked or read-only paths, /sys writable.
+    pub privileged: bool,
+}
+
+impl Security {
+    /// The default set, less what is dropped, plus what is added.
+    pub fn capabilities(&self) -> Vec<String> {
+        let norm = |c: &String| {
+            let c = c.trim().to_ascii_uppercase();
+            if c == "ALL" || c.starts_with("CAP_") { c } else { format!("CAP_{c}") }
+        };
+        if self.privileged {
+            return ALL_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+        }
+        let drop: Vec<String> = self.capabilities_drop.iter().map(norm).collect();
+        let add: Vec<String> = self.capabilities_add.iter().map(norm).collect();
+        let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
+            Vec::new()
+        } else {
+            DEFAULT_CAPABILITIES.iter().map(|c| (*c).to_owned()).filter(|c| !drop.contains(c)).collect()
+        };
+        let added: Vec<String> = if add.iter().any(|c| c == "ALL") {
+            ALL_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()
+        } else {
+            add
+        };
+        for c in added {
+            if !caps.contains(&c) {
+                caps.push(c);
+            }
+        }
+        caps
+    }
+}
+
 /// What varies between containers.
 #[derive(Clone, Debug, Default)]
 pub struct SpecInput<'a> {
@@ -47,6 +140,7 @@ pub struct SpecInput<'a> {
     pub cpu_request_millis: Option<i64>,
     /// The process gets a terminal (the shim's pty) instead of pipes.
     pub terminal: bool,
+    pub security: Security,
 }
 
 /// A host path bound into a container.
@@ -78,7 +172,7 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", if input.security.privileged { "rw" } else { "ro" }]}),
         // The container's own cgroups, read-only, as containerd's default
         // spec has them (runtimes read their limits there).
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
@@ -87,7 +181,8 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
         let mode = if b.read_only { "ro" } else { "rw" };
         mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source, "options": ["rbind", "rprivate", mode]}));
     }
-    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let sec = &input.security;
+    let mut resources = json!({"devices": [{"allow": sec.privileged, "access": "rwm"}]});
     if let Some(limit) = input.memory_limit {
         resources["memory"] = json!({"limit": limit});
     }
@@ -96,6 +191,7 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
         resources["cpu"]["quota"] = json!((millis * 100).max(1000));
         resources["cpu"]["period"] = json!(100_000);
     }
+    let caps = sec.capabilities();
     namespaces.push(match input.netns {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),
@@ -104,31 +200,31 @@ pub fn runtime_spec(input: &SpecInput<'_>) -> Value {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": input.terminal,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": sec.uid, "gid": sec.gid, "additionalGids": sec.additional_gids},
             "args": input.args,
             "env": input.env,
             "cwd": if input.cwd.is_empty() { "/" } else { input.cwd },
             "capabilities": {
-                "bounding": DEFAULT_CAPABILITIES,
-                "effective": DEFAULT_CAPABILITIES,
-                "permitted": DEFAULT_CAPABILITIES,
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
             },
-            "noNewPrivileges": true,
+            "noNewPrivileges": sec.no_new_privileges,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": sec.read_only_root},
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": input.cgroups_path,
             "resources": resources,
-            "maskedPaths": [
+            "maskedPaths": if sec.privileged { json!([]) } else { json!([
                 "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                 "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-            ],
-            "readonlyPaths": [
+            ]) },
+            "readonlyPaths": if sec.privileged { json!([]) } else { json!([
                 "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-            ],
+            ]) },
         },
     })
 }

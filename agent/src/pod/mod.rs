@@ -4,10 +4,12 @@
 
 pub mod decide;
 pub mod env;
+pub mod etc;
 pub mod images;
 pub mod lifecycle;
 pub mod probe;
 pub mod pull_secrets;
+pub mod security;
 pub mod status;
 pub mod volumes;
 pub mod worker;

@@ -376,10 +376,15 @@ impl Worker {
                 }
                 Err(e) => {
                     warn!(container = %name, error = %e, "starting the container failed");
-                    self.errors.insert(
-                        name.to_owned(),
-                        Waiting { reason: "RunContainerError".into(), message: e.to_string() },
-                    );
+                    let reason = match &e {
+                        crate::cri::RuntimeError::Containerd(waggle_runtime::Error::Config(_)) => {
+                            "CreateContainerConfigError"
+                        }
+                        _ => "RunContainerError",
+                    };
+                    let once = format!("failed-{name}-{reason}");
+                    self.event(Some(once), "Warning", "Failed", format!("Error: {e}"));
+                    self.errors.insert(name.to_owned(), Waiting { reason: reason.into(), message: e.to_string() });
                     false
                 }
             },
@@ -498,8 +503,11 @@ impl Worker {
         let vols = volumes::prepare(pod, &self.pod_dir(), &pod_ip, &s.host_ip, s.configs.as_ref())
             .await
             .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
-        let binds = volumes::binds(c, &vols)
+        let mut binds = volumes::binds(c, &vols)
             .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e.0 })?;
+        let etc = super::etc::prepare(pod, &self.pod_dir(), &net.ips)
+            .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e })?;
+        super::etc::bind_unless_mounted(&mut binds, etc);
         let expand = |v: &Option<Vec<String>>| -> Vec<String> {
             v.iter().flatten().map(|a| super::env::expand(a, &vars)).collect()
         };
@@ -535,11 +543,13 @@ impl Worker {
             stdin: c.stdin.unwrap_or(false),
             stdin_once: c.stdin_once.unwrap_or(false),
             tty: c.tty.unwrap_or(false),
-            hostname: pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.key.name.clone()),
+            hostname: super::etc::hostname(pod),
             binds,
             memory_limit: limits.get("memory").and_then(|q| waggle_api::quantity::parse(&q.0)).map(|v| v as i64),
             cpu_limit_millis: millicores(&limits),
             cpu_request_millis: millicores(&requests),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            security: super::security::request(pod, c),
         })
     }
 

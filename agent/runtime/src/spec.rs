@@ -234,6 +234,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn security_sets_user_capabilities_and_privileged_lifts_the_fences() {
+        let sec = Security {
+            uid: 7,
+            gid: 8,
+            additional_gids: vec![9],
+            capabilities_drop: vec!["all".into()],
+            capabilities_add: vec!["NET_ADMIN".into(), "CAP_SYS_TIME".into()],
+            read_only_root: true,
+            ..Default::default()
+        };
+        let spec = runtime_spec(&SpecInput { id: "c", security: sec.clone(), ..Default::default() });
+        assert_eq!(spec["process"]["user"], json!({"uid": 7, "gid": 8, "additionalGids": [9]}));
+        assert_eq!(spec["process"]["capabilities"]["effective"], json!(["CAP_NET_ADMIN", "CAP_SYS_TIME"]));
+        assert_eq!(spec["root"]["readonly"], json!(true));
+        assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], json!(false));
+        let mut drop_one = Security { capabilities_drop: vec!["KILL".into()], ..Default::default() };
+        assert_eq!(drop_one.capabilities().len(), DEFAULT_CAPABILITIES.len() - 1);
+        drop_one.privileged = true;
+        let spec = runtime_spec(&SpecInput { id: "c", security: drop_one, ..Default::default() });
+        assert_eq!(spec["process"]["capabilities"]["bounding"].as_array().map(Vec::len), Some(ALL_CAPABILITIES.len()));
+        assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], json!(true));
+        assert_eq!(spec["linux"]["maskedPaths"], json!([]));
+    }
+
+    #[test]
     fn cpu_shares_follow_the_kubelets_formula() {
         assert_eq!(cpu_shares(None), 2, "no request: the minimum");
         assert_eq!(cpu_shares(Some(0)), 2);

@@ -319,3 +319,27 @@ fn ignore_not_found(r: Result<(), Error>) -> Result<(), Error> {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_user_comes_from_the_context_or_the_image_and_run_as_non_root_is_checked() {
+        let none = SecurityRequest::default();
+        assert_eq!(none.resolve("", "c").map(|s| (s.uid, s.gid)).ok(), Some((0, 0)));
+        assert_eq!(none.resolve("1000:1001", "c").map(|s| (s.uid, s.gid)).ok(), Some((1000, 1001)));
+        assert!(none.resolve("nginx", "c").is_err(), "a user name cannot be passed to runc");
+        let named = SecurityRequest { run_as_user: Some(5), ..Default::default() };
+        assert_eq!(named.resolve("nginx", "c").map(|s| s.uid).ok(), Some(5));
+
+        let non_root = SecurityRequest { run_as_non_root: true, ..Default::default() };
+        let msg = non_root.resolve("", "c").map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("container has runAsNonRoot and image will run as root"), "{msg}");
+        assert_eq!(non_root.resolve("1000", "c").map(|s| s.uid).ok(), Some(1000));
+        let zero = SecurityRequest { run_as_non_root: true, run_as_user: Some(0), ..Default::default() };
+        assert!(zero.resolve("1000", "c").is_err(), "runAsUser 0 breaks the policy");
+        let no_escalation = SecurityRequest { allow_privilege_escalation: Some(false), ..Default::default() };
+        assert!(no_escalation.resolve("", "c").map(|s| s.no_new_privileges).unwrap_or(false));
+    }
+}

@@ -334,7 +334,7 @@ mod tests {
         assert_eq!(named.resolve("nginx", "c").map(|s| s.uid).ok(), Some(5));
 
         let non_root = SecurityRequest { run_as_non_root: true, ..Default::default() };
-        let msg = non_root.resolve("", "c").map(|_| ()).unwrap_err().to_string();
+        let msg = non_root.resolve("", "c").map(|_| ()).expect_err("root image").to_string();
         assert!(msg.contains("container has runAsNonRoot and image will run as root"), "{msg}");
         assert_eq!(non_root.resolve("1000", "c").map(|s| s.uid).ok(), Some(1000));
         let zero = SecurityRequest { run_as_non_root: true, run_as_user: Some(0), ..Default::default() };

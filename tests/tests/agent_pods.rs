@@ -1545,5 +1545,28 @@ async fn security_context_working_dir_and_the_managed_etc_files_reach_the_contai
         "no container made"
     );
     pods.delete(&rooted, &DeleteParams::default()).await?;
+
+    // hostNetwork: no CNI, the node's address, its ports on the node.
+    let leases_before = ipam_leases(&node.root());
+    let on_host = names::unique("hostnet");
+    let port = free_port()?;
+    let server_c = json!({
+        "name": "web",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", format!("mkdir -p /www && echo on-the-host > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www")],
+        "readinessProbe": {"httpGet": {"path": "/", "port": port, "host": "127.0.0.1"}, "periodSeconds": 1},
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&on_host, &node.name, server_c, json!({"hostNetwork": true}))?)
+        .await?;
+    let p = wait_for(&pods, &on_host, &node, Duration::from_secs(60), "Ready", is_ready).await?;
+    assert_eq!(p.status.and_then(|s| s.pod_ip).as_deref(), Some("127.0.0.1"), "the node's address");
+    assert!(http_get_local(port, "/")?.contains("on-the-host"), "served on the node's own port");
+    let leases = ipam_leases(&node.root());
+    assert!(
+        leases.iter().all(|l| leases_before.contains(l)),
+        "no address taken: {leases:?} (before: {leases_before:?})"
+    );
+    pods.delete(&on_host, &DeleteParams::default()).await?;
     Ok(())
 }

@@ -12,8 +12,11 @@ use waggle_runtime::BindMount;
 
 /// Where the node's resolver configuration is read from.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+const HOST_HOSTS: &str = "/etc/hosts";
 
 /// The pod's hostname: `spec.hostname`, else its name (at most 63 bytes).
+/// (A hostNetwork pod still gets its own UTS namespace here, unlike upstream
+/// where it shares the node's.)
 pub fn hostname(pod: &Pod) -> String {
     let name =
         pod.spec.as_ref().and_then(|s| s.hostname.clone()).or_else(|| pod.metadata.name.clone()).unwrap_or_default();
@@ -92,8 +95,14 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, ips: &[IpAddr]) -> Result<Vec<BindMoun
     let dir = pod_dir.join("etc");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let host_resolv = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+    // A hostNetwork pod sees the node's own hosts file, as upstream.
+    let hosts = if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        std::fs::read_to_string(HOST_HOSTS).unwrap_or_else(|_| hosts_file(pod, ips))
+    } else {
+        hosts_file(pod, ips)
+    };
     let files = [
-        ("hosts", "/etc/hosts", hosts_file(pod, ips)),
+        ("hosts", "/etc/hosts", hosts),
         ("resolv.conf", "/etc/resolv.conf", resolv_conf(pod, &host_resolv)),
         ("hostname", "/etc/hostname", format!("{}\n", hostname(pod))),
     ];

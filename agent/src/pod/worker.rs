@@ -214,6 +214,14 @@ impl Worker {
         .await
     }
 
+    /// The pod's network as it is now: the node's for hostNetwork pods.
+    async fn sandbox(&self, pod: &Pod) -> Result<Option<SandboxNet>, crate::Error> {
+        match host_network(pod, &self.shared.host_ip) {
+            Some(host) => Ok(Some(host)),
+            None => Ok(self.shared.network.get(&self.key.uid).await?),
+        }
+    }
+
     fn pod_dir(&self) -> PathBuf {
         self.shared.pods_dir.join(&self.key.uid)
     }
@@ -228,7 +236,7 @@ impl Worker {
             s.runtime.remove(&r.id).await?;
         }
         records.retain(|r| r.state != ContainerState::Created);
-        let mut sandbox = s.network.get(&self.key.uid).await?;
+        let mut sandbox = self.sandbox(pod).await?;
         let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let decision = decide(
             pod,
@@ -297,12 +305,12 @@ impl Worker {
                             "Killing",
                             format!("Container {name} failed liveness probe, will be restarted"),
                         );
-                        self.spawn_stop(id.clone(), container_of(pod, name), grace_of(pod));
+                        self.spawn_stop(id.clone(), pod, container_of(pod, name));
                     }
                 }
                 Action::Finish => {
                     progressed |= self.finish(&records, pod).await?;
-                    sandbox = s.network.get(&self.key.uid).await?;
+                    sandbox = self.sandbox(pod).await?;
                 }
             }
         }
@@ -419,7 +427,7 @@ impl Worker {
             warn!(container = %c.name, error = %msg, "the postStart hook failed; killing the container");
             self.event(None, "Warning", "FailedPostStartHook", msg);
             self.killing.insert(id.to_owned());
-            self.spawn_stop(id.to_owned(), Some(c.clone()), grace_of(pod));
+            self.spawn_stop(id.to_owned(), pod, Some(c.clone()));
         }
     }
 
@@ -623,9 +631,10 @@ impl Worker {
     }
 
     /// SIGTERM, then SIGKILL after `grace`, in the background.
-    fn spawn_stop(&self, id: String, container: Option<Container>, grace: Duration) {
-        let (shared, key) = (self.shared.clone(), self.key.clone());
-        tokio::spawn(async move { stop_gracefully(&shared, &key, &id, container.as_ref(), grace).await });
+    fn spawn_stop(&self, id: String, pod: &Pod, container: Option<Container>) {
+        let (shared, key, grace) = (self.shared.clone(), self.key.clone(), grace_of(pod));
+        let host = host_network(pod, &shared.host_ip);
+        tokio::spawn(async move { stop_gracefully(&shared, &key, &id, container.as_ref(), host, grace).await });
     }
 
     /// The pod has finished: stop what runs, release the address. True when
@@ -635,7 +644,7 @@ impl Worker {
             records.iter().filter(|r| matches!(r.state, ContainerState::Running { .. })).collect();
         for r in &running {
             if self.killing.insert(r.id.clone()) {
-                self.spawn_stop(r.id.clone(), container_of(pod, &r.name), grace_of(pod));
+                self.spawn_stop(r.id.clone(), pod, container_of(pod, &r.name));
             }
         }
         if running.is_empty() && self.shared.network.get(&self.key.uid).await?.is_some() {
@@ -668,7 +677,8 @@ impl Worker {
         let stops = running.iter().map(|r| {
             let container = pod.and_then(|p| container_of(p, &r.name));
             let (s, key) = (s.clone(), self.key.clone());
-            async move { stop_gracefully(&s, &key, &r.id, container.as_ref(), grace).await }
+            let host = pod.and_then(|p| host_network(p, &s.host_ip));
+            async move { stop_gracefully(&s, &key, &r.id, container.as_ref(), host, grace).await }
         });
         futures::future::join_all(stops).await;
         for (_, tasks) in self.probe_tasks.drain() {
@@ -706,6 +716,15 @@ fn grace_of(pod: &Pod) -> Duration {
 /// never ends must not hold the pod's worker for good).
 const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A `hostNetwork` pod's "sandbox": the agent's own network namespace and
+/// the node's address; no CNI is involved.
+fn host_network(pod: &Pod, host_ip: &str) -> Option<SandboxNet> {
+    if pod.spec.as_ref().and_then(|s| s.host_network) != Some(true) {
+        return None;
+    }
+    Some(SandboxNet { netns: PathBuf::from("/proc/self/ns/net"), ips: host_ip.parse().into_iter().collect() })
+}
+
 /// The `cpu` of a resource list in millicores.
 fn millicores(
     list: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
@@ -720,10 +739,20 @@ fn container_of(pod: &Pod, name: &str) -> Option<Container> {
 
 /// The container's preStop hook, then SIGTERM and SIGKILL, all within
 /// `grace`; a failed hook is reported as upstream's FailedPreStopHook event.
-async fn stop_gracefully(shared: &Shared, key: &PodKey, id: &str, container: Option<&Container>, grace: Duration) {
+async fn stop_gracefully(
+    shared: &Shared,
+    key: &PodKey,
+    id: &str,
+    container: Option<&Container>,
+    host: Option<SandboxNet>,
+    grace: Duration,
+) {
     let deadline = Instant::now() + grace;
     if let Some(c) = container.filter(|c| c.lifecycle.as_ref().is_some_and(|l| l.pre_stop.is_some())) {
-        let net = shared.network.get(&key.uid).await.ok().flatten();
+        let net = match host {
+            Some(h) => Some(h),
+            None => shared.network.get(&key.uid).await.ok().flatten(),
+        };
         let target = probe::Target {
             container_id: id.to_owned(),
             container: c.clone(),

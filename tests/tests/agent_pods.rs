@@ -489,7 +489,18 @@ async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()
         "image": image::BUSYBOX_IMAGE,
         "imagePullPolicy": "Never",
         "command": ["sh", "-c", "echo boom; exit 3"],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     });
+    // A container that says why it ended in its termination-log file.
+    let said = names::unique("said");
+    let sayer = json!({
+        "name": "c",
+        "image": image::BUSYBOX_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "echo not this; echo all done > /dev/termination-log"],
+    });
+    pods.create(&PostParams::default(), &pod_manifest(&said, &node.name, sayer, json!({"restartPolicy": "Never"}))?)
+        .await?;
     pods.create(&PostParams::default(), &pod_manifest(&name, &node.name, container, json!({}))?).await?;
     let p = wait_for(&pods, &name, &node, Duration::from_secs(60), "CrashLoopBackOff", |p| {
         p.status
@@ -505,6 +516,10 @@ async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()
     assert!(cs.restart_count >= 1);
     let last = cs.last_state.as_ref().and_then(|l| l.terminated.as_ref()).context("last state")?;
     assert_eq!(last.exit_code, 3);
+    assert_eq!(last.message.as_deref(), Some("boom\n"), "FallbackToLogsOnError: the log's end");
+    let p = wait_for(&pods, &said, &node, Duration::from_secs(60), "Succeeded", |p| phase(p) == "Succeeded").await?;
+    let done = container_status(&p, "c").and_then(|c| c.state?.terminated).context("terminated")?;
+    assert_eq!(done.message.as_deref(), Some("all done\n"), "the termination-log file: {done:?}");
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(server.kube_client().await?, "default");
     let back_off =
         events.list(&Default::default()).await?.items.into_iter().any(|e| {
@@ -512,7 +527,7 @@ async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()
         });
     assert!(back_off, "a BackOff event is recorded");
     // Only the newest two attempts are kept in containerd.
-    let ours = node.runtime().await?.list_containers(&[]).await?;
+    let ours = node.runtime().await?.list_containers(&[("io.waggle.pod.name", name.as_str())]).await?;
     assert!(ours.len() <= 2, "old attempts are removed: {ours:?}");
     Ok(())
 }

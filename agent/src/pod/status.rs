@@ -31,10 +31,12 @@ pub struct StatusInput<'a> {
     pub probes: &'a ProbeView,
     /// Reasons from the decision (back-off) and from failed starts (images).
     pub waiting: &'a HashMap<String, Waiting>,
+    /// Termination messages of exited containers, by container id.
+    pub messages: &'a HashMap<String, String>,
     pub now: SystemTime,
 }
 
-fn terminated(r: &ContainerRecord) -> Option<ContainerStateTerminated> {
+fn terminated(r: &ContainerRecord, messages: &HashMap<String, String>) -> Option<ContainerStateTerminated> {
     match r.state {
         ContainerState::Exited { exit_code, started_at, finished_at, oom_killed } => Some(ContainerStateTerminated {
             exit_code: exit_code as i32,
@@ -51,6 +53,7 @@ fn terminated(r: &ContainerRecord) -> Option<ContainerStateTerminated> {
             started_at: Some(time(started_at)),
             finished_at: Some(time(finished_at)),
             container_id: Some(format!("containerd://{}", r.id)),
+            message: messages.get(&r.id).filter(|m| !m.is_empty()).cloned(),
             ..Default::default()
         }),
         _ => None,
@@ -86,7 +89,10 @@ fn container_status(
     if let Some(r) = a.current {
         st.container_id = Some(format!("containerd://{}", r.id));
         st.image_id = if r.image_id.is_empty() { r.image.clone() } else { r.image_id.clone() };
-        st.last_state = a.previous.and_then(terminated).map(|t| KState { terminated: Some(t), ..Default::default() });
+        st.last_state = a
+            .previous
+            .and_then(|p| terminated(p, input.messages))
+            .map(|t| KState { terminated: Some(t), ..Default::default() });
         match r.state {
             ContainerState::Running { started_at } => {
                 let started = !has_startup || input.probes.started.get(&r.id).copied().unwrap_or(false);
@@ -101,10 +107,12 @@ fn container_status(
             ContainerState::Exited { .. } => {
                 if let Some(w) = input.waiting.get(name) {
                     // Waiting to restart: the exit becomes the last state.
-                    st.last_state = terminated(r).map(|t| KState { terminated: Some(t), ..Default::default() });
+                    st.last_state =
+                        terminated(r, input.messages).map(|t| KState { terminated: Some(t), ..Default::default() });
                     st.state = Some(waiting(&w.reason, &w.message));
                 } else {
-                    st.state = terminated(r).map(|t| KState { terminated: Some(t), ..Default::default() });
+                    st.state =
+                        terminated(r, input.messages).map(|t| KState { terminated: Some(t), ..Default::default() });
                 }
             }
             ContainerState::Created => st.state = Some(waiting("ContainerCreating", "")),
@@ -292,6 +300,7 @@ pub(crate) mod tests {
             host_ip: "192.168.1.2",
             probes,
             waiting,
+            messages: &HashMap::new(),
             now: SystemTime::now(),
         })
     }

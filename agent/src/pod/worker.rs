@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use tokio::sync::Notify;
 use tracing::{Instrument as _, debug, info, info_span, warn};
+use waggle_runtime::BindMount;
 
 use super::decide::{Action, Context, decide};
 use super::env::ConfigSource;
@@ -139,6 +140,8 @@ pub struct Worker {
     reported: HashSet<String>,
     /// Failed image pulls and their back-off.
     pull_backoff: PullBackoff,
+    /// Termination messages of exited containers, by container id.
+    messages: HashMap<String, String>,
 }
 
 impl Worker {
@@ -173,6 +176,7 @@ impl Worker {
             wake,
             probes: Arc::default(),
             probe_tasks: HashMap::new(),
+            messages: HashMap::new(),
             waiters: HashSet::new(),
             killing: HashSet::new(),
             errors: HashMap::new(),
@@ -318,6 +322,7 @@ impl Worker {
             records = s.runtime.list(&s.node, Some(&self.key.uid)).await?;
         }
         self.tend(pod, &records, sandbox.as_ref());
+        self.read_termination_messages(pod, &records);
         self.collect_old_attempts(&records).await;
 
         let probes = self.probes.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -332,6 +337,7 @@ impl Worker {
             host_ip: &s.host_ip,
             probes: &probes,
             waiting: &waiting,
+            messages: &self.messages,
             now: SystemTime::now(),
         });
         self.write_status(pod, &status).await;
@@ -516,6 +522,9 @@ impl Worker {
         let etc = super::etc::prepare(pod, &self.pod_dir(), &net.ips)
             .map_err(|e| Waiting { reason: "CreateContainerConfigError".into(), message: e })?;
         super::etc::bind_unless_mounted(&mut binds, etc);
+        if let Some(b) = self.termination_file(c, init, attempt)? {
+            binds.push(b);
+        }
         let expand = |v: &Option<Vec<String>>| -> Vec<String> {
             v.iter().flatten().map(|a| super::env::expand(a, &vars)).collect()
         };
@@ -559,6 +568,53 @@ impl Worker {
             working_dir: c.working_dir.clone().unwrap_or_default(),
             security: super::security::request(pod, c),
         })
+    }
+
+    /// The file a container may write its termination message to, bound at
+    /// its `terminationMessagePath` (default /dev/termination-log).
+    fn termination_file(&self, c: &Container, init: bool, attempt: u32) -> Result<Option<BindMount>, Waiting> {
+        let dest = c.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
+        if dest.is_empty() {
+            return Ok(None);
+        }
+        let path = self.termination_path(&c.name, init, attempt);
+        let created = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&path, b""));
+        created.map_err(|e| Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message: format!("{}: {e}", path.display()),
+        })?;
+        Ok(Some(BindMount { source: path.to_string_lossy().into_owned(), destination: dest, read_only: false }))
+    }
+
+    fn termination_path(&self, name: &str, init: bool, attempt: u32) -> PathBuf {
+        self.pod_dir().join("termination").join(format!("{}{name}-{attempt}", if init { "init-" } else { "" }))
+    }
+
+    /// Reads, once per exited container, what it left as its termination
+    /// message (at most 4096 bytes); with FallbackToLogsOnError, a failed
+    /// container that left none gets its log's last 80 lines (2048 bytes).
+    fn read_termination_messages(&mut self, pod: &Pod, records: &[ContainerRecord]) {
+        let spec = pod.spec.as_ref();
+        for r in records {
+            let ContainerState::Exited { exit_code, .. } = r.state else { continue };
+            if self.messages.contains_key(&r.id) {
+                continue;
+            }
+            let list = if r.init { spec.and_then(|s| s.init_containers.as_ref()) } else { spec.map(|s| &s.containers) };
+            let c = list.and_then(|l| l.iter().find(|c| c.name == r.name));
+            let mut message = std::fs::read(self.termination_path(&r.name, r.init, r.attempt)).unwrap_or_default();
+            message.truncate(4096);
+            let fallback = c.and_then(|c| c.termination_message_policy.as_deref()) == Some("FallbackToLogsOnError");
+            if message.is_empty() && fallback && exit_code != 0 {
+                let raw = std::fs::read(&r.log_path).unwrap_or_default();
+                let opts = crate::logs::LogOptions { tail_lines: Some(80), ..Default::default() };
+                message = crate::logs::select(&raw, &opts);
+                let cut = message.len().saturating_sub(2048);
+                message.drain(..cut);
+            }
+            self.messages.insert(r.id.clone(), String::from_utf8_lossy(&message).into_owned());
+        }
+        self.messages.retain(|id, _| records.iter().any(|r| &r.id == id));
     }
 
     /// Keeps a waiter per running container (it wakes the worker on exit) and

@@ -520,6 +520,21 @@ async fn a_crashing_container_reaches_crash_loop_back_off() -> anyhow::Result<()
     let p = wait_for(&pods, &said, &node, Duration::from_secs(60), "Succeeded", |p| phase(p) == "Succeeded").await?;
     let done = container_status(&p, "c").and_then(|c| c.state?.terminated).context("terminated")?;
     assert_eq!(done.message.as_deref(), Some("all done\n"), "the termination-log file: {done:?}");
+
+    // activeDeadlineSeconds: the pod is stopped and fails with DeadlineExceeded.
+    let late = names::unique("deadline");
+    let sleeper_c =
+        json!({"name": "c", "image": image::BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "600"]});
+    pods.create(
+        &PostParams::default(),
+        &pod_manifest(&late, &node.name, sleeper_c, json!({"activeDeadlineSeconds": 2}))?,
+    )
+    .await?;
+    let p = wait_for(&pods, &late, &node, Duration::from_secs(60), "DeadlineExceeded", |p| {
+        phase(p) == "Failed" && container_status(p, "c").and_then(|c| c.state?.terminated).is_some()
+    })
+    .await?;
+    assert_eq!(p.status.as_ref().and_then(|s| s.reason.as_deref()), Some("DeadlineExceeded"));
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(server.kube_client().await?, "default");
     let back_off =
         events.list(&Default::default()).await?.items.into_iter().any(|e| {

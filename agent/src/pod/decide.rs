@@ -130,9 +130,30 @@ pub fn phase(pod: &Pod, records: &[ContainerRecord], sandbox_ready: bool) -> &'s
     }
 }
 
+/// How long until `activeDeadlineSeconds` runs out, counted from the pod's
+/// startTime: `Some(ZERO)` once it has (then the pod fails with
+/// DeadlineExceeded); None without a deadline or for a pod that succeeded.
+pub fn deadline_left(pod: &Pod, now: SystemTime) -> Option<Duration> {
+    let deadline = pod.spec.as_ref()?.active_deadline_seconds?;
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Succeeded") {
+        return None;
+    }
+    let start: SystemTime = status.start_time.as_ref()?.0.into();
+    let end = start + Duration::from_secs(deadline.max(0) as u64);
+    Some(end.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 pub fn decide(pod: &Pod, cx: Context<'_>) -> Decision {
     let mut d = Decision::default();
     let Some(spec) = pod.spec.as_ref() else { return d };
+    match deadline_left(pod, cx.now) {
+        Some(Duration::ZERO) => {
+            d.actions.push(Action::Finish);
+            return d;
+        }
+        left => d.wake_after = left,
+    }
     if matches!(phase(pod, cx.records, cx.sandbox_ready), "Succeeded" | "Failed") {
         d.actions.push(Action::Finish);
         return d;
@@ -229,6 +250,46 @@ mod tests {
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
         }
+    }
+
+    #[test]
+    fn a_pod_past_its_active_deadline_is_finished_and_fails_with_deadline_exceeded() {
+        let now = SystemTime::now();
+        let mut pod = pod_with(&["web"], &[], "Always");
+        pod.spec.as_mut().expect("spec").active_deadline_seconds = Some(30);
+        let started = jiff::Timestamp::try_from(now - Duration::from_secs(20)).expect("time");
+        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Running".into()),
+            start_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(started)),
+            ..Default::default()
+        });
+        let records = [running("web", 0, now)];
+        let probes = ProbeView::default();
+        let d = decide(&pod, cx(&records, &probes, now));
+        assert!(d.actions.is_empty());
+        let left = d.wake_after.expect("wakes at the deadline");
+        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10), "{left:?}");
+
+        let later = now + Duration::from_secs(11);
+        let d = decide(&pod, cx(&records, &probes, later));
+        assert_eq!(d.actions, [Action::Finish], "running containers are stopped");
+        let waiting = HashMap::new();
+        let messages = HashMap::new();
+        let status = crate::pod::status::build(&crate::pod::status::StatusInput {
+            pod: &pod,
+            records: &records,
+            pod_ips: &[],
+            sandbox_ready: true,
+            host_ip: "10.0.0.1",
+            probes: &probes,
+            waiting: &waiting,
+            messages: &messages,
+            now: later,
+        });
+        assert_eq!((status.phase.as_deref(), status.reason.as_deref()), (Some("Failed"), Some("DeadlineExceeded")));
+
+        pod.status.as_mut().expect("status").phase = Some("Succeeded".into());
+        assert!(deadline_left(&pod, later).is_none(), "a pod that succeeded stays so");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::decide::{init_done, phase};
+use super::decide::{deadline_left, init_done, phase};
 use super::{ProbeView, Waiting, attempts};
 use crate::cri::{ContainerRecord, ContainerState};
 
@@ -145,7 +145,8 @@ pub fn build(input: &StatusInput<'_>) -> PodStatus {
     let pod = input.pod;
     let old = pod.status.as_ref();
     let spec = pod.spec.clone().unwrap_or_default();
-    let phase = phase(pod, input.records, input.sandbox_ready);
+    let past_deadline = deadline_left(pod, input.now) == Some(std::time::Duration::ZERO);
+    let phase = if past_deadline { "Failed" } else { phase(pod, input.records, input.sandbox_ready) };
     let initialized = init_done(pod, input.records);
     let init_statuses: Vec<ContainerStatus> = spec
         .init_containers
@@ -194,6 +195,8 @@ pub fn build(input: &StatusInput<'_>) -> PodStatus {
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         qos_class: old.and_then(|s| s.qos_class.clone()).or_else(|| Some(qos_class(pod).into())),
+        reason: past_deadline.then(|| "DeadlineExceeded".to_owned()),
+        message: past_deadline.then(|| "Pod was active on the node longer than the specified deadline".to_owned()),
         ..Default::default()
     }
 }

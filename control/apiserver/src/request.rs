@@ -152,9 +152,44 @@ pub fn table_version(headers: &HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// Whether the client asked for PartialObjectMetadata (objects and watch
+/// events) or PartialObjectMetadataList, and which `meta.k8s.io` version.
+pub fn metadata_version(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+    for part in accept.split(',') {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        let wanted = params.contains(&"as=PartialObjectMetadata") || params.contains(&"as=PartialObjectMetadataList");
+        if wanted && params.contains(&"g=meta.k8s.io") {
+            if params.contains(&"v=v1") {
+                return Some("v1");
+            }
+            if params.contains(&"v=v1beta1") {
+                return Some("v1beta1");
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_only_is_asked_for_as_kube_rs_and_client_go_do() {
+        let with = |accept: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, accept.parse().expect("header"));
+            metadata_version(&h)
+        };
+        assert_eq!(with("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"), Some("v1"));
+        assert_eq!(
+            with("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"),
+            Some("v1")
+        );
+        assert_eq!(with("application/json"), None);
+        assert_eq!(with("application/json;as=Table;g=meta.k8s.io;v=v1"), None);
+    }
 
     #[test]
     fn decodes_kubectl_selectors() {

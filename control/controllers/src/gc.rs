@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::{FutureExt as _, StreamExt as _};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
@@ -41,20 +42,21 @@ struct Node {
 }
 
 impl Node {
-    fn of(resource: usize, obj: &DynamicObject) -> Option<Self> {
-        let uid = obj.uid()?;
-        let owners = obj
-            .owner_references()
+    fn of(resource: usize, meta: &ObjectMeta) -> Option<Self> {
+        let uid = meta.uid.clone()?;
+        let owners = meta
+            .owner_references
             .iter()
+            .flatten()
             .map(|o| (o.uid.clone(), o.api_version.clone(), format!("{}/{}", o.kind, o.name)))
             .collect();
         Some(Self {
             resource,
-            namespace: obj.namespace(),
-            name: obj.name_any(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
             uid,
-            deleting: obj.metadata.deletion_timestamp.is_some(),
-            finalizers: obj.finalizers().to_vec(),
+            deleting: meta.deletion_timestamp.is_some(),
+            finalizers: meta.finalizers.clone().unwrap_or_default(),
             owners,
         })
     }
@@ -117,17 +119,19 @@ impl Graph {
     }
 }
 
-/// The watch events of every resource type, tagged with its index.
+/// The metadata-only watch events of every resource type, tagged with its
+/// index.
+type Meta = PartialObjectMeta<DynamicObject>;
 type Events = futures::stream::SelectAll<
-    std::pin::Pin<
-        Box<dyn futures::Stream<Item = (usize, Result<watcher::Event<DynamicObject>, watcher::Error>)> + Send>,
-    >,
+    std::pin::Pin<Box<dyn futures::Stream<Item = (usize, Result<watcher::Event<Meta>, watcher::Error>)> + Send>>,
 >;
 
 pub async fn run(client: Client, resources: Arc<Vec<Resource>>) -> Result<(), Error> {
     let mut events: Events = futures::stream::SelectAll::new();
     for (i, r) in resources.iter().enumerate() {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &r.ar);
+        // Metadata only (`as=PartialObjectMetadata`): owners, finalizers and
+        // deletion are all the collector reads.
+        let api: Api<Meta> = Api::all_with(client.clone(), &r.ar);
         let stream = watcher(api, watcher::Config::default()).default_backoff().map(move |e| (i, e));
         events.push(Box::pin(stream));
     }
@@ -154,14 +158,14 @@ pub async fn run(client: Client, resources: Arc<Vec<Resource>>) -> Result<(), Er
         for (i, event) in batch {
             match event {
                 Ok(watcher::Event::Apply(obj)) => {
-                    dirty.extend(Node::of(i, &obj).map(|n| graph.upsert(n)).unwrap_or_default())
+                    dirty.extend(Node::of(i, &obj.metadata).map(|n| graph.upsert(n)).unwrap_or_default());
                 }
                 Ok(watcher::Event::Delete(obj)) => {
-                    dirty.extend(obj.uid().map(|u| graph.remove(&u)).unwrap_or_default())
+                    dirty.extend(obj.metadata.uid.as_deref().map(|u| graph.remove(u)).unwrap_or_default());
                 }
                 Ok(watcher::Event::Init) => listing[i] = Some(HashSet::new()),
                 Ok(watcher::Event::InitApply(obj)) => {
-                    if let Some(n) = Node::of(i, &obj) {
+                    if let Some(n) = Node::of(i, &obj.metadata) {
                         if let Some(seen) = listing[i].as_mut() {
                             seen.insert(n.uid.clone());
                         }

@@ -10,7 +10,7 @@ use waggle_api::{ResourceInfo, StatusError};
 
 use super::table::{Include, table};
 use crate::objects::parse_rv;
-use crate::request::{Query, table_version};
+use crate::request::{Query, metadata_version, table_version};
 use crate::response::{ApiResult, json as respond};
 use crate::routes::Target;
 use crate::state::App;
@@ -33,6 +33,9 @@ pub async fn get(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiRe
             true,
         );
         return Ok(respond(StatusCode::OK, &tbl));
+    }
+    if let Some(version) = metadata_version(headers) {
+        return Ok(respond(StatusCode::OK, &super::table::partial_object_metadata(&obj, version)));
     }
     Ok(respond(StatusCode::OK, &obj))
 }
@@ -255,6 +258,17 @@ pub async fn list(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiR
             true,
         );
         return Ok(respond(StatusCode::OK, &tbl));
+    }
+    if let Some(version) = metadata_version(headers) {
+        let items: Vec<Value> =
+            listed.items.iter().map(|o| super::table::partial_object_metadata(&o.value(), version)).collect();
+        let list = json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": format!("meta.k8s.io/{version}"),
+            "metadata": list_meta,
+            "items": items,
+        });
+        return Ok(respond(StatusCode::OK, &list));
     }
     Ok(list_response(t.resource, &list_meta, &listed.items))
 }

@@ -23,6 +23,12 @@ impl Include {
     }
 }
 
+/// An object reduced to its metadata, as `as=PartialObjectMetadata` asks.
+pub fn partial_object_metadata(obj: &Value, version: &str) -> Value {
+    let m = obj.get("metadata").cloned().unwrap_or(json!({}));
+    json!({"kind": "PartialObjectMetadata", "apiVersion": format!("meta.k8s.io/{version}"), "metadata": m})
+}
+
 fn row(r: &ResourceInfo, obj: &Value, include: Include, version: &str, now: i64) -> Value {
     let cells = table::cells(r.group, r.kind, obj, now);
     let object = match include {

@@ -16,7 +16,7 @@ use waggle_store::EventKind;
 use super::read::Selectors;
 use super::table::{Include, table};
 use crate::objects::parse_rv;
-use crate::request::{Query, table_version};
+use crate::request::{Query, metadata_version, table_version};
 use crate::response::ApiResult;
 use crate::routes::Target;
 use crate::state::AppRef;
@@ -31,6 +31,8 @@ const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 struct Rendering {
     resource: &'static ResourceInfo,
     table: Option<&'static str>,
+    /// PartialObjectMetadata events, in this `meta.k8s.io` version.
+    metadata: Option<&'static str>,
     include: Include,
     sent_columns: bool,
 }
@@ -38,7 +40,7 @@ struct Rendering {
 impl Rendering {
     /// An object's event: its cached JSON spliced in, or a Table row.
     fn object_event(&mut self, ty: &str, obj: &CachedObject) -> Bytes {
-        if self.table.is_some() {
+        if self.table.is_some() || self.metadata.is_some() {
             return self.event(ty, &obj.value());
         }
         let json = obj.json();
@@ -66,7 +68,12 @@ impl Rendering {
                     with_columns,
                 )
             }
-            _ => obj.clone(),
+            _ => match self.metadata {
+                Some(version) if ty != "BOOKMARK" && ty != "ERROR" => {
+                    super::table::partial_object_metadata(obj, version)
+                }
+                _ => obj.clone(),
+            },
         };
         let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
         line.push(b'\n');
@@ -82,6 +89,7 @@ pub async fn watch(app: AppRef, t: &Target, q: &Query, headers: &HeaderMap) -> A
     let mut render = Rendering {
         resource: t.resource,
         table: table_version(headers),
+        metadata: metadata_version(headers),
         include: Include::parse(q.get("includeObject")),
         sent_columns: false,
     };

@@ -4,7 +4,9 @@
 //!
 //! The `MemStore` persists every commit into the raft database's state
 //! machine column families (`sm_kv`, `sm_lease`, `sm_meta`, in
-//! `waggle-store-rocks`'s layout) through [`SmDurability`]: the commits of
+//! `waggle-store-rocks`'s layout) through [`SmDurability`]
+//! ([`MemStore::replica`]: a commit is staged as it is made and shown at
+//! once, without a round trip to a disk thread): the commits of
 //! one `apply` call are gathered into one RocksDB write batch, written with
 //! the last applied log ID and membership, so the state on disk and the log
 //! position it stands for never disagree. That write is not synced: the raft
@@ -160,7 +162,7 @@ impl StateMachine {
         removal.restore(read_meta(&disk, SM_REMOVED).map_err(|e| corrupt(e.to_string()))?.unwrap_or_default());
         let recovered = disk.layout().recover(&disk.db).map_err(|e| corrupt(e.to_string()))?;
         let versions = recovered.entries.len();
-        let mem = MemStore::durable(config.clone(), Arc::clone(&durability) as Arc<dyn Durability>, recovered)
+        let mem = MemStore::replica(config.clone(), Arc::clone(&durability) as Arc<dyn Durability>, recovered)
             .map_err(|e| corrupt(e.to_string()))?;
         info!(last_applied = ?last_applied, versions, "state machine opened");
         Ok(Self { mem: SharedMem::new(mem), config, disk, durability, removal, last_applied, last_membership })
@@ -366,7 +368,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| StorageIOError::write_snapshot(signature.clone(), AnyError::new(&e)))?
         .map_err(|e| StorageIOError::write_snapshot(signature.clone(), e))?;
-        let mem = MemStore::durable(self.config.clone(), Arc::clone(&self.durability) as Arc<dyn Durability>, image)
+        let mem = MemStore::replica(self.config.clone(), Arc::clone(&self.durability) as Arc<dyn Durability>, image)
             .map_err(|e| StorageIOError::read_snapshot(signature, AnyError::new(&e)))?;
         self.mem.replace(mem);
         self.last_applied = meta.last_log_id;

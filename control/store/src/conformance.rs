@@ -507,19 +507,25 @@ pub async fn progress_notifications_arrive_while_no_events_flow(store: &dyn Stor
 pub async fn a_slow_watcher_neither_blocks_writers_nor_loses_events(store: &dyn Store) {
     let mut w =
         store.watch(WatchRequest { range: KeyRange::prefix("s/"), ..WatchRequest::default() }).await.expect("watch");
-    let n: i64 = 3000;
-    let writes = async {
-        for i in 0..n {
-            put(store, &format!("s/{}", i % 7), &i.to_string()).await;
+    // More events than a watcher's buffer holds, from several writers at
+    // once (each writes its own key, values counting up), so that the
+    // writes do not take one store round trip each.
+    const WRITERS: i64 = 7;
+    const EACH: i64 = 429;
+    let writer = |k: i64| async move {
+        for i in 0..EACH {
+            put(store, &format!("s/{k}"), &i.to_string()).await;
         }
     };
+    let writes = futures_util::future::join_all((0..WRITERS).map(writer));
     tokio::time::timeout(Duration::from_secs(30), writes).await.expect("writes finish while nobody reads the watch");
-    let mut expected = 2;
-    while expected < n + 2 {
+    let mut seen = [0i64; WRITERS as usize];
+    for expected in 2..WRITERS * EACH + 2 {
         let (revision, events) = next_events(&mut w).await;
         assert_eq!(revision, expected, "events arrive in order, none missing");
-        assert_eq!(events[0].2, (expected - 2).to_string());
-        expected += 1;
+        let k: usize = events[0].1.trim_start_matches("s/").parse().expect("a writer's key");
+        assert_eq!(events[0].2, seen[k].to_string(), "each key's values arrive in the order written");
+        seen[k] += 1;
     }
 }
 

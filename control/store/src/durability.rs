@@ -46,7 +46,9 @@ pub struct Recovered {
 
 /// Makes committed batches durable. Both methods return only once the
 /// batches would survive a crash (fsync). One thread calls them, with
-/// batches in commit order.
+/// batches in commit order. (Behind a [`MemStore::replica`](crate::MemStore::replica),
+/// whose commits a replicated log already made durable, `write` only stages
+/// the batch, under the store's lock.)
 pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     fn write(&self, batch: &Batch) -> Result<()>;
 

@@ -13,6 +13,10 @@
 //! that fails to reach the disk stops the store), but nothing is
 //! acknowledged, read or watched before it is durable: reads are served at
 //! the durable revision from the MVCC history.
+//!
+//! A raft state machine ([`MemStore::replica`]) applies commits that its
+//! log already made durable: each is staged with its disk as it is made and
+//! shown at once, with no disk thread in between.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc as std_mpsc};
@@ -86,6 +90,10 @@ struct State {
     hub: Hub,
     applied_index: u64,
     durability: Option<Arc<dyn Durability>>,
+    /// Whether `durability` stages commits that are durable already (a
+    /// raft state machine's): each is handed to it as it commits, under
+    /// the lock, and shown at once, with no disk thread.
+    staged: bool,
     /// Set when a disk write failed: memory is then ahead of the disk, so
     /// the store refuses every request until it is restarted (and recovers
     /// from the disk), as etcd stops on a backend failure.
@@ -152,6 +160,15 @@ impl MemStore {
     /// A store that hands every commit to `durability` before acknowledging
     /// it, starting from what that disk held.
     pub fn durable(config: MemStoreConfig, durability: Arc<dyn Durability>, recovered: Recovered) -> Result<Self> {
+        Self::durable_or_replica(config, durability, recovered, false)
+    }
+
+    fn durable_or_replica(
+        config: MemStoreConfig,
+        durability: Arc<dyn Durability>,
+        recovered: Recovered,
+        staged: bool,
+    ) -> Result<Self> {
         let mut index = Index::default();
         for entry in &recovered.entries {
             index.replay(entry);
@@ -162,7 +179,18 @@ impl MemStore {
             .map(|&(id, granted_ttl)| LeaseImage { id, granted_ttl, remaining_ttl: granted_ttl })
             .collect();
         let revision = recovered.revision.max(1);
-        Self::from_parts(config, index, revision, recovered.compact_revision, leases, Some(durability))
+        Self::from_parts(config, index, revision, recovered.compact_revision, leases, Some((durability, staged)))
+    }
+
+    /// A store whose commits are durable before they are made: a state
+    /// machine applying a replicated log, which is the durable record (a
+    /// crash replays the log after what `durability` last recorded). Each
+    /// commit is handed to `durability.write` as it is made, under the
+    /// store's lock, and is readable and watched at once; `write` only
+    /// stages it (the owner writes the staged batches with the log position
+    /// they reach, without fsync), so it must not block on the disk.
+    pub fn replica(config: MemStoreConfig, durability: Arc<dyn Durability>, recovered: Recovered) -> Result<Self> {
+        Self::durable_or_replica(config, durability, recovered, true)
     }
 
     /// A store holding the state of a snapshot made by [`Store::snapshot`].
@@ -181,14 +209,17 @@ impl MemStore {
         revision: Revision,
         compact_revision: Revision,
         leases: Vec<LeaseImage>,
-        durability: Option<Arc<dyn Durability>>,
+        durability: Option<(Arc<dyn Durability>, bool)>,
     ) -> Result<Self> {
         let handle = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Internal {
             op: "starting the in-memory store",
             reason: format!("no tokio runtime: {e}"),
         })?;
         let now = Instant::now();
-        let durable = durability.is_some();
+        // Only grouped commits need the disk thread.
+        let staged = durability.as_ref().is_some_and(|(_, staged)| *staged);
+        let durable = durability.is_some() && !staged;
+        let durability = durability.map(|(d, _)| d);
         let mut lease_table = Leases::new(config.min_lease_ttl, config.id_seed);
         for l in &leases {
             lease_table.grant(l.id, l.granted_ttl, now);
@@ -209,6 +240,7 @@ impl MemStore {
             hub: Hub::new(config.watch_channel_capacity),
             applied_index: 0,
             durability,
+            staged,
             failed: None,
         };
         let expire = config.expire_leases;
@@ -682,7 +714,14 @@ impl State {
     /// a catch-up task.
     fn persist(&mut self, batch: Batch, events: Vec<Event>) -> Vec<WatchId> {
         self.applied_index += 1;
-        if self.durability.is_none() {
+        let Some(durability) = &self.durability else { return self.publish(batch.revision, &events) };
+        if self.staged {
+            if let Err(e) = durability.write(&batch) {
+                // The caller's `settle` reports it; the owner's next write of
+                // the staged batches fails too, so the log replays this one.
+                tracing::error!(error = %e, revision = batch.revision, "staging a commit failed; the store stops serving");
+                self.failed = Some(e.to_string());
+            }
             return self.publish(batch.revision, &events);
         }
         self.queued += 1;
@@ -763,7 +802,8 @@ impl MemStore {
     async fn settle(&self, op: &'static str, behind: Vec<WatchId>, seq: u64) -> Result<()> {
         spawn_catch_ups(&self.inner, behind);
         if seq == 0 {
-            return Ok(());
+            // Nothing waits for the disk thread; a staged commit may have failed.
+            return self.inner.lock(op).map(drop);
         }
         self.inner.wake_syncer();
         self.inner.durable(op, seq).await

@@ -8,11 +8,16 @@
 //! - [`config`]: reading a KubeSchedulerConfiguration file;
 //! - [`algorithm`]: one scheduling cycle, pure;
 //! - [`queue`]: active and unschedulable pods;
+//! - [`cache`]: node infos kept from events and assumed pods, snapshots
+//!   updated incrementally;
+//! - [`nominator`]: pods waiting for the node preemption made room on;
 //! - [`scheduler`]: watches, the loop, binding and failure reporting.
 
 pub mod algorithm;
+pub mod cache;
 pub mod config;
 pub mod framework;
+pub mod nominator;
 pub mod plugins;
 pub mod profile;
 pub mod queue;
@@ -33,6 +38,8 @@ pub enum Error {
     Stopped(&'static str),
     #[error("{0}")]
     Config(String),
+    #[error("starting the scheduling thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The scheduler's settings (a subset of upstream's

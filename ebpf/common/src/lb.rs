@@ -70,6 +70,10 @@ pub mod names {
     pub const SOCK_REV_NAT: &str = "LB4_SOCK_REVNAT_V1";
     /// Every map that is pinned and survives an agent restart.
     pub const PINNED: [&str; 7] = [SERVICES, BACKENDS, MAGLEV, REV_NAT, CONNTRACK, AFFINITY, SOCK_REV_NAT];
+    /// Pinned maps of earlier layouts that no program reads any more: an
+    /// agent that finds one in its pin dir removes it (the kernel frees the
+    /// map once nothing holds it).
+    pub const RETIRED: [&str; 2] = ["LB4_CT_V1", "LB4_MAGLEV_V1"];
     /// tc program for the host side of pod veths and for node interfaces
     /// (ingress): Service DNAT for requests, reverse NAT for replies.
     pub const TC_LB: &str = "tc_lb";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use waggle_agent::proxy::{ProxyConfig, ProxyMetrics};
+use waggle_agent::proxy::{ProxyConfig, ProxyMetrics, SockLb, Uplink};
 
 /// Where the proxy pins its maps and how big they are.
 #[derive(Debug, Args)]
@@ -39,6 +39,17 @@ pub struct ProxyFlags {
     /// externalIPs); pod veths get it without being named.
     #[arg(long, value_delimiter = ',')]
     pub proxy_interfaces: Vec<String>,
+    /// Node uplink that gets the XDP load balancer (NodePort, externalIPs,
+    /// LoadBalancer IPs from outside the node): an interface name, `auto`
+    /// (the interface of the IPv4 default route), or `none`.
+    #[arg(long, default_value = "none")]
+    pub xdp_uplink: Uplink,
+    /// cgroup v2 directory whose processes get the socket-level load
+    /// balancer (a connect() to a Service goes straight to a backend, no NAT
+    /// per packet): `root` (every process of the node; the cgroup2 hierarchy
+    /// is mounted if it is not), `none`, or an absolute path.
+    #[arg(long, default_value = "root")]
+    pub sock_lb_cgroup: SockLb,
 }
 
 impl ProxyFlags {
@@ -65,6 +76,8 @@ impl ProxyFlags {
             anyhow::ensure!(v > 0, "{flag} must be at least 1");
         }
         c.attach.interfaces = self.proxy_interfaces.clone();
+        c.attach.uplink = self.xdp_uplink.clone();
+        c.sock_lb = self.sock_lb_cgroup.clone();
         Ok(c)
     }
 }

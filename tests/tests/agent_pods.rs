@@ -21,6 +21,7 @@ use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use support::TestServer;
 use waggle_runtime::Runtime;
+use waggle_tests::cgroup::Cgroup2;
 use waggle_tests::{Containerd, NetNs, image, is_root, names};
 
 /// The binaries next to this test's directory (built by `cargo build`).
@@ -48,6 +49,8 @@ struct Node {
     pod_cidr: String,
     port: u16,
     kubeconfig: PathBuf,
+    /// The agent's socket LB attaches here, not to the host's cgroup root.
+    sock_cgroup: Cgroup2,
     agent: Option<Child>,
     /// More `waggle agent` flags.
     extra_args: Vec<String>,
@@ -76,6 +79,10 @@ impl Node {
             pod_cidr: format!("10.231.{third_octet}.0/24"),
             port: free_port()?,
             kubeconfig,
+            sock_cgroup: Cgroup2::new(
+                &waggle_dataplane::cgroup::cgroup2_mount()?.context("this kernel mounts a cgroup2 hierarchy")?,
+                "agent",
+            )?,
             agent: None,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
@@ -127,6 +134,8 @@ impl Node {
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--backoff-seconds", "1"])
             .args(&self.extra_args)
+            .arg("--sock-lb-cgroup")
+            .arg(self.sock_cgroup.path())
             .env("RUST_LOG", "info,waggle_agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -216,6 +225,8 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_agent();
+        // The proxy's pinned maps and links (its default pin dir).
+        let _ = std::fs::remove_dir_all(waggle_agent::proxy::default_pin_dir(&self.name));
         // Netns files are bind mounts: unmount them before the directory goes.
         if let Ok(entries) = std::fs::read_dir(self.netns_dir()) {
             for e in entries.flatten() {

@@ -277,6 +277,58 @@ fn a_removed_backend_keeps_its_flows_and_gets_no_new_ones() -> anyhow::Result<()
 }
 
 #[test]
+fn a_client_port_reused_towards_another_service_with_the_same_backend_gets_a_new_source_port() -> anyhow::Result<()> {
+    // Two Services, one endpoint: a client port reused from one to the other
+    // lands on the same backend tuple, which the backend may still hold in
+    // TIME_WAIT.
+    let mut cluster = Cluster::web(&BACKENDS[..1], None);
+    let mut other = cluster.services[0].clone();
+    other.name = "api".into();
+    other.cluster_ips = vec![Ipv4Addr::new(10, 96, 0, 20)];
+    other.ports.truncate(1);
+    other.ports[0].node_port = None;
+    let mut other_slice = cluster.slices[0].clone();
+    other_slice.service_name = "api".into();
+    cluster.services.push(other);
+    cluster.slices.push(other_slice);
+    let (mut dp, _) = loaded(&cluster)?;
+    let api = SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 20), 80);
+
+    let (_, out) = run(&mut dp, &packet::tcp(client(40100), vip(80), SYN, 1, b""))?;
+    let first = packet::parse(&out)?;
+    assert_eq!(first.src, client(40100), "the first flow keeps its port");
+    // The same port to the same VIP again (the client's own next connection
+    // on that tuple) keeps it too.
+    let (_, out) = run(&mut dp, &packet::tcp(client(40100), vip(80), SYN, 5, b""))?;
+    assert_eq!(packet::parse(&out)?.src, client(40100));
+
+    // The same port towards the other Service: same backend, new source port.
+    let (res, out) = run(&mut dp, &packet::tcp(client(40100), api, SYN, 9, b""))?;
+    assert_eq!(res.return_value, TC_ACT_OK);
+    let second = packet::parse(&out)?;
+    assert_eq!(second.dst, first.dst, "the same backend");
+    assert_eq!(*second.src.ip(), *client(40100).ip(), "the client address is kept");
+    let remapped = second.src.port();
+    assert_ne!(remapped, 40100, "the source port was remapped");
+    // A retransmitted SYN keeps the remapped port; later packets use it too.
+    let (_, out) = run(&mut dp, &packet::tcp(client(40100), api, SYN, 9, b""))?;
+    assert_eq!(packet::parse(&out)?.src.port(), remapped);
+    let (_, out) = run(&mut dp, &packet::tcp(client(40100), api, ACK, 10, b"get"))?;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src.port(), p.dst), (remapped, first.dst), "the flow keeps its port and backend");
+
+    // Each flow's replies reach the client on its own port, from its own VIP.
+    let reply = packet::tcp(second.dst, SocketAddrV4::new(*client(40100).ip(), remapped), SYN | ACK, 70, b"");
+    let (_, out) = run(&mut dp, &reply)?;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (api, client(40100)), "the remapped flow's reply");
+    let (_, out) = run(&mut dp, &packet::tcp(first.dst, client(40100), SYN | ACK, 80, b""))?;
+    let p = packet::parse(&out)?;
+    assert_eq!((p.src, p.dst), (vip(80), client(40100)), "the first flow's replies are still its own");
+    Ok(())
+}
+
+#[test]
 fn reloading_with_the_same_pin_dir_keeps_services_and_open_flows_without_rewriting() -> anyhow::Result<()> {
     assert!(is_root(), "this test loads eBPF programs: run it as root");
     let pins = waggle_tests::bpffs::PinDir::new("lb")?;

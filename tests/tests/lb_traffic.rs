@@ -306,3 +306,23 @@ fn a_process_in_the_socket_lb_cgroup_connects_straight_to_backends_and_sees_the_
     assert!(count(&mut dp, ReasonV1::NewFlow)? >= 1, "tc balanced the connection from outside the cgroup");
     Ok(())
 }
+
+#[test]
+fn loading_over_a_pin_dir_removes_the_pins_of_retired_map_layouts() -> anyhow::Result<()> {
+    assert!(is_root(), "this test creates pinned eBPF maps: run it as root");
+    let pins = waggle_tests::bpffs::PinDir::new("lbretired")?;
+    // What an agent of an older layout left: its conntrack map, pinned.
+    let old = pins.path().join("LB4_CT_V1");
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&old)
+        .args(["type", "lru_hash", "key", "16", "value", "16", "entries", "16", "name", "LB4_CT_V1"])
+        .output()?;
+    anyhow::ensure!(made.status.success(), "bpftool map create: {}", String::from_utf8_lossy(&made.stderr));
+    assert!(old.exists());
+    let dp = Dataplane::load_with(&LoadConfig { pin_dir: Some(pins.path().to_owned()), ..LoadConfig::default() })?;
+    assert!(!old.exists(), "the retired LB4_CT_V1 pin is gone");
+    assert!(pins.path().join(waggle_dataplane::lb_abi::names::CONNTRACK).exists(), "the current one is pinned");
+    drop(dp);
+    Ok(())
+}

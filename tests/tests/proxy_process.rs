@@ -217,6 +217,9 @@ async fn the_proxy_process_programs_a_cluster_ip_and_a_kill_9_and_restart_keeps_
         &net.node.path().to_string_lossy(),
         "--bpf-pin-dir",
         &pins.path().to_string_lossy(),
+        // The host's processes stay out of this test's socket LB.
+        "--sock-lb-cgroup",
+        "none",
         "--lb-maglev-rows",
         "64",
         "--lb-conntrack-capacity",
@@ -308,6 +311,9 @@ async fn a_full_service_map_is_logged_counted_and_reported_as_an_event_on_the_se
         &node_name,
         "--bpf-pin-dir",
         &pins.path().to_string_lossy(),
+        // The host's processes stay out of this test's socket LB.
+        "--sock-lb-cgroup",
+        "none",
         "--lb-services-capacity",
         "2",
         "--lb-maglev-rows",
@@ -370,6 +376,9 @@ async fn a_burst_of_services_is_synced_in_batches_that_recompute_each_service_on
         &node_name,
         "--bpf-pin-dir",
         &pins.path().to_string_lossy(),
+        // The host's processes stay out of this test's socket LB.
+        "--sock-lb-cgroup",
+        "none",
         "--lb-maglev-rows",
         "512",
         "--lb-conntrack-capacity",
@@ -420,6 +429,175 @@ async fn a_burst_of_services_is_synced_in_batches_that_recompute_each_service_on
     // they were synced in batches, not one by one.
     eprintln!("{BURST} Service events took {syncs} syncs");
     assert!(syncs < BURST as f64, "{BURST} Service events took {syncs} syncs");
+    drop(proxy);
+    Ok(())
+}
+
+/// One short connection from a new `bash` process in `ns`, placed in the
+/// cgroup `cgroup` first when given: the backend's answer, or why not.
+fn ask_from_process(ns: &NetNs, cgroup: Option<&Path>, to: SocketAddrV4) -> anyhow::Result<String> {
+    let enter = match cgroup {
+        Some(cg) => format!("echo $$ > {}/cgroup.procs && ", cg.display()),
+        None => String::new(),
+    };
+    let script = format!("{enter}exec 3<>/dev/tcp/{}/{} && echo who >&3 && head -n1 <&3", to.ip(), to.port());
+    let out = ns.command("timeout").args(["5", "bash", "-c", &script]).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "connecting to {to} from a process {}: {}",
+        if cgroup.is_some() { "in the cgroup" } else { "outside the cgroup" },
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Programs attached to a cgroup v2 directory (any attach type).
+fn cgroup_programs(cgroup: &Path) -> anyhow::Result<usize> {
+    let out = Command::new("bpftool").args(["-j", "cgroup", "show"]).arg(cgroup).output()?;
+    anyhow::ensure!(out.status.success(), "bpftool cgroup show: {}", String::from_utf8_lossy(&out.stderr));
+    // Nothing attached: bpftool prints nothing at all.
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(0);
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(list.len())
+}
+
+/// Pins in `dir` whose names start with `prefix`.
+fn pins(dir: &Path, prefix: &str) -> anyhow::Result<BTreeSet<String>> {
+    Ok(std::fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with(prefix))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_process_attaches_the_socket_lb_to_its_cgroup_and_xdp_to_the_default_route_uplink()
+-> anyhow::Result<()> {
+    use waggle_tests::cgroup::Cgroup2;
+    use waggle_tests::lbnet::{self, NODE_IP};
+    assert!(is_root(), "this test loads eBPF programs, creates namespaces and a cgroup: run it as root");
+    let server = TestServer::start().await?;
+    let client = server.kube_client().await?;
+    let node_name = names::unique("wgt-pxattach");
+    let pins_dir = PinDir::new("pxattach")?;
+
+    // node: pods on br0, an uplink to an external namespace that carries
+    // the default route (what `--xdp-uplink auto` finds).
+    let node = lbnet::node()?;
+    let external = lbnet::external(&node)?;
+    node.ip(&["route", "add", "default", "via", &lbnet::EXTERNAL_IP.to_string()])?;
+    let pod = NetNs::new("pxpod")?;
+    lbnet::attach_pod(&node, &pod, "hcli", "10.244.0.100/24")?;
+    let backends = (1..=3).map(|i| NetNs::new(&format!("pxbe{i}"))).collect::<anyhow::Result<Vec<_>>>()?;
+    for (i, ns) in backends.iter().enumerate() {
+        lbnet::attach_pod(&node, ns, &format!("hbe{}", i + 1), &format!("{}/24", BACKENDS[i]))?;
+    }
+    let names: Vec<(&NetNs, String)> =
+        backends.iter().enumerate().map(|(i, ns)| (ns, format!("backend-{}", i + 1))).collect();
+    let _servers = NameServers::start(&names, 8080)?;
+
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+    }))?;
+    let created = Api::<Service>::namespaced(client.clone(), "default").create(&PostParams::default(), &svc).await?;
+    let spec = created.spec.context("no spec")?;
+    let vip = SocketAddrV4::new(spec.cluster_ip.context("no ClusterIP")?.parse()?, 80);
+    let node_port_no = spec.ports.and_then(|p| p.first()?.node_port).context("no nodePort allocated")?;
+    let node_port = SocketAddrV4::new(NODE_IP, u16::try_from(node_port_no)?);
+    create_slice(&client, "web", &BACKENDS, &node_name).await?;
+    // Only the socket LB can reach the ClusterIP from the pod: its veth gets
+    // no tc program (only the backends' do, for NodePort replies), and the
+    // node refuses to route the VIP.
+    node.ip(&["route", "add", "unreachable", &format!("{}/32", vip.ip())])?;
+
+    let root = waggle_dataplane::cgroup::cgroup2_mount()?.context("this kernel mounts a cgroup2 hierarchy")?;
+    let cgroup = Cgroup2::new(&root, "pxsock")?;
+    let args = |sock: &str, uplink: &str| -> Vec<String> {
+        [
+            "--kubeconfig",
+            &server.kubeconfig.to_string_lossy(),
+            "--node-name",
+            &node_name,
+            "--node-netns",
+            &node.path().to_string_lossy(),
+            "--nodeport-addresses",
+            &NODE_IP.to_string(),
+            "--proxy-interfaces",
+            "hbe1,hbe2,hbe3",
+            "--sock-lb-cgroup",
+            sock,
+            "--xdp-uplink",
+            uplink,
+            "--bpf-pin-dir",
+            &pins_dir.path().to_string_lossy(),
+            "--lb-maglev-rows",
+            "64",
+            "--lb-conntrack-capacity",
+            "4096",
+            "--lb-services-capacity",
+            "256",
+            "--lb-backends-capacity",
+            "256",
+            "--lb-affinity-capacity",
+            "256",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let on = args(&cgroup.path().to_string_lossy(), "auto");
+    let log = server.dir.path().join("proxy.log");
+    let mut proxy = Proxy::start(&on, &log)?;
+
+    // A process in the cgroup reaches the ClusterIP: its connect() went to
+    // a backend directly. One outside the cgroup cannot.
+    eventually(Duration::from_secs(30), || async { ask_from_process(&pod, Some(cgroup.path()), vip).map(|_| ()) })
+        .await?;
+    let seen: BTreeSet<String> =
+        (0..15).map(|_| ask_from_process(&pod, Some(cgroup.path()), vip)).collect::<anyhow::Result<_>>()?;
+    assert!(seen.len() >= 2, "15 processes in the cgroup reached {seen:?}");
+    assert!(ask_from_process(&pod, None, vip).is_err(), "a process outside the cgroup is not socket-balanced");
+    // NodePort from outside: no tc program on the uplink, so XDP balanced it.
+    eventually(Duration::from_secs(30), || async { ask_once(&external, node_port, TIMEOUT).map(|_| ()) }).await?;
+    let seen = spread(&external, node_port, 15)?;
+    assert!(seen.len() >= 2, "15 NodePort connections reached {seen:?}");
+    let on_uplink =
+        node.run(|| waggle_dataplane::tcx_ingress_programs(lbnet::UPLINK).map_err(anyhow::Error::from))??;
+    assert_eq!(on_uplink, 0, "no tc program on the uplink");
+    assert_eq!(pins(pins_dir.path(), "link_xdp_lb_")?, BTreeSet::from(["link_xdp_lb_uplink".to_string()]));
+    assert_eq!(pins(pins_dir.path(), "link_cgroup_")?.len(), 4, "connect4, sendmsg4, recvmsg4, getpeername4");
+    assert_eq!(cgroup_programs(cgroup.path())?, 4);
+
+    // kill -9 and restart: the pinned links keep balancing meanwhile, and
+    // the new process replaces them instead of stacking more.
+    proxy.kill9()?;
+    assert!(ask_from_process(&pod, Some(cgroup.path()), vip)?.starts_with("backend-"));
+    assert!(ask_once(&external, node_port, TIMEOUT)?.starts_with("backend-"));
+    let proxy = Proxy::start(&on, &log)?;
+    eventually(Duration::from_secs(30), || async {
+        anyhow::ensure!(proxy.metric("waggle_proxy_syncs_total")? >= 1.0, "no sync yet");
+        Ok(())
+    })
+    .await?;
+    assert_eq!(cgroup_programs(cgroup.path())?, 4, "the restart did not stack a second set of socket programs");
+    assert!(ask_from_process(&pod, Some(cgroup.path()), vip)?.starts_with("backend-"));
+    assert!(ask_once(&external, node_port, TIMEOUT)?.starts_with("backend-"));
+    drop(proxy);
+
+    // Turned off: the next run detaches both and removes their pins.
+    let proxy = Proxy::start(&args("none", "none"), &log)?;
+    eventually(Duration::from_secs(30), || async {
+        anyhow::ensure!(pins(pins_dir.path(), "link_xdp_lb_")?.is_empty(), "the XDP link is still pinned");
+        anyhow::ensure!(pins(pins_dir.path(), "link_cgroup_")?.is_empty(), "socket LB links are still pinned");
+        Ok(())
+    })
+    .await?;
+    assert_eq!(cgroup_programs(cgroup.path())?, 0, "the socket programs left the cgroup");
+    assert!(ask_from_process(&pod, Some(cgroup.path()), vip).is_err(), "no socket LB any more");
+    assert!(ask_once(&external, node_port, TIMEOUT).is_err(), "no XDP on the uplink any more");
     drop(proxy);
     Ok(())
 }

@@ -43,6 +43,9 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
     let mut cluster = NodeGuard::new(dir.path(), &waggle_agent::sandbox_netns_prefix(&node));
     // The Service proxy's pinned maps and links (its default pin dir).
     cluster.remove_on_drop(&waggle_agent::proxy::default_pin_dir(&node));
+    // Its socket LB attaches to a cgroup of this test's, not the host's root.
+    let cgroup2 = waggle_dataplane::cgroup::cgroup2_mount()?.context("this kernel mounts a cgroup2 hierarchy")?;
+    let sock_cgroup = waggle_tests::cgroup::Cgroup2::new(&cgroup2, "node")?;
     let child = ns
         .command(&waggle)
         .args(["server", "--secure-port", &port.to_string(), "--node-name", &node, "--pod-cidr", "10.245.0.0/24"])
@@ -50,6 +53,8 @@ async fn waggle_server_with_its_agent_runs_a_deployment_whose_pods_answer() -> a
         .arg(dir.path())
         .arg("--cni-bin-dir")
         .arg(target_bin("waggle-cni")?.parent().context("dir")?)
+        .arg("--sock-lb-cgroup")
+        .arg(sock_cgroup.path())
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(dir.path().join("server.log"))?))
         .spawn()?;

@@ -10,6 +10,7 @@ use aya::{
         cgroup_sock_addr::CgroupSockAddrLinkId,
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
+        xdp::XdpLink,
     },
 };
 use waggle_ebpf_common::{lb, names};
@@ -21,6 +22,10 @@ use crate::{
 
 /// Pin file name prefix of the tc LB program's links (`<prefix><iface>`).
 const LB_LINK_PREFIX: &str = "link_tc_lb_ingress_";
+/// Pin file name prefix of the XDP LB program's links (`<prefix><iface>`).
+const XDP_LINK_PREFIX: &str = "link_xdp_lb_";
+/// Pin file name prefix of the socket LB programs' links (`<prefix><program>`).
+const SOCK_LINK_PREFIX: &str = "link_cgroup_";
 
 /// Built by `build.rs` (aya-build) from `ebpf/programs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/waggle-ebpf-programs"));
@@ -55,6 +60,10 @@ pub struct Dataplane {
     pinned_links: std::collections::BTreeMap<String, PinnedLink>,
     /// Socket-level LB attachments (program, link), see [`Self::attach_sock_lb`].
     sock_links: Vec<(&'static str, CgroupSockAddrLinkId)>,
+    /// XDP LB attachments that outlive this process, by interface.
+    xdp_pinned: std::collections::BTreeMap<String, PinnedLink>,
+    /// Socket-level LB attachments that outlive this process.
+    sock_pinned: Vec<PinnedLink>,
 }
 
 /// Capacities of the LB maps (agent flags). A pinned map keeps the capacity
@@ -145,6 +154,7 @@ impl Dataplane {
         }
         if let Some(dir) = &config.pin_dir {
             std::fs::create_dir_all(dir).map_err(|source| Error::PinDir { path: dir.clone(), source })?;
+            remove_retired_pins(dir)?;
             for name in lb::names::PINNED {
                 loader.map_pin_path(name, dir.join(name));
             }
@@ -163,7 +173,15 @@ impl Dataplane {
             conntrack: ConntrackTable::new(lb::names::CONNTRACK, take(lb::names::CONNTRACK)?)?,
             reasons: ReasonTable::new(take(lb::names::REASONS)?)?,
         };
-        Ok(Self { ebpf, lb, pin_dir: config.pin_dir.clone(), pinned_links: Default::default(), sock_links: Vec::new() })
+        Ok(Self {
+            ebpf,
+            lb,
+            pin_dir: config.pin_dir.clone(),
+            pinned_links: Default::default(),
+            sock_links: Vec::new(),
+            xdp_pinned: Default::default(),
+            sock_pinned: Vec::new(),
+        })
     }
 
     /// The LB maps.
@@ -246,12 +264,24 @@ impl Dataplane {
     /// Interfaces that have a pinned LB link in the pin dir, attached by this
     /// process or an earlier one.
     pub fn pinned_tc_lb_ifaces(&self) -> Result<Vec<String>, Error> {
+        self.pins_with_prefix(LB_LINK_PREFIX)
+    }
+
+    /// What follows `prefix` in the names of the pin dir's entries.
+    fn pins_with_prefix(&self, prefix: &str) -> Result<Vec<String>, Error> {
         let Some(dir) = &self.pin_dir else { return Ok(Vec::new()) };
         let entries = std::fs::read_dir(dir).map_err(|source| Error::PinDir { path: dir.clone(), source })?;
         Ok(entries
             .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(LB_LINK_PREFIX)).map(str::to_owned))
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix(prefix)).map(str::to_owned))
             .collect())
+    }
+
+    fn require_pin_dir(&self, what: &str) -> Result<PathBuf, Error> {
+        self.pin_dir.clone().ok_or_else(|| Error::PinnedMapMismatch {
+            path: PathBuf::from(what),
+            problem: "pinned attachment without a pin dir".into(),
+        })
     }
 
     /// Forgets the pinned LB link of an interface that no longer exists (the
@@ -284,13 +314,7 @@ impl Dataplane {
     pub fn attach_sock_lb(&mut self, cgroup: &Path) -> Result<(), Error> {
         let dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup { path: cgroup.to_owned(), source })?;
         for name in lb::names::SOCK_LB {
-            let prog: &mut CgroupSockAddr =
-                self.ebpf.program_mut(name).ok_or(Error::MissingProgram { name })?.try_into().map_err(|source| {
-                    Error::Program { name, action: "expecting a cgroup sock_addr program".into(), source }
-                })?;
-            if prog.fd().is_err() {
-                prog.load().map_err(|source| Error::Program { name, action: "loading".into(), source })?;
-            }
+            let prog = self.sock_program(name)?;
             // aya attaches through a BPF link, which the kernel always
             // treats as "allow multiple" and which refuses explicit flags.
             let link = prog.attach(&dir, CgroupAttachMode::Single).map_err(|source| Error::Program {
@@ -314,6 +338,152 @@ impl Dataplane {
                     Error::Program { name, action: "expecting a cgroup sock_addr program".into(), source }
                 })?;
             prog.detach(link).map_err(|source| Error::Program { name, action: "detaching".into(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the socket-level LB programs to the cgroup v2 directory
+    /// `cgroup` (see [`Self::attach_sock_lb`]) through links pinned in the pin
+    /// dir, so they stay attached when this process dies. Links a previous
+    /// process pinned (to this cgroup or another) are detached once the new
+    /// ones are in place: for a moment both run, which is harmless (the
+    /// second program sees a backend address, not a frontend, and lets it
+    /// be), and no `connect()` goes unbalanced. Needs a
+    /// [`LoadConfig::pin_dir`].
+    pub fn attach_sock_lb_pinned(&mut self, cgroup: &Path) -> Result<(), Error> {
+        let dir = self.require_pin_dir("socket LB")?;
+        let cg = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup { path: cgroup.to_owned(), source })?;
+        let mut pinned = Vec::new();
+        for name in lb::names::SOCK_LB {
+            let path = dir.join(format!("{SOCK_LINK_PREFIX}{name}"));
+            // Held (not pinned) until the new link is pinned in its place.
+            let old = match PinnedLink::from_pin(&path) {
+                Ok(old) => Some(old.unpin().map_err(|source| Error::PinDir { path: path.clone(), source })?),
+                Err(_) => None,
+            };
+            let prog = self.sock_program(name)?;
+            let link_id = prog.attach(&cg, CgroupAttachMode::Single).map_err(|source| Error::Program {
+                name,
+                action: format!("attaching to the cgroup {}", cgroup.display()),
+                source,
+            })?;
+            let link = prog.take_link(link_id).map_err(|source| Error::Program {
+                name,
+                action: format!("taking the link on {}", cgroup.display()),
+                source,
+            })?;
+            let fd_link: FdLink = link.try_into().map_err(|source| Error::Link {
+                action: format!("cgroup link of {name} on {} as an fd link", cgroup.display()),
+                source,
+            })?;
+            pinned.push(fd_link.pin(&path).map_err(|source| Error::LinkPin { path: path.clone(), source })?);
+            drop(old);
+        }
+        self.sock_pinned = pinned;
+        tracing::info!(cgroup = %cgroup.display(), pins = %dir.display(), "attached socket-level LB programs (pinned links)");
+        Ok(())
+    }
+
+    /// Detaches the socket-level LB programs pinned in the pin dir, by this
+    /// process or an earlier one; nothing pinned is not an error.
+    pub fn detach_sock_lb_pinned(&mut self) -> Result<(), Error> {
+        self.sock_pinned.clear();
+        let Some(dir) = self.pin_dir.clone() else { return Ok(()) };
+        for name in lb::names::SOCK_LB {
+            let path = dir.join(format!("{SOCK_LINK_PREFIX}{name}"));
+            if let Ok(link) = PinnedLink::from_pin(&path) {
+                // Closing the last reference detaches the program.
+                drop(link.unpin().map_err(|source| Error::PinDir { path: path.clone(), source })?);
+                tracing::info!(program = name, "detached a pinned socket-level LB program");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether socket-level LB links are pinned in the pin dir.
+    pub fn sock_lb_pinned(&self) -> Result<bool, Error> {
+        Ok(!self.pins_with_prefix(SOCK_LINK_PREFIX)?.is_empty())
+    }
+
+    /// Attaches the XDP LB program to the uplink `iface` (native mode, see
+    /// [`Self::attach_xdp_lb`]) through a link pinned in the pin dir, so it
+    /// stays when this process dies. A link a previous process pinned for
+    /// `iface` gets the new program atomically. Needs a
+    /// [`LoadConfig::pin_dir`].
+    pub fn attach_xdp_lb_pinned(&mut self, iface: &str) -> Result<(), Error> {
+        let name = lb::names::XDP_LB;
+        let dir = self.require_pin_dir(iface)?;
+        let path = dir.join(format!("{XDP_LINK_PREFIX}{iface}"));
+        let prog = self.xdp(name)?;
+        let replaced = match PinnedLink::from_pin(&path) {
+            Ok(old) => {
+                let link: XdpLink = FdLink::from(old).try_into().map_err(|source| Error::Link {
+                    action: format!("reusing the pinned link {}", path.display()),
+                    source,
+                })?;
+                std::fs::remove_file(&path).map_err(|source| Error::PinDir { path: path.clone(), source })?;
+                match prog.attach_to_link(link) {
+                    Ok(id) => {
+                        tracing::info!(program = name, iface, "replaced the XDP LB program in its pinned link");
+                        Some(id)
+                    }
+                    Err(e) => {
+                        tracing::info!(program = name, iface, error = %e, "pinned XDP link is stale; attaching afresh");
+                        None
+                    }
+                }
+            }
+            Err(_) => None,
+        };
+        let link_id = match replaced {
+            Some(id) => id,
+            None => prog.attach(iface, XdpMode::Driver).map_err(|source| Error::Program {
+                name,
+                action: format!("attaching to {iface} in native mode"),
+                source,
+            })?,
+        };
+        let link = prog.take_link(link_id).map_err(|source| Error::Program {
+            name,
+            action: format!("taking the link on {iface}"),
+            source,
+        })?;
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|source| Error::Link { action: format!("XDP link on {iface} as an fd link"), source })?;
+        let pinned = fd_link.pin(&path).map_err(|source| Error::LinkPin { path: path.clone(), source })?;
+        self.xdp_pinned.insert(iface.to_owned(), pinned);
+        tracing::info!(program = name, iface, pin = %path.display(), "attached XDP LB program (pinned link)");
+        Ok(())
+    }
+
+    /// Interfaces with a pinned XDP LB link in the pin dir.
+    pub fn pinned_xdp_lb_ifaces(&self) -> Result<Vec<String>, Error> {
+        self.pins_with_prefix(XDP_LINK_PREFIX)
+    }
+
+    /// Whether this process attached (or adopted) the XDP LB link on `iface`.
+    pub fn has_xdp_lb_pinned(&self, iface: &str) -> bool {
+        self.xdp_pinned.contains_key(iface)
+    }
+
+    /// Detaches the pinned XDP LB link of `iface` (if the interface still
+    /// exists, the program leaves it) and removes its pin.
+    pub fn detach_xdp_lb_pinned(&mut self, iface: &str) -> Result<(), Error> {
+        self.xdp_pinned.remove(iface);
+        let Some(dir) = &self.pin_dir else { return Ok(()) };
+        let path = dir.join(format!("{XDP_LINK_PREFIX}{iface}"));
+        match PinnedLink::from_pin(&path) {
+            Ok(link) => {
+                drop(link.unpin().map_err(|source| Error::PinDir { path: path.clone(), source })?);
+                tracing::info!(program = lb::names::XDP_LB, iface, "detached the pinned XDP LB program");
+            }
+            // Not a link (any more): just the name to clear.
+            Err(_) => match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(Error::PinDir { path, source }),
+            },
         }
         Ok(())
     }
@@ -427,6 +597,17 @@ impl Dataplane {
         Ok(prog)
     }
 
+    fn sock_program(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, Error> {
+        let prog: &mut CgroupSockAddr =
+            self.ebpf.program_mut(name).ok_or(Error::MissingProgram { name })?.try_into().map_err(|source| {
+                Error::Program { name, action: "expecting a cgroup sock_addr program".into(), source }
+            })?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| Error::Program { name, action: "loading".into(), source })?;
+        }
+        Ok(prog)
+    }
+
     fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, Error> {
         let prog: &mut SchedClassifier = self
             .ebpf
@@ -467,6 +648,21 @@ where
     })?;
     out.truncate(result.data_size_out as usize);
     Ok((result, out))
+}
+
+/// Removes the pins of map layouts no program reads any more
+/// ([`lb::names::RETIRED`]), so an upgraded agent does not leave their
+/// memory behind.
+fn remove_retired_pins(dir: &Path) -> Result<(), Error> {
+    for name in lb::names::RETIRED {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(map = name, pin = %path.display(), "removed the pin of a retired map layout"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::PinDir { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// aya reuses a pinned map without comparing its shape with the object's:

@@ -1,6 +1,8 @@
 //! Puts `tc_lb` on every interface Service traffic enters by: the host side
 //! of each pod veth (the ports of the node's pod bridge) and the node
-//! interfaces named in the configuration (NodePort, externalIPs).
+//! interfaces named in the configuration (NodePort, externalIPs); and
+//! `xdp_lb` on the node uplink when one is configured (named, or the
+//! interface of the default route).
 //!
 //! Pod veths come and go with pods, so a thread lists the node's links every
 //! `scan_interval` and attaches to new ones (through links pinned in the pin
@@ -29,7 +31,38 @@ pub struct AttachConfig {
     pub interfaces: Vec<String>,
     /// Network namespace of the node's links (default: the agent's own).
     pub node_netns: Option<PathBuf>,
+    /// Where `xdp_lb` goes.
+    pub uplink: Uplink,
     pub scan_interval: Duration,
+}
+
+/// The node uplink that gets `xdp_lb` (NodePort, externalIPs and
+/// LoadBalancer IPs balanced before the stack sees the frame).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Uplink {
+    /// No XDP; a pinned XDP link a previous run left is detached.
+    #[default]
+    None,
+    /// This interface.
+    Named(String),
+    /// The interface of the IPv4 default route, looked up at every scan
+    /// (so the program follows the route when it moves).
+    DefaultRoute,
+}
+
+impl std::str::FromStr for Uplink {
+    type Err = String;
+
+    /// `none`, `auto` (the default route's interface) or an interface name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" => Err("an empty uplink name (use `none` or `auto`)".into()),
+            "none" => Ok(Self::None),
+            "auto" => Ok(Self::DefaultRoute),
+            name if name.len() >= 16 || name.contains(['/', ' ']) => Err(format!("{name:?} is not an interface name")),
+            name => Ok(Self::Named(name.to_owned())),
+        }
+    }
 }
 
 /// Stops the scanning thread when dropped (attachments stay: they are pinned).
@@ -118,6 +151,11 @@ async fn scan_loop(
 /// One pass: attach to interfaces that need the program, forget pins of
 /// interfaces that are gone.
 async fn scan_once(handle: &rtnetlink::Handle, dp: &Mutex<Dataplane>, config: &AttachConfig) -> Result<(), Error> {
+    let uplink = match &config.uplink {
+        Uplink::None => None,
+        Uplink::Named(name) => Some(name.clone()),
+        Uplink::DefaultRoute => default_route_interface(handle).await?,
+    };
     let mut links = handle.link().get().execute();
     let mut all: Vec<(u32, String, Option<u32>)> = Vec::new();
     loop {
@@ -161,5 +199,68 @@ async fn scan_once(handle: &rtnetlink::Handle, dp: &Mutex<Dataplane>, config: &A
             dp.attach_tc_lb_pinned(iface)?;
         }
     }
+    // XDP: on the uplink only; off every other interface (the uplink moved,
+    // or the flag changed since a previous run pinned it).
+    let uplink = uplink.filter(|u| existing.contains(u.as_str()));
+    for pinned in dp.pinned_xdp_lb_ifaces()? {
+        if uplink.as_deref() != Some(pinned.as_str()) {
+            dp.detach_xdp_lb_pinned(&pinned)?;
+        }
+    }
+    if let Some(uplink) = uplink
+        && !dp.has_xdp_lb_pinned(&uplink)
+    {
+        dp.attach_xdp_lb_pinned(&uplink)?;
+    }
     Ok(())
+}
+
+/// Name of the interface the main table's IPv4 default route leaves by, if
+/// there is one (several: the lowest metric).
+async fn default_route_interface(handle: &rtnetlink::Handle) -> Result<Option<String>, Error> {
+    use rtnetlink::packet_route::route::{RouteAttribute, RouteType};
+    let query = rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build();
+    let routes: Vec<rtnetlink::packet_route::route::RouteMessage> = handle
+        .route()
+        .get(query)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| Error::Config(format!("listing routes: {e}")))?;
+    let mut best: Option<(u32, u32)> = None;
+    for route in routes {
+        if route.header.destination_prefix_length != 0 || route.header.kind != RouteType::Unicast {
+            continue;
+        }
+        let mut oif = None;
+        let mut metric = 0;
+        let mut table = u32::from(route.header.table);
+        for attr in &route.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Priority(p) => metric = *p,
+                RouteAttribute::Table(t) => table = *t,
+                _ => {}
+            }
+        }
+        const MAIN_TABLE: u32 = 254;
+        if table != MAIN_TABLE {
+            continue;
+        }
+        if let Some(oif) = oif
+            && best.is_none_or(|(m, _)| metric < m)
+        {
+            best = Some((metric, oif));
+        }
+    }
+    let Some((_, index)) = best else { return Ok(None) };
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Error::Config(format!("looking up interface {index}: {e}"))),
+    }
 }

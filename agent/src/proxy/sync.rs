@@ -21,7 +21,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource as _, ResourceExt as _};
 use tokio::time::Instant;
-use waggle_dataplane::lb::{Current, ObjectKey, ServiceIndex, apply_diff};
+use waggle_dataplane::lb::{Changes, Current, ObjectKey, ServiceIndex, apply_changes, apply_diff};
 use waggle_dataplane::{Dataplane, Error as DpError};
 
 use super::convert;
@@ -70,6 +70,9 @@ pub(crate) struct Syncer {
     reported: BTreeSet<ObjectKey>,
     failed: bool,
     relist: Relist,
+    /// Changes not applied yet (kept across a failed sync); `None` until
+    /// the first sync, which compares everything with what the maps hold.
+    pending: Option<Changes>,
 }
 
 fn key_of<K: kube::Resource>(obj: &K) -> ObjectKey {
@@ -97,6 +100,7 @@ impl Syncer {
             reported: BTreeSet::new(),
             failed: false,
             relist: Relist::default(),
+            pending: None,
         }
     }
 
@@ -206,13 +210,26 @@ impl Syncer {
         let started = std::time::Instant::now();
         let refreshed = self.index.refresh();
         self.metrics.services_recomputed.inc_by(refreshed.recomputed as u64);
-        let result = match self.dp.lock() {
-            Ok(mut dp) => apply_diff(&mut self.current, self.index.desired(), &mut dp.lb_maps().writers()),
-            Err(_) => {
+        let changes = self.index.take_changes();
+        let result = {
+            let Ok(mut dp) = self.dp.lock() else {
                 tracing::error!("the dataplane lock is poisoned; Service maps are not updated");
                 return;
+            };
+            // The first sync adopts what a previous agent left and removes
+            // what nobody wants: a full comparison. Later ones look only at
+            // the frontends and groups whose Services changed.
+            match &mut self.pending {
+                None => apply_diff(&mut self.current, self.index.desired(), &mut dp.lb_maps().writers()),
+                Some(pending) => {
+                    pending.extend(changes);
+                    apply_changes(&mut self.current, self.index.desired(), pending, &mut dp.lb_maps().writers())
+                }
             }
         };
+        if result.is_ok() {
+            self.pending = Some(Changes::default());
+        }
         let elapsed = started.elapsed();
         self.metrics.syncs.inc();
         self.metrics.sync_seconds.observe(elapsed.as_secs_f64());

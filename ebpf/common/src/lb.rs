@@ -70,6 +70,10 @@ pub mod names {
     pub const SOCK_REV_NAT: &str = "LB4_SOCK_REVNAT_V1";
     /// Every map that is pinned and survives an agent restart.
     pub const PINNED: [&str; 7] = [SERVICES, BACKENDS, MAGLEV, REV_NAT, CONNTRACK, AFFINITY, SOCK_REV_NAT];
+    /// Pinned maps of earlier layouts that no program reads any more: an
+    /// agent that finds one in its pin dir removes it (the kernel frees the
+    /// map once nothing holds it).
+    pub const RETIRED: [&str; 2] = ["LB4_CT_V1", "LB4_MAGLEV_V1"];
     /// tc program for the host side of pod veths and for node interfaces
     /// (ingress): Service DNAT for requests, reverse NAT for replies.
     pub const TC_LB: &str = "tc_lb";
@@ -252,6 +256,18 @@ pub const CT_F_HAIRPIN: u8 = 1 << 1;
 /// holds the client's address and port in `backend_addr_be` /
 /// `backend_port_be`: where the translated reply goes.
 pub const CT_F_SNAT: u8 = 1 << 2;
+
+/// [`CtEntryV2::flags`]: a flow whose source port was remapped (the client
+/// address is kept) because the reply tuple it would have used towards its
+/// backend is still held by another frontend's flow from the same client
+/// port: the client reused a port towards a second Service that picked the
+/// same backend, which may still hold the first connection in TIME_WAIT and
+/// would refuse the new SYN (its sequence number and timestamps follow the
+/// client's other destination). This is the source-port remap netfilter
+/// does on a tuple clash, which kube-proxy's iptables mode inherits.
+/// `snat_port_be` is the port it leaves with; the reply-direction entry
+/// holds the client's address and port, as for [`CT_F_SNAT`].
+pub const CT_F_PORT: u8 = 1 << 3;
 
 /// Source address of hairpin flows (169.254.42.1, in memory order): a
 /// link-local address no pod owns, which the pod answers through its default

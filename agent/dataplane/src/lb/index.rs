@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::apply::Changes;
 use super::desired::{Backend, DesiredMaps, Frontend, FrontendSpec, GroupKey, desired_state};
 use super::model::{EndpointSlice, Node, Service};
 
@@ -36,7 +37,12 @@ pub struct ServiceIndex {
     /// How many merged frontends use each group.
     group_refs: HashMap<GroupKey, usize>,
     merged: DesiredMaps,
+    /// Frontends claimed by more than one Service.
+    conflicted: BTreeSet<Frontend>,
     dirty: BTreeSet<ObjectKey>,
+    /// Merged frontends and groups the refreshes since the last
+    /// [`Self::take_changes`] touched.
+    changes: Changes,
 }
 
 /// What one [`ServiceIndex::refresh`] did.
@@ -125,8 +131,14 @@ impl ServiceIndex {
         for key in dirty {
             self.recompute(&key);
         }
-        self.merged.conflicts = self.claims.iter().filter(|(_, c)| c.len() > 1).map(|(fe, _)| *fe).collect();
+        self.merged.conflicts = self.conflicted.iter().copied().collect();
         RefreshStats { recomputed }
+    }
+
+    /// What the refreshes since the last call changed in [`Self::desired`]:
+    /// the frontends and groups an [`super::apply_changes`] has to look at.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
     }
 
     /// The desired LB maps as of the last refresh.
@@ -160,16 +172,30 @@ impl ServiceIndex {
             None => DesiredMaps::default(),
         };
         let touched: BTreeSet<Frontend> = old.frontends.keys().chain(new.frontends.keys()).copied().collect();
+        // Every frontend and group of this Service, before and after: a
+        // group's new backend count is written into its frontends.
+        self.changes.frontends.extend(touched.iter().copied());
+        self.changes.groups.extend(old.groups.keys().chain(new.groups.keys()).cloned());
         for fe in old.frontends.keys().filter(|fe| !new.frontends.contains_key(*fe)) {
             if let Some(c) = self.claims.get_mut(fe) {
                 c.remove(key);
-                if c.is_empty() {
-                    self.claims.remove(fe);
+                match c.len() {
+                    0 => {
+                        self.claims.remove(fe);
+                    }
+                    1 => {
+                        self.conflicted.remove(fe);
+                    }
+                    _ => {}
                 }
             }
         }
         for fe in new.frontends.keys() {
-            self.claims.entry(*fe).or_default().insert(key.clone());
+            let c = self.claims.entry(*fe).or_default();
+            c.insert(key.clone());
+            if c.len() > 1 {
+                self.conflicted.insert(*fe);
+            }
         }
         let groups: Vec<(GroupKey, Vec<Backend>)> = new.groups.iter().map(|(g, b)| (g.clone(), b.clone())).collect();
         if self.services.contains_key(key) {
@@ -198,9 +224,11 @@ impl ServiceIndex {
             return;
         }
         if let Some(old) = self.merged.frontends.remove(&fe) {
+            self.changes.groups.insert(old.group.clone());
             self.release_group(&old.group);
         }
         if let Some(spec) = spec {
+            self.changes.groups.insert(spec.group.clone());
             self.use_group(&spec.group);
             self.merged.frontends.insert(fe, spec);
         }

@@ -7,8 +7,8 @@
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use waggle_ebpf_common::lb::{
-    CT_DIR_REPLY, CT_DIR_SERVICE, CT_F_HAIRPIN, CT_F_SNAT, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV2, CtKeyV1,
-    HAIRPIN_SNAT_ADDR, IPPROTO_TCP, ReasonV1, SNAT_ATTEMPTS, SNAT_PORT_MAX, SNAT_PORT_MIN,
+    CT_DIR_REPLY, CT_DIR_SERVICE, CT_F_HAIRPIN, CT_F_PORT, CT_F_SNAT, CT_TIMEOUT_TCP_NS, CT_TIMEOUT_UDP_NS, CtEntryV2,
+    CtKeyV1, HAIRPIN_SNAT_ADDR, IPPROTO_TCP, ReasonV1, SNAT_ATTEMPTS, SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
 use super::{maps::CONNTRACK, select::Chosen};
@@ -33,6 +33,9 @@ pub enum SourceNat {
     /// The backend is on another node: the source becomes this node's
     /// address towards it (found again per packet, by route lookup).
     Node(u32),
+    /// Only the source port is rewritten: the client's own port's reply
+    /// tuple towards the backend is another frontend's (see `CT_F_PORT`).
+    Port,
 }
 
 impl SourceNat {
@@ -42,6 +45,7 @@ impl SourceNat {
             SourceNat::None => 0,
             SourceNat::Hairpin => CT_F_HAIRPIN,
             SourceNat::Node(_) => CT_F_SNAT,
+            SourceNat::Port => CT_F_PORT,
         }
     }
 }
@@ -94,6 +98,8 @@ pub fn lookup_service(flow: &Ipv4Flow, now: u64) -> Option<Tracked> {
         } else if flags & CT_F_SNAT != 0 {
             // Marked, resolved by the caller (a route lookup).
             SourceNat::Node(0)
+        } else if flags & CT_F_PORT != 0 {
+            SourceNat::Port
         } else {
             SourceNat::None
         };
@@ -115,7 +121,7 @@ pub fn lookup_reply(flow: &Ipv4Flow) -> Option<Reply> {
     let to_client = if entry.flags & CT_F_HAIRPIN != 0 {
         // The pod was its own client, on the same port.
         Some((flow.saddr_be, flow.dport_be))
-    } else if entry.flags & CT_F_SNAT != 0 {
+    } else if entry.flags & (CT_F_SNAT | CT_F_PORT) != 0 {
         Some((entry.backend_addr_be, entry.backend_port_be))
     } else {
         None
@@ -123,11 +129,13 @@ pub fn lookup_reply(flow: &Ipv4Flow) -> Option<Reply> {
     Some(Reply { rev_nat_index: entry.rev_nat_index, to_client })
 }
 
-/// Records a new flow in both directions and returns the source port it
-/// leaves with. A source-NATed flow's replies are addressed to the address
-/// (and port) it was rewritten to, so that is its reply key; the port is the
-/// client's own unless another flow's replies already use that tuple (two
-/// clients with one source port towards one backend), then a free one.
+/// Records a new flow in both directions and returns how its source is
+/// rewritten and the source port it leaves with. A source-NATed flow's
+/// replies are addressed to the address (and port) it was rewritten to, so
+/// that is its reply key; the port is the client's own unless another flow's
+/// replies already use that tuple (two clients with one source port towards
+/// one backend), then a free one. A flow that keeps its source gets a free
+/// port too when its reply tuple is another frontend's ([`SourceNat::Port`]).
 #[inline(always)]
 pub fn create(
     flow: &Ipv4Flow,
@@ -135,11 +143,11 @@ pub fn create(
     rev_nat_index: u32,
     now: u64,
     source: SourceNat,
-) -> Result<u16, ReasonV1> {
+) -> Result<(SourceNat, u16), ReasonV1> {
     let mut entry = CtEntryV2 {
         backend_addr_be: chosen.backend.addr_be,
         backend_port_be: chosen.backend.port_be,
-        flags: source.flag(),
+        flags: 0,
         _pad: 0,
         backend_id: chosen.backend_id,
         rev_nat_index,
@@ -151,7 +159,7 @@ pub fn create(
     let mut reply_key = CtKeyV1 {
         saddr_be: chosen.backend.addr_be,
         daddr_be: match source {
-            SourceNat::None => flow.saddr_be,
+            SourceNat::None | SourceNat::Port => flow.saddr_be,
             SourceNat::Hairpin => HAIRPIN_SNAT_ADDR,
             SourceNat::Node(addr) => addr,
         },
@@ -161,10 +169,16 @@ pub fn create(
         dir: CT_DIR_REPLY,
         _pad: [0; 2],
     };
+    let source = if source == SourceNat::None && held_by_another_frontend(&reply_key, rev_nat_index) {
+        SourceNat::Port
+    } else {
+        source
+    };
+    entry.flags = source.flag();
     // Reply entry first: once the service entry exists, packets take the fast
     // path and rely on replies being translated.
     let reply = match source {
-        SourceNat::Node(_) => {
+        SourceNat::Node(_) | SourceNat::Port => {
             reply_key.dport_be = free_snat_port(flow, &reply_key)?;
             entry.snat_port_be = reply_key.dport_be;
             CtEntryV2 { backend_addr_be: flow.saddr_be, backend_port_be: flow.sport_be, snat_port_be: 0, ..entry }
@@ -173,7 +187,21 @@ pub fn create(
     };
     CONNTRACK.insert(reply_key, reply, 0).map_err(|_| ReasonV1::MapUpdateFailed)?;
     CONNTRACK.insert(service_key(flow), entry, 0).map_err(|_| ReasonV1::MapUpdateFailed)?;
-    Ok(reply_key.dport_be)
+    Ok((source, reply_key.dport_be))
+}
+
+/// Whether a flow of another frontend holds the reply tuple `key` (the
+/// backend's replies to this client and port). The same frontend's flow
+/// on that tuple is this client's earlier connection to the same address:
+/// the client's own sequence numbers and timestamps follow on from it, so a
+/// backend in TIME_WAIT takes the new SYN; another frontend's does not.
+#[inline(always)]
+fn held_by_another_frontend(key: &CtKeyV1, rev_nat_index: u32) -> bool {
+    // SAFETY: copied out at once.
+    match unsafe { CONNTRACK.get(key) } {
+        Some(held) => held.rev_nat_index != rev_nat_index,
+        None => false,
+    }
 }
 
 /// A source port for a source-NATed flow whose reply tuple (`key`, port
@@ -185,7 +213,7 @@ fn free_snat_port(flow: &Ipv4Flow, key: &CtKeyV1) -> Result<u16, ReasonV1> {
     let mut probe = *key;
     // SAFETY: copied out at once.
     if let Some(earlier) = unsafe { CONNTRACK.get(service_key(flow)) }
-        && earlier.flags & CT_F_SNAT != 0
+        && earlier.flags & (CT_F_SNAT | CT_F_PORT) != 0
         && earlier.snat_port_be != 0
     {
         probe.dport_be = earlier.snat_port_be;

@@ -29,6 +29,11 @@
 //!    kept unless another flow's replies already use (node, port) from that
 //!    backend, then a free port is picked (`conntrack::free_snat_port`).
 //!    Local policy, and Cluster with a local backend, keep the client address.
+//!    A flow that keeps its source still gets a free source port when the
+//!    backend's replies to the client's port belong to another frontend's
+//!    flow (a client port reused towards a second Service with the same
+//!    backend, which may hold the first connection in TIME_WAIT): the
+//!    remap netfilter does on a tuple clash (`CT_F_PORT`).
 
 pub mod conntrack;
 pub mod maps;
@@ -84,8 +89,8 @@ pub fn process<P: Packet>(ctx: &P) -> ReasonV1 {
         Err(reason) => return reason,
     };
     let source = source_nat(ctx, &flow, &svc, chosen.backend.addr_be);
-    let sport_be = match conntrack::create(&flow, &chosen, svc.rev_nat_index, now, source) {
-        Ok(port) => port,
+    let (source, sport_be) = match conntrack::create(&flow, &chosen, svc.rev_nat_index, now, source) {
+        Ok(created) => created,
         Err(reason) => return reason,
     };
     match to_backend(ctx, &flow, (chosen.backend.addr_be, chosen.backend.port_be), source, sport_be) {
@@ -125,6 +130,7 @@ fn to_backend<P: Packet>(
         SourceNat::None => Ok(()),
         SourceNat::Hairpin => nat::snat(ctx, flow, HAIRPIN_SNAT_ADDR, flow.sport_be),
         SourceNat::Node(addr) => nat::snat(ctx, flow, addr, snat_port_be),
+        SourceNat::Port => nat::snat(ctx, flow, flow.saddr_be, snat_port_be),
     }
 }
 

@@ -25,7 +25,7 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 /// Creates the bridge when missing (tolerating a parallel ADD creating it
 /// first) and brings it up; refuses a non-bridge link of that name.
 pub async fn ensure_bridge(nl: &Netlink, conf: &NetConf) -> Result<Link> {
-    let link = match nl.link(&conf.bridge).await? {
+    let link = match nl.bridge(&conf.bridge).await? {
         Some(link) => link,
         None => {
             match nl.add_bridge(&conf.bridge, conf.mtu).await {
@@ -33,6 +33,8 @@ pub async fn ensure_bridge(nl: &Netlink, conf: &NetConf) -> Result<Link> {
                 Err(Error::Netlink { source, .. }) if is_errno(&source, libc::EEXIST) => {}
                 Err(err) => return Err(err),
             }
+            // Whatever holds the name now: ours, a parallel ADD's, or a link
+            // of another kind (refused below).
             nl.link(&conf.bridge)
                 .await?
                 .ok_or_else(|| Error::InvalidConfig(format!("bridge {} vanished after creation", conf.bridge)))?
@@ -106,17 +108,18 @@ pub async fn create_veth(
     if matches!(&added, Err(err) if is_errno(err, libc::EEXIST)) && host_nl.del_link(host_name).await? {
         added = add().await;
     }
-    if let Err(err) = added {
-        if is_errno(&err, libc::EEXIST) {
+    let missing = |name: &str| Error::InvalidConfig(format!("veth end {name} vanished after creation"));
+    let host = match added {
+        Ok(Some(host)) => host,
+        Ok(None) => host_nl.link(host_name).await?.ok_or_else(|| missing(host_name))?,
+        Err(err) if is_errno(&err, libc::EEXIST) => {
             return Err(Error::InterfaceExists {
                 ifname: format!("{ifname} or {host_name}"),
                 netns: ns.path().display().to_string(),
             });
         }
-        return Err(Error::netlink(format!("creating veth {host_name}/{ifname}"), err));
-    }
-    let missing = |name: &str| Error::InvalidConfig(format!("veth end {name} vanished after creation"));
-    let host = host_nl.link(host_name).await?.ok_or_else(|| missing(host_name))?;
+        Err(err) => return Err(Error::netlink(format!("creating veth {host_name}/{ifname}"), err)),
+    };
     if conf.hairpin_mode {
         host_nl.set_hairpin(&host, true).await?;
     }

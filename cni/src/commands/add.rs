@@ -84,7 +84,7 @@ async fn attach(
     }
 
     // The bridge's MAC may change as ports join, so read it after attaching.
-    let bridge_link = host_nl.link(&conf.bridge).await?.unwrap_or(bridge_link);
+    let bridge_link = host_nl.bridge(&conf.bridge).await?.unwrap_or(bridge_link);
     Ok(build_result(conf, ipam, routes, bridge::result_interfaces(&bridge_link, &veth, ns)))
 }
 

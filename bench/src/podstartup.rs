@@ -49,14 +49,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ns = NetNs::new("bnode")?;
     let dir = tempfile::Builder::new().prefix("waggle-bench-podstartup-").tempdir_in("/var/tmp")?;
     let node = names::unique("wgb-node");
+    // The agent's socket LB attaches to a cgroup of the run's, not the host's
+    // root (made first: dropped after the guard has stopped the agent).
+    let cgroup2 = waggle_dataplane::cgroup::cgroup2_mount()?.context("this kernel mounts a cgroup2 hierarchy")?;
+    let sock_cgroup = waggle_tests::cgroup::Cgroup2::new(&cgroup2, "bench")?;
+    let sock_cgroup_path = sock_cgroup.path().to_path_buf();
     let mut guard = NodeGuard::new(dir.path(), &waggle_agent::sandbox_netns_prefix(&node));
+    // The Service proxy's pinned maps and links (its default pin dir): gone
+    // with the run, or their kernel memory stays.
+    guard.remove_on_drop(&waggle_agent::proxy::default_pin_dir(&node));
     ns.run(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(measure(&args, &ns, dir.path(), &node, &mut guard))
+        rt.block_on(measure(&args, &ns, dir.path(), &node, &sock_cgroup_path, &mut guard))
     })?
 }
 
-async fn measure(args: &Args, ns: &NetNs, dir: &Path, node: &str, guard: &mut NodeGuard) -> anyhow::Result<()> {
+async fn measure(
+    args: &Args,
+    ns: &NetNs,
+    dir: &Path,
+    node: &str,
+    sock_cgroup: &Path,
+    guard: &mut NodeGuard,
+) -> anyhow::Result<()> {
     let port = 6443u16; // the namespace is the bench's own
     let server = ns
         .command(&args.waggle)
@@ -83,6 +98,8 @@ async fn measure(args: &Args, ns: &NetNs, dir: &Path, node: &str, guard: &mut No
         .arg(&args.cni_bin_dir)
         .arg("--cni-conf-dir")
         .arg(dir.join("cni-conf"))
+        .arg("--sock-lb-cgroup")
+        .arg(sock_cgroup)
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(dir.join("agent.log"))?))
         .spawn()

@@ -51,6 +51,9 @@ struct Node {
     kubeconfig: PathBuf,
     /// The agent's socket LB attaches here, not to the host's cgroup root.
     sock_cgroup: Cgroup2,
+    /// The Service proxy's pinned maps and links; removed with the node (a
+    /// left pin dir keeps its maps' kernel memory).
+    pins: waggle_tests::bpffs::PinDir,
     agent: Option<Child>,
     /// More `waggle agent` flags.
     extra_args: Vec<String>,
@@ -83,6 +86,7 @@ impl Node {
                 &waggle_dataplane::cgroup::cgroup2_mount()?.context("this kernel mounts a cgroup2 hierarchy")?,
                 "agent",
             )?,
+            pins: waggle_tests::bpffs::PinDir::new("agent")?,
             agent: None,
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
@@ -136,6 +140,8 @@ impl Node {
             .args(&self.extra_args)
             .arg("--sock-lb-cgroup")
             .arg(self.sock_cgroup.path())
+            .arg("--bpf-pin-dir")
+            .arg(self.pins.path())
             .env("RUST_LOG", "info,waggle_agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -724,7 +724,7 @@ async fn a_container_over_its_memory_limit_is_reported_oom_killed_and_its_cgroup
     pods.create(&PostParams::default(), &pod_manifest(&sized, &node.name, reader, json!({"restartPolicy": "Never"}))?)
         .await?;
     wait_for(&pods, &sized, &node, Duration::from_secs(60), "Succeeded", |p| phase(p) == "Succeeded").await?;
-    let logs = server.kubectl(33).ok(&["logs", &sized])?;
+    let logs = server.kubectl(33).ok(&["logs", &sized]).with_context(|| node.agent_log())?;
     assert_eq!(logs, "256\n50000\n33554432\nread-only\n", "agent log:\n{}", node.agent_log());
 
     let name = names::unique("oom");

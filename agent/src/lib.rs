@@ -139,7 +139,7 @@ pub async fn run(config: AgentConfig, client: kube::Client) -> Result<(), Error>
             {
                 p.node_addresses.push(v4);
             }
-            Some(tokio::spawn(proxy::run(p, client.clone(), m.clone())))
+            Some(tokio::spawn(supervise_proxy(p, client.clone(), m.clone())))
         }
         _ => None,
     };
@@ -204,6 +204,30 @@ fn build_network(cfg: &AgentConfig, pod_cidr: &ipnet::IpNet) -> Result<Arc<dyn n
 /// (`<netns-dir>/<prefix>-<pod uid>`).
 pub fn sandbox_netns_prefix(node: &str) -> String {
     format!("wgp-{}", short_hash(node))
+}
+
+/// Runs the Service proxy, and again after a back-off (1 s doubling to 30 s)
+/// when it fails: a proxy that cannot load or attach must not take the
+/// node's pods down with the whole agent (upstream runs them as separate
+/// processes). Its pinned maps keep serving the Services meanwhile.
+async fn supervise_proxy(
+    config: proxy::ProxyConfig,
+    client: kube::Client,
+    metrics: Arc<proxy::ProxyMetrics>,
+) -> Result<(), Error> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = tokio::time::Instant::now();
+        match proxy::run(config.clone(), client.clone(), metrics.clone()).await {
+            Ok(()) => warn!("the Service proxy stopped; starting it again"),
+            Err(e) => warn!(error = %e, retry_in = ?backoff, "the Service proxy failed; starting it again"),
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Eight hex digits naming a node in file names.
